@@ -1,0 +1,121 @@
+# shmnet: one non-recursive build.
+#   make            build/shmnetd build/shmnetctl build/libshmnet.so build/libshmnet_preload.so
+#   make SAN=1      the same with ASan+UBSan, in build/san/
+#   make test       install what is missing (apt-get, as root), build, run the whole suite
+#   make run        demo: daemon on a TAP, kernel side in a namespace
+#   make install    PREFIX=/usr/local DESTDIR=
+
+CC      ?= cc
+PREFIX  ?= /usr/local
+DESTDIR ?=
+SAN     ?= 0
+
+ifeq ($(SAN),1)
+BUILD   ?= build/san
+SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+else
+BUILD   ?= build
+SANFLAGS :=
+endif
+
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -fPIC -I. -MMD -MP \
+           -D_GNU_SOURCE $(SANFLAGS)
+LDFLAGS += $(SANFLAGS)
+LDLIBS_D := -luring -lev -lconfig -lpthread
+
+CORE_SRC   := $(wildcard stack/*.c) $(wildcard nic/*.c)
+CONF_SRC   := $(wildcard conf/*.c)
+SHM_SRC    := $(wildcard shm/*.c)
+DAEMON_SRC := $(wildcard daemon/*.c)
+CLIENT_SRC := $(filter-out libclient/preload.c,$(wildcard libclient/*.c))
+PRELOAD_SRC:= $(wildcard libclient/preload.c)
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+TESTLIB_SRC:= $(wildcard tests/lib/*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+CORE_LIB   := $(BUILD)/libshmnet_core.a
+UNIT_BINS  := $(patsubst tests/unit/test_%.c,$(BUILD)/tests/unit_%,$(UNIT_SRC))
+
+BINS := $(BUILD)/shmnetd $(BUILD)/shmnetctl $(BUILD)/libshmnet.so $(BUILD)/libshmnet_preload.so
+
+.PHONY: all test unit integration fuzz run install clean deps check-format cppcheck soak bench
+all: $(BINS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(CORE_LIB): $(call obj,$(CORE_SRC) $(CONF_SRC) $(SHM_SRC))
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/shmnetd: $(call obj,$(DAEMON_SRC)) $(CORE_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_D)
+
+$(BUILD)/shmnetctl: $(call obj,tools/shmnetctl.c)
+	$(CC) $(LDFLAGS) -o $@ $^
+
+$(BUILD)/libshmnet.so: $(call obj,$(CLIENT_SRC) $(SHM_SRC))
+	$(CC) $(LDFLAGS) -shared -Wl,-soname,libshmnet.so -o $@ $^ -lpthread
+
+$(BUILD)/libshmnet_preload.so: $(call obj,$(PRELOAD_SRC) $(CLIENT_SRC) $(SHM_SRC))
+	$(CC) $(LDFLAGS) -shared -o $@ $^ -ldl -lpthread
+
+$(BUILD)/tests/unit_%: $(call obj,tests/unit/test_%.c $(TESTLIB_SRC)) $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcriterion $(LDLIBS_D)
+
+# ---- tests ----
+deps:
+	@tests/lib/install-deps.sh
+
+unit: $(UNIT_BINS)
+
+# The whole suite: unit tests and integration tests under the sanitizer build, the fuzz
+# smoke run, and a final "N passed, N failed" line.
+test: deps
+	$(MAKE) all unit
+	$(MAKE) SAN=1 all unit
+	$(MAKE) fuzz-build
+	tests/run.sh
+
+FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,build/fuzz/fuzz_%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_CFLAGS := -std=gnu11 -g -O1 -I. -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined
+.PHONY: fuzz-build
+fuzz-build: $(FUZZ_TARGETS)
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(CORE_SRC) $(CONF_SRC) $(SHM_SRC) $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $< $(CORE_SRC) $(SHM_SRC) -luring
+
+# Long fuzzing by hand: make fuzz FUZZ_SECONDS=3600
+FUZZ_SECONDS ?= 600
+fuzz: fuzz-build
+	@for f in $(FUZZ_TARGETS); do mkdir -p build/fuzz/corpus-$$(basename $$f); \
+	  $$f -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus-$$(basename $$f) tests/fuzz/seeds || exit 1; done
+
+run: all
+	tests/lib/demo.sh $(BUILD)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib \
+	  $(DESTDIR)$(PREFIX)/include $(DESTDIR)/etc/shmnet $(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -m 755 $(BUILD)/shmnetd $(DESTDIR)$(PREFIX)/sbin/shmnetd
+	install -m 755 $(BUILD)/shmnetctl $(DESTDIR)$(PREFIX)/bin/shmnetctl
+	install -m 755 $(BUILD)/libshmnet.so $(BUILD)/libshmnet_preload.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 libclient/shmnet.h $(DESTDIR)$(PREFIX)/include/shmnet.h
+	test -e $(DESTDIR)/etc/shmnet/shmnetd.conf || install -m 644 conf/shmnetd.conf $(DESTDIR)/etc/shmnet/shmnetd.conf
+	sed 's|@PREFIX@|$(PREFIX)|g' systemd/shmnetd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/shmnetd.service
+
+cppcheck:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr \
+	  --suppress=missingIncludeSystem -I. -D_GNU_SOURCE conf nic stack shm daemon libclient tools
+
+check-format:
+	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

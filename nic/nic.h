@@ -1,0 +1,120 @@
+/* NIC backends behind one ops table.
+ *
+ * Every backend exposes queues; a worker owns one or more (queue q of every interface it
+ * serves). RX fills pktbufs from the pool bound to that queue; TX takes ownership of the
+ * pktbufs it is given and returns them to their pool once the frame is gone (the seed
+ * documents' TX completion). The generic wrappers nic_rx()/nic_tx() add what every
+ * backend shares: the pcap tap, the fault injector and the counters. Callers never call
+ * ops directly, so AF_XDP and multi-queue plug in without changing them. */
+#ifndef SHMNET_NIC_H
+#define SHMNET_NIC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <net/if.h>
+
+#include "stack/counters.h"
+#include "stack/pktbuf.h"
+
+#define NIC_MAX_QUEUES 16
+#define NIC_BURST 64
+
+struct nic;
+struct pcap_tap;
+struct nic_fault;
+
+/* Fault injection rates are probabilities in [0,1]; delay in microseconds. */
+struct nic_fault_params {
+    bool enabled;
+    uint64_t seed;
+    double loss, duplicate, reorder, corrupt;
+    uint32_t delay_us;     /* fixed extra latency for every frame */
+    uint32_t jitter_us;    /* uniform extra on top of delay_us */
+    bool rx, tx;           /* directions it applies to */
+};
+
+struct nic_params {
+    char name[IFNAMSIZ];
+    char backend[16];      /* "tap", "sim", later "af_xdp" */
+    uint8_t mac[6];
+    uint16_t mtu;
+    uint16_t nqueues;      /* 1 unless multi-queue */
+    uint32_t rx_ring;      /* RX descriptors in flight per queue */
+    uint32_t tx_ring;      /* TX descriptors per queue */
+    struct nic_fault_params fault;
+};
+
+struct nic_ops {
+    const char *name;
+    int (*open)(struct nic *n, const struct nic_params *p);
+    void (*close)(struct nic *n);
+    /* Up to max received frames of queue q; each pktbuf has data = the whole frame. */
+    int (*rx_burst)(struct nic *n, uint16_t q, struct pktbuf **pkts, int max);
+    /* Queue cnt frames for transmit and take ownership of all of them; returns how many
+     * were accepted (the rest were freed and should be counted by the caller). */
+    int (*tx_burst)(struct nic *n, uint16_t q, struct pktbuf **pkts, int cnt);
+    /* Push queued TX to the device (end of a batch): one system call at most. */
+    int (*tx_flush)(struct nic *n, uint16_t q);
+    /* An fd that polls readable when queue q may have RX work (the io_uring fd for tap, the
+     * xsk fd for AF_XDP, an eventfd for sim). The worker sleeps in one ppoll() over the fds
+     * of all its queues plus its own wake eventfd; tx_flush has submitted everything by then. */
+    int (*poll_fd)(struct nic *n, uint16_t q);
+};
+
+struct nic {
+    const struct nic_ops *ops;
+    struct nic_params params;
+    int ifindex;                               /* kernel ifindex of the device, 0 for sim */
+    struct pktbuf_pool *pool[NIC_MAX_QUEUES];  /* RX buffers of each queue */
+    struct stack_counters *cnt[NIC_MAX_QUEUES];/* where queue q counts */
+    struct nic_fault *fault;                   /* NULL when fault injection is off */
+    struct pcap_tap *pcap;                     /* owned by the worker of queue 0; NULL = off */
+    void *priv;                                /* backend state */
+};
+
+/* Look up a backend by name ("tap", "sim"); NULL if unknown. */
+const struct nic_ops *nic_find_ops(const char *backend);
+
+/* Open a NIC. Pools and counters per queue must be bound with nic_bind_queue() before the
+ * first nic_rx() (the backend pre-posts RX buffers then). */
+int nic_open(struct nic *n, const struct nic_params *p);
+void nic_bind_queue(struct nic *n, uint16_t q, struct pktbuf_pool *pool, struct stack_counters *cnt);
+void nic_close(struct nic *n);
+
+/* RX burst through fault injector and pcap tap. now = current time in ns. */
+int nic_rx(struct nic *n, uint16_t q, struct pktbuf **pkts, int max, uint64_t now);
+/* TX burst through fault injector and pcap tap; always takes ownership. */
+int nic_tx(struct nic *n, uint16_t q, struct pktbuf **pkts, int cnt, uint64_t now);
+int nic_flush(struct nic *n, uint16_t q, uint64_t now);
+/* Sleep in ppoll() until one of the n (nic, queue) pairs may have work, wake_fd (-1: none)
+ * is readable, or timeout_ns (UINT64_MAX: none) passes. Returns 0 or -errno. */
+int nic_wait(struct nic **nics, const uint16_t *qs, int n, int wake_fd, uint64_t timeout_ns);
+/* Earliest time the fault injector must run again (delayed frames), or UINT64_MAX. */
+uint64_t nic_next_event(const struct nic *n);
+
+/* ---- pcap packet tap (libpcap file format, ns timestamps, LINKTYPE_ETHERNET) ---- */
+struct pcap_tap *pcap_open(const char *path, uint32_t snaplen, int *err);
+/* Record one frame; returns 0 or -errno. */
+int pcap_write(struct pcap_tap *t, const uint8_t *frame, uint32_t len, uint64_t ts_ns);
+void pcap_close(struct pcap_tap *t);
+
+/* ---- fault injector (seeded, reproducible) ---- */
+struct nic_fault *nic_fault_create(const struct nic_fault_params *p);
+void nic_fault_destroy(struct nic_fault *f);
+/* Pass frames through the injector in one direction: consumes in[0..n), writes the frames
+ * to deliver now into out (capacity max) and returns their count. Frames held for delay or
+ * reordering come out on later calls; dropped frames are freed and counted. */
+int nic_fault_apply(struct nic_fault *f, bool tx, struct pktbuf **in, int n, struct pktbuf **out,
+                    int max, uint64_t now, struct stack_counters *cnt);
+uint64_t nic_fault_next(const struct nic_fault *f);
+
+/* ---- sim backend extras (tests) ---- */
+/* Connect two sim NICs: what one transmits, the other receives. */
+void nic_sim_link(struct nic *a, struct nic *b);
+/* Hand a raw frame to the stack as if received (copied into a pool buffer). */
+int nic_sim_inject(struct nic *n, const uint8_t *frame, uint32_t len);
+/* Take the oldest transmitted frame of an unlinked sim NIC (NULL if none); caller frees. */
+struct pktbuf *nic_sim_take_tx(struct nic *n);
+uint32_t nic_sim_tx_pending(const struct nic *n);
+
+#endif

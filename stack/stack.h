@@ -1,0 +1,158 @@
+/* The TCP/IP stack instance of one worker.
+ *
+ * Pure protocol core: time is passed in (stack_poll sets st->now), frames come in through
+ * stack_input() and leave through the interfaces' NICs in batches (stack_flush()). No
+ * clock, no thread, no system call inside; the worker loop does the I/O. */
+#ifndef SHMNET_STACK_H
+#define SHMNET_STACK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <net/if.h>
+
+#include "nic/nic.h"
+#include "stack/counters.h"
+#include "stack/pktbuf.h"
+#include "stack/timer.h"
+
+#define STACK_MAX_IFS 8
+#define STACK_MAX_ROUTES 64
+#define STACK_MAX_RULES 64
+
+enum hook_point { HOOK_PREROUTING = 0, HOOK_LOCAL_IN, HOOK_FORWARD, HOOK_LOCAL_OUT, HOOK_POSTROUTING, HOOK_NPOINTS };
+enum hook_action { HOOK_ACCEPT = 0, HOOK_DROP };
+enum hook_verdict { HOOK_PASS = 0, HOOK_STOLEN_DROP };
+
+/* One filter rule at a hook point: first match decides. */
+struct hook_rule {
+    enum hook_point point;
+    enum hook_action action;
+    uint8_t proto;                  /* 0 = any */
+    uint32_t src; uint8_t src_plen; /* host order; plen 0 = any */
+    uint32_t dst; uint8_t dst_plen;
+    uint32_t rate_pps;              /* 0: always; else the action applies above this rate */
+    /* run-time state */
+    uint64_t tokens_ts;             /* token bucket: last refill (ns) */
+    uint32_t tokens;
+    uint64_t matches;
+};
+
+/* An interface as configured. */
+struct stack_iface_params {
+    char name[IFNAMSIZ];
+    uint8_t mac[6];
+    uint16_t mtu;
+    uint32_t addr;                  /* host order */
+    uint8_t plen;
+    bool promiscuous;
+    uint16_t vlan;                  /* 0 = untagged */
+};
+
+struct route_entry {
+    uint32_t dst;                   /* host order, masked */
+    uint8_t plen;
+    uint32_t via;                   /* gateway, 0 = on-link */
+    int ifidx;                      /* stack interface index; -1 = pick from gateway */
+    uint32_t metric;
+    bool connected;                 /* derived from an interface address */
+};
+
+struct stack_params {
+    uint32_t pktbufs;               /* small buffers per worker */
+    uint32_t large_pktbufs;         /* 64 KiB buffers (reassembly), default 32 */
+    bool forwarding;
+    uint8_t default_ttl;
+    uint32_t frag_timeout_ms, frag_max_datagrams, frag_max_bytes;
+    uint32_t icmp_ratelimit_pps;
+    uint32_t arp_cache_size, arp_reachable_ms, arp_stale_ms, arp_retry_ms, arp_retries,
+        arp_queue_len;
+    bool arp_gratuitous;
+    struct route_entry routes[STACK_MAX_ROUTES]; /* static routes (connected ones are added) */
+    uint32_t n_routes;
+    struct hook_rule rules[STACK_MAX_RULES];
+    uint32_t n_rules;
+};
+
+void stack_params_defaults(struct stack_params *p);
+
+struct stack_if {
+    struct stack_iface_params p;
+    uint32_t mask, bcast;           /* derived */
+    struct nic *nic;
+    uint16_t queue;
+    struct pktbuf *tx[NIC_BURST];   /* TX batch for this interface */
+    int ntx;
+};
+
+struct arp_cache;
+struct ip4_frag_table;
+struct route_table {
+    struct route_entry e[STACK_MAX_ROUTES + STACK_MAX_IFS]; /* sorted: longest prefix first */
+    uint32_t n;
+};
+
+/* Upper-layer (UDP/TCP) delivery; later issues register handlers. pb data = L4 header on,
+ * ip = the parsed IPv4 header. Handler owns pb. Return 0, or -EPROTONOSUPPORT/-ECONNREFUSED to
+ * have the stack answer with ICMP unreachable (the stack then owns pb again). */
+struct stack;
+struct ip4_view;
+typedef int (*stack_l4_input_fn)(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip);
+/* ICMP error delivered to the protocol of the quoted datagram. */
+typedef void (*stack_l4_err_fn)(struct stack *st, uint8_t type, uint8_t code, uint32_t info,
+                                const uint8_t *quoted, uint32_t qlen);
+
+struct stack {
+    uint64_t now;                   /* ns; set by stack_poll() */
+    struct stack_counters cnt;
+    struct stack_params par;
+    struct stack_if ifs[STACK_MAX_IFS];
+    int nifs;
+    struct route_table rt;
+    struct arp_cache *arp;
+    struct ip4_frag_table *frag;
+    struct timer_wheel tw;
+    struct pktbuf_pool pool;        /* frames */
+    struct pktbuf_pool large;       /* reassembled datagrams */
+    uint16_t ip_id;
+    /* ICMP error rate limit (token bucket) */
+    uint64_t icmp_tokens_ts;
+    uint32_t icmp_tokens;
+    /* echo replies to our own echo requests (stack_ping) */
+    uint64_t ping_replies;
+    uint16_t ping_last_seq;
+    stack_l4_input_fn l4_input[256];
+    stack_l4_err_fn l4_err[256];
+    void *user;                     /* owner (the worker) */
+};
+
+/* Create a stack: allocates pools and tables. 0 or -errno. */
+int stack_init(struct stack *st, const struct stack_params *p, uint64_t now);
+/* Add an interface bound to queue q of an opened NIC; returns its index or -errno.
+ * Adds the connected route. Binds the stack's pool and counters to that NIC queue. */
+int stack_add_if(struct stack *st, const struct stack_iface_params *ip, struct nic *nic, uint16_t q);
+/* Gratuitous ARP etc. once all interfaces are in. */
+void stack_start(struct stack *st);
+void stack_destroy(struct stack *st);
+
+/* Advance time and run due timers. */
+void stack_poll(struct stack *st, uint64_t now);
+/* One received frame from interface ifidx; the stack owns pb from here. */
+void stack_input(struct stack *st, int ifidx, struct pktbuf *pb);
+/* Receive a burst from every interface (budget frames at most) and process it. Returns count. */
+int stack_rx(struct stack *st, int budget);
+/* Hand every batched TX frame to the NICs and flush them. */
+void stack_flush(struct stack *st);
+/* Earliest time stack_poll must run again (timers, delayed frames), or UINT64_MAX. */
+uint64_t stack_next_deadline(const struct stack *st);
+
+/* Send an ICMP echo request (for shmnetctl ping and tests); 0 or -errno. */
+int stack_ping(struct stack *st, uint32_t dst, uint16_t id, uint16_t seq, uint32_t size);
+
+/* Runtime changes from a config reload (tunables only). */
+void stack_apply_tunables(struct stack *st, const struct stack_params *p);
+
+/* Text reports for shmnetctl; write into buf (size cap), return bytes written. */
+size_t stack_report_neigh(struct stack *st, char *buf, size_t cap);
+size_t stack_report_routes(const struct stack *st, char *buf, size_t cap);
+
+#endif
