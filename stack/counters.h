@@ -45,9 +45,11 @@
     X(ip4_frag_drop_mem)     /* reassembly memory or datagram limit reached */                     \
     X(ip4_frag_drop_bad)     /* inconsistent: MF on final length, zero-length, odd size */         \
     X(ip4_frag_drop_too_many)/* more pieces than one datagram may have */                          \
+    X(ip4_frag_drop_dup)     /* exact duplicate of a piece already held */                         \
     X(icmp_rx) X(icmp_tx) X(icmp_rx_echo) X(icmp_tx_echo_reply) X(icmp_rx_echo_reply)              \
     X(icmp_tx_unreach) X(icmp_tx_time_exceeded) X(icmp_rx_error)                                   \
     X(icmp_drop_short) X(icmp_drop_csum) X(icmp_drop_type)                                         \
+    X(icmp_drop_bcast)       /* echo to a broadcast address (ignored, like Linux) */               \
     X(icmp_drop_bad_error)   /* error quoting a header that is not ours/valid */                   \
     X(icmp_drop_ratelimit)   /* error not sent: rate limit (RFC 1812 4.3.2.8) */                   \
     X(hook_prerouting_pass) X(hook_prerouting_drop)                                                \

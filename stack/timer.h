@@ -5,6 +5,7 @@
 #define SHMNET_TIMER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define TIMER_SLOTS 512u      /* power of two */

@@ -1,0 +1,252 @@
+/* Stack instance: set-up, the poll/rx/flush entry points the worker loop calls, reports. */
+#include "stack/stack_impl.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+const char *const stack_counter_names[STACK_NCOUNTERS] = {
+#define X(n) #n,
+    STACK_COUNTERS(X)
+#undef X
+};
+
+void stack_params_defaults(struct stack_params *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->pktbufs = 8192;
+    p->large_pktbufs = 32;
+    p->forwarding = false;
+    p->default_ttl = 64;
+    p->frag_timeout_ms = 30000; /* Linux ipfrag_time */
+    p->frag_max_datagrams = 64;
+    p->frag_max_bytes = 4u << 20;
+    p->icmp_ratelimit_pps = 1000;
+    p->arp_cache_size = 1024;
+    p->arp_reachable_ms = 30000;
+    p->arp_stale_ms = 60000;
+    p->arp_retry_ms = 1000;
+    p->arp_retries = 3;
+    p->arp_queue_len = 16;
+    p->arp_gratuitous = true;
+}
+
+int stack_init(struct stack *st, const struct stack_params *p, uint64_t now)
+{
+    memset(st, 0, sizeof(*st));
+    st->par = *p;
+    st->now = now;
+    st->ip_id = (uint16_t)(now ^ (now >> 16));
+    timer_wheel_init(&st->tw, NS_PER_MS, now);
+    route_table_init(&st->rt);
+    /* Frames up to 9000 bytes of MTU plus tags, with headroom. */
+    int rc = pktbuf_pool_init(&st->pool, p->pktbufs ? p->pktbufs : 8192, 9216 + PKTBUF_HEADROOM);
+    if (rc)
+        return rc;
+    uint32_t nlarge = p->large_pktbufs;
+    if (nlarge < p->frag_max_datagrams + 8)
+        nlarge = p->frag_max_datagrams + 8; /* every reassembly slot plus replies in flight */
+    rc = pktbuf_pool_init(&st->large, nlarge, 65536 + 2 * PKTBUF_HEADROOM);
+    if (rc)
+        goto fail;
+    if ((rc = arp_init(st)) || (rc = ip4_frag_init(st)))
+        goto fail;
+    for (uint32_t i = 0; i < p->n_routes; i++)
+        if ((rc = route_add(&st->rt, &p->routes[i])))
+            goto fail;
+    st->icmp_tokens = p->icmp_ratelimit_pps;
+    st->icmp_tokens_ts = now;
+    return 0;
+fail:
+    stack_destroy(st);
+    return rc;
+}
+
+int stack_add_if(struct stack *st, const struct stack_iface_params *ip, struct nic *nic, uint16_t q)
+{
+    if (st->nifs >= STACK_MAX_IFS)
+        return -ENOSPC;
+    if (ip->plen > 32 || ip->mtu < 68)
+        return -EINVAL;
+    int idx = st->nifs;
+    struct stack_if *ifp = &st->ifs[idx];
+    memset(ifp, 0, sizeof(*ifp));
+    ifp->p = *ip;
+    ifp->mask = ip4_mask(ip->plen);
+    ifp->bcast = ip->plen < 31 ? (ip->addr | ~ifp->mask) : 0xffffffffu;
+    ifp->nic = nic;
+    ifp->queue = q;
+    if (nic)
+        nic_bind_queue(nic, q, &st->pool, &st->cnt);
+    struct route_entry conn = {
+        .dst = ip->addr & ifp->mask, .plen = ip->plen, .via = 0, .ifidx = idx, .connected = true,
+    };
+    int rc = route_add(&st->rt, &conn);
+    if (rc)
+        return rc;
+    st->nifs++;
+    /* Static routes given without a device are bound to the interface of their gateway. */
+    for (uint32_t i = 0; i < st->rt.n; i++) {
+        struct route_entry *e = &st->rt.e[i];
+        if (e->ifidx < 0 && e->via && (e->via & ifp->mask) == (ip->addr & ifp->mask))
+            e->ifidx = idx;
+    }
+    return idx;
+}
+
+void stack_start(struct stack *st)
+{
+    if (!st->par.arp_gratuitous)
+        return;
+    for (int i = 0; i < st->nifs; i++)
+        arp_announce(st, i);
+}
+
+void stack_destroy(struct stack *st)
+{
+    for (int i = 0; i < st->nifs; i++) {
+        struct stack_if *ifp = &st->ifs[i];
+        for (int k = 0; k < ifp->ntx; k++)
+            pktbuf_free(ifp->tx[k]);
+        ifp->ntx = 0;
+    }
+    ip4_frag_destroy(st);
+    arp_destroy(st);
+    pktbuf_pool_destroy(&st->large);
+    pktbuf_pool_destroy(&st->pool);
+}
+
+static void timer_count(struct stack *st, unsigned n)
+{
+    if (n)
+        CNT_ADD(&st->cnt, timer_fired, n);
+}
+
+void stack_poll(struct stack *st, uint64_t now)
+{
+    if (now > st->now)
+        st->now = now;
+    timer_count(st, timer_wheel_run(&st->tw, st->now, st));
+}
+
+void stack_input(struct stack *st, int ifidx, struct pktbuf *pb)
+{
+    pb->ifindex = (uint16_t)ifidx;
+    eth_input(st, ifidx, pb);
+}
+
+int stack_rx(struct stack *st, int budget)
+{
+    struct pktbuf *pkts[NIC_BURST];
+    int total = 0;
+    for (int i = 0; i < st->nifs && total < budget; i++) {
+        struct stack_if *ifp = &st->ifs[i];
+        if (!ifp->nic)
+            continue;
+        int want = budget - total < NIC_BURST ? budget - total : NIC_BURST;
+        int n = nic_rx(ifp->nic, ifp->queue, pkts, want, st->now);
+        for (int k = 0; k < n; k++)
+            stack_input(st, i, pkts[k]);
+        total += n > 0 ? n : 0;
+    }
+    return total;
+}
+
+void stack_if_flush(struct stack *st, int ifidx)
+{
+    struct stack_if *ifp = &st->ifs[ifidx];
+    if (!ifp->ntx)
+        return;
+    if (ifp->nic)
+        nic_tx(ifp->nic, ifp->queue, ifp->tx, ifp->ntx, st->now);
+    else
+        for (int k = 0; k < ifp->ntx; k++)
+            pktbuf_free(ifp->tx[k]);
+    ifp->ntx = 0;
+}
+
+void stack_flush(struct stack *st)
+{
+    for (int i = 0; i < st->nifs; i++) {
+        stack_if_flush(st, i);
+        if (st->ifs[i].nic)
+            nic_flush(st->ifs[i].nic, st->ifs[i].queue, st->now);
+    }
+}
+
+uint64_t stack_next_deadline(const struct stack *st)
+{
+    uint64_t t = timer_wheel_next(&st->tw);
+    for (int i = 0; i < st->nifs; i++) {
+        if (!st->ifs[i].nic)
+            continue;
+        uint64_t n = nic_next_event(st->ifs[i].nic);
+        if (n < t)
+            t = n;
+    }
+    return t;
+}
+
+void stack_apply_tunables(struct stack *st, const struct stack_params *p)
+{
+    /* Pools, tables and interfaces keep their sizes; the rest is read on every use. */
+    struct stack_params *c = &st->par;
+    c->default_ttl = p->default_ttl;
+    c->frag_timeout_ms = p->frag_timeout_ms;
+    c->frag_max_bytes = p->frag_max_bytes;
+    c->icmp_ratelimit_pps = p->icmp_ratelimit_pps;
+    c->arp_reachable_ms = p->arp_reachable_ms;
+    c->arp_stale_ms = p->arp_stale_ms;
+    c->arp_retry_ms = p->arp_retry_ms;
+    c->arp_retries = p->arp_retries;
+    c->arp_queue_len = p->arp_queue_len;
+    c->n_rules = p->n_rules;
+    memcpy(c->rules, p->rules, sizeof(c->rules));
+}
+
+int stack_ping(struct stack *st, uint32_t dst, uint16_t id, uint16_t seq, uint32_t size)
+{
+    if (size > 65507 - ICMP_HLEN)
+        return -EMSGSIZE;
+    struct pktbuf_pool *pool = size + ICMP_HLEN + 64 > st->pool.bufsize - PKTBUF_HEADROOM ? &st->large : &st->pool;
+    struct pktbuf *pb = pktbuf_alloc(pool);
+    if (!pb) {
+        CNT_INC(&st->cnt, ip4_drop_nobuf);
+        return -ENOBUFS;
+    }
+    uint8_t *p = pktbuf_put(pb, ICMP_HLEN + size);
+    p[0] = ICMP_ECHO;
+    p[1] = 0;
+    wr16(p + 2, 0);
+    wr16(p + 4, id);
+    wr16(p + 6, seq);
+    for (uint32_t i = 0; i < size; i++)
+        p[ICMP_HLEN + i] = (uint8_t)i;
+    wr16(p + 2, csum(p, ICMP_HLEN + size));
+    st->ping_last_seq = seq;
+    CNT_INC(&st->cnt, icmp_tx);
+    return ip4_output(st, pb, 0, dst, IPPROTO_ICMP_, st->par.default_ttl, 0, false);
+}
+
+size_t stack_report_neigh(struct stack *st, char *buf, size_t cap) { return arp_report(st, buf, cap); }
+
+size_t stack_report_routes(const struct stack *st, char *buf, size_t cap)
+{
+    size_t n = 0;
+    char a[16], g[16];
+    for (uint32_t i = 0; i < st->rt.n && n < cap; i++) {
+        const struct route_entry *e = &st->rt.e[i];
+        const char *dev = e->ifidx >= 0 && e->ifidx < st->nifs ? st->ifs[e->ifidx].p.name : "?";
+        int w;
+        if (e->via)
+            w = snprintf(buf + n, cap - n, "%s/%u via %s dev %s metric %u\n", ip4_fmt(e->dst, a),
+                         e->plen, ip4_fmt(e->via, g), dev, e->metric);
+        else
+            w = snprintf(buf + n, cap - n, "%s/%u dev %s %s\n", ip4_fmt(e->dst, a), e->plen, dev,
+                         e->connected ? "proto kernel scope link" : "scope link");
+        if (w < 0)
+            break;
+        n += (size_t)w;
+    }
+    return n < cap ? n : cap;
+}
