@@ -76,6 +76,14 @@ uint32_t stest_tx(struct stest *t, uint8_t *buf, uint32_t cap)
     return n;
 }
 
+uint32_t stest_tx_ip(struct stest *t, uint8_t *buf, uint32_t cap)
+{
+    uint32_t n;
+    while ((n = stest_tx(t, buf, cap)) && n >= 14 && rd16(buf + 12) == ETHERTYPE_ARP)
+        ;
+    return n;
+}
+
 uint32_t stest_tx_count(struct stest *t) { return nic_sim_tx_pending(&t->nic); }
 
 void stest_tx_drain(struct stest *t)

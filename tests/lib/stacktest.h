@@ -33,6 +33,8 @@ void stest_rx(struct stest *t, const uint8_t *frame, uint32_t len);
 /* Take the next transmitted frame into buf; returns its length or 0 if none. */
 uint32_t stest_tx(struct stest *t, uint8_t *buf, uint32_t cap);
 uint32_t stest_tx_count(struct stest *t);
+/* Like stest_tx, but skips ARP frames (probes of stale entries). */
+uint32_t stest_tx_ip(struct stest *t, uint8_t *buf, uint32_t cap);
 /* Discard everything transmitted so far. */
 void stest_tx_drain(struct stest *t);
 uint64_t stest_cnt(struct stest *t, const char *name);
