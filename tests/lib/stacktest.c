@@ -46,8 +46,9 @@ void stest_init(struct stest *t, const struct stack_params *p)
 void stest_fini(struct stest *t)
 {
     stest_tx_drain(t);
-    stack_destroy(&t->st);
+    /* The NIC returns frames it still holds to the stack's pool: close it first. */
     nic_close(&t->nic);
+    stack_destroy(&t->st);
 }
 
 void stest_step(struct stest *t, uint64_t ns)

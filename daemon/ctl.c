@@ -1,0 +1,782 @@
+/* shmnetd control socket: see ctl.h and docs/daemon.md.
+ *
+ * One connection = one request. The client sends a line, we answer with text and close.
+ * All I/O is non-blocking under libev on the control thread. Commands that need the
+ * stack's state go through the worker mailbox (worker_call); ping is asynchronous. */
+#include "daemon/ctl.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon/daemon.h"
+#include "daemon/log.h"
+#include "daemon/strbuf.h"
+
+#define CTL_MAX_ARGS 16
+#define PING_MAX_COUNT 20
+#define PING_POLL_S 0.010
+#define PING_WAIT_NS 1000000000ull
+#define REPORT_CAP (256 * 1024)
+
+struct ctl_client;
+
+struct ctl_ping {
+    ev_timer tick;
+    uint32_t dst; /* host order */
+    uint16_t id, seq;
+    int count, sent, received;
+    uint64_t base;   /* st->ping_replies when the current request was sent */
+    uint64_t t_sent; /* ns */
+};
+
+enum cl_state { CL_READ, CL_BUSY, CL_WRITE };
+
+struct ctl_client {
+    struct ctl_client *next, **pprev;
+    struct ctl *ctl;
+    int fd;
+    ev_io io;
+    ev_timer tmo;
+    struct ucred cred;
+    enum cl_state state;
+    char in[CTL_MAX_REQUEST + 1];
+    size_t inlen;
+    struct strbuf out;
+    size_t outoff;
+    struct ctl_ping *ping;
+};
+
+struct ctl {
+    struct daemon *d;
+    int lfd;
+    ev_io lio;
+    char path[CONF_PATH_MAX];
+    struct ctl_client *clients;
+    unsigned nclients;
+    uint16_t ping_id;
+};
+
+/* A command: fills c->out and returns 0, or returns 1 when it completes later by itself
+ * (ctl_reply). Add new requests here. */
+struct ctl_cmd {
+    const char *name;
+    const char *usage;
+    const char *help;
+    int (*fn)(struct ctl_client *c, int argc, char **argv);
+};
+
+static void client_free(struct ctl_client *c);
+static void client_reply(struct ctl_client *c);
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static struct ev_loop *ctl_loop(const struct ctl_client *c)
+{
+    return c->ctl->d->loop;
+}
+
+/* ---- policy ---- */
+
+static bool id_in(const uint32_t *ids, uint32_t n, uint32_t id)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (ids[i] == id) return true;
+    return false;
+}
+
+bool ctl_peer_allowed(const struct conf *c, uid_t uid, gid_t gid, const gid_t *groups, int ngroups)
+{
+    if (uid == 0 || id_in(c->allowed_uids, c->n_uids, uid)) return true;
+    if (!c->n_gids) return false;
+    if (id_in(c->allowed_gids, c->n_gids, gid)) return true;
+
+    /* Supplementary groups: the peer's own (SO_PEERGROUPS) when known, else the user's
+     * groups from the group database, as login would set them. */
+    struct passwd pw, *pwp = NULL;
+    char pwbuf[4096];
+    gid_t dbgroups[256];
+
+    if (ngroups < 0) {
+        ngroups = (int)(sizeof(dbgroups) / sizeof(dbgroups[0]));
+        if (getpwuid_r(uid, &pw, pwbuf, sizeof(pwbuf), &pwp) != 0 || !pwp) return false;
+        if (getgrouplist(pw.pw_name, pw.pw_gid, dbgroups, &ngroups) < 0)
+            ngroups = (int)(sizeof(dbgroups) / sizeof(dbgroups[0])); /* truncated: use it */
+        groups = dbgroups;
+    }
+    for (int i = 0; i < ngroups; i++)
+        if (id_in(c->allowed_gids, c->n_gids, groups[i])) return true;
+    return false;
+}
+
+/* The connecting process's supplementary groups; -1 when the kernel cannot tell. */
+static int peer_groups(int fd, gid_t *groups, int max)
+{
+#ifdef SO_PEERGROUPS
+    socklen_t len = (socklen_t)(max * (int)sizeof(gid_t));
+
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) == 0)
+        return (int)(len / sizeof(gid_t));
+#endif
+    return -1;
+}
+
+/* ---- mailbox functions (run on the worker thread) ---- */
+
+struct report_req {
+    char *buf;
+    size_t cap, len;
+};
+
+static int neigh_fn(struct worker *w, void *arg)
+{
+    struct report_req *r = arg;
+
+    r->len = stack_report_neigh(&w->st, r->buf, r->cap);
+    return 0;
+}
+
+static int route_fn(struct worker *w, void *arg)
+{
+    struct report_req *r = arg;
+
+    r->len = stack_report_routes(&w->st, r->buf, r->cap);
+    return 0;
+}
+
+struct ping_req {
+    uint32_t dst;
+    uint16_t id, seq;
+    bool send;
+    uint64_t replies; /* out: st->ping_replies (before sending) */
+};
+
+static int ping_fn(struct worker *w, void *arg)
+{
+    struct ping_req *p = arg;
+
+    p->replies = w->st.ping_replies;
+    if (!p->send) return 0;
+    return stack_ping(&w->st, p->dst, p->id, p->seq, 56);
+}
+
+/* ---- commands ---- */
+
+static int cmd_help(struct ctl_client *c, int argc, char **argv);
+
+static int cmd_version(struct ctl_client *c, int argc, char **argv)
+{
+    sb_printf(&c->out, "shmnetd %s\n", SHMNET_VERSION);
+    return 0;
+}
+
+static void ip4_str(uint32_t a, char *buf, size_t len)
+{
+    snprintf(buf, len, "%u.%u.%u.%u", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255);
+}
+
+static int cmd_stats(struct ctl_client *c, int argc, char **argv)
+{
+    struct daemon *d = c->ctl->d;
+    uint64_t sum[STACK_NCOUNTERS] = {0};
+
+    /* Counters are single-writer relaxed atomics (counters.h): read them directly. */
+    for (unsigned i = 0; i < d->nworkers; i++) {
+        const uint64_t *v = (const uint64_t *)&d->workers[i].st.cnt;
+        for (int k = 0; k < STACK_NCOUNTERS; k++)
+            sum[k] += cnt_read(&v[k]);
+    }
+    for (int k = 0; k < STACK_NCOUNTERS; k++)
+        sb_printf(&c->out, "%s %llu\n", stack_counter_names[k], (unsigned long long)sum[k]);
+    for (unsigned i = 0; i < d->nworkers; i++) {
+        const struct worker *w = &d->workers[i];
+        for (int k = 0; k < w->nifs; k++) {
+            const struct worker_ifinfo *f = &w->ifs[k];
+            const uint8_t *m = f->p.mac;
+            char a[16];
+
+            ip4_str(f->p.addr, a, sizeof(a));
+            sb_printf(&c->out,
+                      "interface %s backend=%s ifindex=%d mac=%02x:%02x:%02x:%02x:%02x:%02x "
+                      "mtu=%u address=%s/%u vlan=%u promiscuous=%s worker=%u\n",
+                      f->p.name, f->backend, f->ifindex, m[0], m[1], m[2], m[3], m[4], m[5],
+                      (unsigned)f->p.mtu, a, (unsigned)f->p.plen, (unsigned)f->p.vlan,
+                      f->p.promiscuous ? "yes" : "no", i);
+        }
+    }
+    sb_printf(&c->out, "drops:\n");
+    for (int k = 0; k < STACK_NCOUNTERS; k++)
+        if (sum[k] && strstr(stack_counter_names[k], "_drop_"))
+            /* "name: value" so `awk '$1 == name'` on the output finds the main line only. */
+            sb_printf(&c->out, "  %s: %llu\n", stack_counter_names[k], (unsigned long long)sum[k]);
+    return 0;
+}
+
+static int cmd_report(struct ctl_client *c, worker_fn fn, const char *what)
+{
+    struct daemon *d = c->ctl->d;
+    struct report_req r = {.cap = REPORT_CAP};
+
+    r.buf = malloc(r.cap);
+    if (!r.buf) {
+        sb_printf(&c->out, "error: out of memory\n");
+        return 0;
+    }
+    for (unsigned i = 0; i < d->nworkers; i++) {
+        r.len = 0;
+        int ret = worker_call(&d->workers[i], fn, &r, DAEMON_CALL_TIMEOUT_MS);
+        if (ret < 0) {
+            sb_printf(&c->out, "error: %s: worker %u: %s\n", what, i, strerror(-ret));
+            break;
+        }
+        sb_append(&c->out, r.buf, r.len < r.cap ? r.len : r.cap);
+    }
+    free(r.buf);
+    return 0;
+}
+
+static int cmd_neigh(struct ctl_client *c, int argc, char **argv)
+{
+    return cmd_report(c, neigh_fn, "neigh");
+}
+
+static int cmd_route(struct ctl_client *c, int argc, char **argv)
+{
+    /* The route table is immutable after start, but the mailbox keeps it simple and safe. */
+    struct daemon *d = c->ctl->d;
+    struct report_req r = {.cap = REPORT_CAP};
+
+    if (!d->nworkers) return 0;
+    r.buf = malloc(r.cap);
+    if (!r.buf) {
+        sb_printf(&c->out, "error: out of memory\n");
+        return 0;
+    }
+    int ret = worker_call(&d->workers[0], route_fn, &r, DAEMON_CALL_TIMEOUT_MS);
+    if (ret < 0)
+        sb_printf(&c->out, "error: route: %s\n", strerror(-ret));
+    else
+        sb_append(&c->out, r.buf, r.len < r.cap ? r.len : r.cap);
+    free(r.buf);
+    return 0;
+}
+
+static int cmd_capture(struct ctl_client *c, int argc, char **argv)
+{
+    struct daemon *d = c->ctl->d;
+
+    if (argc == 3 && !strcmp(argv[1], "start")) {
+        /* The file is created by the daemon with its privileges: root callers only. */
+        if (c->cred.uid != 0) {
+            sb_printf(&c->out, "error: capture start requires root\n");
+            return 0;
+        }
+        if (argv[2][0] != '/') {
+            sb_printf(&c->out, "error: capture file must be an absolute path\n");
+            return 0;
+        }
+        if (daemon_capture_start(d, argv[2], &c->out) == 0)
+            sb_printf(&c->out, "capturing to %s\n", argv[2]);
+        return 0;
+    }
+    if (argc == 2 && !strcmp(argv[1], "stop")) {
+        char path[CONF_PATH_MAX];
+
+        snprintf(path, sizeof(path), "%s", d->capture_path);
+        int ret = daemon_capture_stop(d);
+        if (ret == -ENOENT)
+            sb_printf(&c->out, "error: no capture running\n");
+        else if (ret < 0)
+            sb_printf(&c->out, "error: capture stop: %s\n", strerror(-ret));
+        else
+            sb_printf(&c->out, "capture stopped (%s)\n", path);
+        return 0;
+    }
+    sb_printf(&c->out, "error: usage: capture start FILE | capture stop\n");
+    return 0;
+}
+
+static int cmd_reload(struct ctl_client *c, int argc, char **argv)
+{
+    struct strbuf msgs = {0};
+    int ret = daemon_reload(c->ctl->d, &msgs);
+
+    /* Errors first so the answer starts with "error:" when the reload failed. */
+    if (msgs.len) sb_append(&c->out, msgs.buf, msgs.len);
+    if (ret == 0) sb_printf(&c->out, "reloaded\n");
+    sb_free(&msgs);
+    return 0;
+}
+
+/* ping: one request at a time; poll the reply counter every 10 ms, up to 1 s each. */
+static void ping_finish(struct ctl_client *c)
+{
+    struct ctl_ping *p = c->ping;
+    char a[16];
+
+    ev_timer_stop(ctl_loop(c), &p->tick);
+    ip4_str(p->dst, a, sizeof(a));
+    if (p->sent)
+        sb_printf(&c->out, "%s: %d sent, %d received, %d%% loss\n", a, p->sent, p->received,
+                  (p->sent - p->received) * 100 / p->sent);
+    free(p);
+    c->ping = NULL;
+    client_reply(c);
+}
+
+static int ping_send(struct ctl_client *c)
+{
+    struct ctl_ping *p = c->ping;
+    struct ping_req r = {.dst = p->dst, .id = p->id, .seq = (uint16_t)(p->seq + 1), .send = true};
+    char a[16];
+    int ret;
+
+    ret = worker_call(&c->ctl->d->workers[0], ping_fn, &r, DAEMON_CALL_TIMEOUT_MS);
+    if (ret < 0) {
+        ip4_str(p->dst, a, sizeof(a));
+        sb_printf(&c->out, "error: ping %s: %s\n", a, strerror(-ret));
+        return ret;
+    }
+    p->seq++;
+    p->sent++;
+    p->base = r.replies;
+    p->t_sent = mono_ns();
+    return 0;
+}
+
+static void ping_tick(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct ctl_client *c = t->data;
+    struct ctl_ping *p = c->ping;
+    struct ping_req r = {0};
+    uint64_t now;
+    char a[16];
+    int ret;
+
+    ret = worker_call(&c->ctl->d->workers[0], ping_fn, &r, DAEMON_CALL_TIMEOUT_MS);
+    now = mono_ns();
+    ip4_str(p->dst, a, sizeof(a));
+    if (ret < 0) {
+        sb_printf(&c->out, "error: ping %s: %s\n", a, strerror(-ret));
+        ping_finish(c);
+        return;
+    }
+    if (r.replies > p->base) {
+        p->received++;
+        sb_printf(&c->out, "reply from %s: seq=%u time=%.3f ms\n", a, (unsigned)p->seq,
+                  (double)(now - p->t_sent) / 1e6);
+    } else if (now - p->t_sent >= PING_WAIT_NS) {
+        sb_printf(&c->out, "no reply from %s: seq=%u\n", a, (unsigned)p->seq);
+    } else {
+        return;
+    }
+    if (p->sent >= p->count || ping_send(c) < 0) ping_finish(c);
+}
+
+static int cmd_ping(struct ctl_client *c, int argc, char **argv)
+{
+    struct ctl_ping *p;
+    struct in_addr ia;
+    long count = 3;
+    char *end;
+
+    if (argc < 2 || argc > 3) {
+        sb_printf(&c->out, "error: usage: ping ADDR [COUNT]\n");
+        return 0;
+    }
+    if (inet_pton(AF_INET, argv[1], &ia) != 1) {
+        sb_printf(&c->out, "error: ping: bad IPv4 address '%s'\n", argv[1]);
+        return 0;
+    }
+    if (argc == 3) {
+        errno = 0;
+        count = strtol(argv[2], &end, 10);
+        if (errno || *end || count < 1 || count > PING_MAX_COUNT) {
+            sb_printf(&c->out, "error: ping: COUNT must be 1..%d\n", PING_MAX_COUNT);
+            return 0;
+        }
+    }
+    if (!c->ctl->d->nworkers) {
+        sb_printf(&c->out, "error: ping: no worker\n");
+        return 0;
+    }
+    p = calloc(1, sizeof(*p));
+    if (!p) {
+        sb_printf(&c->out, "error: out of memory\n");
+        return 0;
+    }
+    p->dst = ntohl(ia.s_addr);
+    p->id = (uint16_t)((unsigned)getpid() ^ ++c->ctl->ping_id);
+    p->count = (int)count;
+    c->ping = p;
+    if (ping_send(c) < 0) {
+        free(p);
+        c->ping = NULL;
+        return 0;
+    }
+    ev_timer_init(&p->tick, ping_tick, PING_POLL_S, PING_POLL_S);
+    p->tick.data = c;
+    ev_timer_start(ctl_loop(c), &p->tick);
+    return 1;
+}
+
+static const struct ctl_cmd ctl_cmds[] = {
+    {"stats", "stats", "all counters, interfaces, then nonzero drops by reason", cmd_stats},
+    {"neigh", "neigh", "the ARP (neighbour) table", cmd_neigh},
+    {"route", "route", "the routing table", cmd_route},
+    {"capture", "capture start FILE | capture stop",
+     "pcap of RX and TX on all interfaces (FILE absolute; root only)", cmd_capture},
+    {"ping", "ping ADDR [COUNT]", "send COUNT (default 3) ICMP echo requests from the stack",
+     cmd_ping},
+    {"reload", "reload", "re-read the configuration file (same as SIGHUP)", cmd_reload},
+    {"version", "version", "the daemon's version", cmd_version},
+    {"help", "help", "this list", cmd_help},
+};
+
+static int cmd_help(struct ctl_client *c, int argc, char **argv)
+{
+    sb_printf(&c->out, "commands:\n");
+    for (size_t i = 0; i < sizeof(ctl_cmds) / sizeof(ctl_cmds[0]); i++)
+        sb_printf(&c->out, "  %-34s %s\n", ctl_cmds[i].usage, ctl_cmds[i].help);
+    return 0;
+}
+
+/* Run one request line. 0: the answer is in c->out; 1: it completes asynchronously. */
+static int ctl_dispatch(struct ctl_client *c, char *line)
+{
+    char *argv[CTL_MAX_ARGS + 1], *save = NULL, *tok;
+    int argc = 0;
+
+    for (tok = strtok_r(line, " \t\r", &save); tok; tok = strtok_r(NULL, " \t\r", &save)) {
+        if (argc == CTL_MAX_ARGS) {
+            sb_printf(&c->out, "error: too many arguments\n");
+            return 0;
+        }
+        argv[argc++] = tok;
+    }
+    argv[argc] = NULL;
+    if (!argc) {
+        sb_printf(&c->out, "error: empty request (try help)\n");
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(ctl_cmds) / sizeof(ctl_cmds[0]); i++)
+        if (!strcmp(argv[0], ctl_cmds[i].name)) {
+            log_debug("control: uid %u pid %d: %s", (unsigned)c->cred.uid, (int)c->cred.pid,
+                      argv[0]);
+            return ctl_cmds[i].fn(c, argc, argv);
+        }
+    /* Do not echo arbitrary bytes back verbatim: keep printable ASCII only. */
+    for (char *s = argv[0]; *s; s++)
+        if (*s < 0x20 || *s > 0x7e) *s = '?';
+    sb_printf(&c->out, "error: unknown command '%.64s' (try help)\n", argv[0]);
+    return 0;
+}
+
+/* ---- connection handling ---- */
+
+static void client_free(struct ctl_client *c)
+{
+    struct ev_loop *loop = ctl_loop(c);
+    char junk[4096];
+
+    if (c->ping) {
+        ev_timer_stop(loop, &c->ping->tick);
+        free(c->ping);
+    }
+    ev_io_stop(loop, &c->io);
+    ev_timer_stop(loop, &c->tmo);
+    /* Drain unread input (bounded) so close() does not reset the peer before it reads our
+     * answer (AF_UNIX reports ECONNRESET when unread data is discarded). */
+    for (int i = 0; i < 16 && recv(c->fd, junk, sizeof(junk), MSG_DONTWAIT) > 0; i++)
+        ;
+    close(c->fd);
+    *c->pprev = c->next;
+    if (c->next) c->next->pprev = c->pprev;
+    c->ctl->nclients--;
+    sb_free(&c->out);
+    free(c);
+}
+
+/* Send what is left of c->out; close when done or on error. */
+static void client_write(struct ctl_client *c)
+{
+    while (c->outoff < c->out.len) {
+        ssize_t n = send(c->fd, c->out.buf + c->outoff, c->out.len - c->outoff, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        if (n <= 0) {
+            client_free(c);
+            return;
+        }
+        c->outoff += (size_t)n;
+        ev_timer_again(ctl_loop(c), &c->tmo); /* progress: restart the write timeout */
+    }
+    client_free(c);
+}
+
+/* The answer in c->out is complete: switch to writing it. */
+static void client_reply(struct ctl_client *c)
+{
+    struct ev_loop *loop = ctl_loop(c);
+
+    if (c->out.oom) {
+        sb_free(&c->out);
+        sb_printf(&c->out, "error: out of memory\n");
+    }
+    c->state = CL_WRITE;
+    ev_io_stop(loop, &c->io);
+    ev_io_set(&c->io, c->fd, EV_WRITE);
+    ev_io_start(loop, &c->io);
+    c->tmo.repeat = CTL_WRITE_TIMEOUT;
+    ev_timer_again(loop, &c->tmo);
+    client_write(c);
+}
+
+static void client_read(struct ctl_client *c)
+{
+    struct ev_loop *loop = ctl_loop(c);
+    bool eof = false;
+    char *nl;
+
+    for (;;) {
+        ssize_t n = recv(c->fd, c->in + c->inlen, sizeof(c->in) - 1 - c->inlen, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        if (n < 0) {
+            client_free(c);
+            return;
+        }
+        if (n == 0) {
+            eof = true;
+            break;
+        }
+        c->inlen += (size_t)n;
+        c->in[c->inlen] = '\0';
+        if (memchr(c->in, '\n', c->inlen) || c->inlen == sizeof(c->in) - 1) break;
+    }
+    c->in[c->inlen] = '\0';
+    nl = memchr(c->in, '\n', c->inlen);
+    if (!nl && c->inlen >= CTL_MAX_REQUEST) {
+        sb_printf(&c->out, "error: request too long (max %d bytes)\n", CTL_MAX_REQUEST);
+        client_reply(c);
+        return;
+    }
+    if (!nl && !eof) return; /* wait for the rest of the line */
+    if (!nl && c->inlen == 0) {
+        client_free(c); /* connected and hung up without asking anything */
+        return;
+    }
+    size_t linelen = nl ? (size_t)(nl - c->in) : c->inlen;
+    c->in[linelen] = '\0';
+    if (strlen(c->in) != linelen) { /* embedded NUL: not a text request */
+        sb_printf(&c->out, "error: malformed request\n");
+        client_reply(c);
+        return;
+    }
+    /* Request complete: stop reading and the read timeout; the command answers. */
+    ev_io_stop(loop, &c->io);
+    ev_timer_stop(loop, &c->tmo);
+    c->state = CL_BUSY;
+    if (ctl_dispatch(c, c->in) == 0) client_reply(c);
+}
+
+static void client_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct ctl_client *c = w->data;
+
+    if (c->state == CL_READ)
+        client_read(c);
+    else if (c->state == CL_WRITE)
+        client_write(c);
+}
+
+static void client_tmo_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct ctl_client *c = t->data;
+
+    if (c->state == CL_READ) {
+        log_debug("control: client pid %d sent no request in time", (int)c->cred.pid);
+        sb_printf(&c->out, "error: timeout waiting for the request\n");
+        client_reply(c);
+        return;
+    }
+    client_free(c);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct ctl *ctl = w->data;
+
+    for (;;) {
+        int fd = accept4(ctl->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                log_warn("control: accept: %s", strerror(errno));
+            return;
+        }
+        struct ctl_client *c = NULL;
+        gid_t groups[256];
+        socklen_t sl = sizeof(c->cred);
+        if (ctl->nclients >= CTL_MAX_CLIENTS || !(c = calloc(1, sizeof(*c)))) {
+            log_warn("control: too many clients, refusing one");
+            close(fd);
+            continue;
+        }
+        c->ctl = ctl;
+        c->fd = fd;
+        c->next = ctl->clients;
+        if (c->next) c->next->pprev = &c->next;
+        c->pprev = &ctl->clients;
+        ctl->clients = c;
+        ctl->nclients++;
+        ev_io_init(&c->io, client_io_cb, fd, EV_READ);
+        c->io.data = c;
+        ev_init(&c->tmo, client_tmo_cb);
+        c->tmo.repeat = CTL_READ_TIMEOUT;
+        c->tmo.data = c;
+        c->state = CL_READ;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &sl) < 0 ||
+            !ctl_peer_allowed(ctl->d->conf, c->cred.uid, c->cred.gid, groups,
+                              peer_groups(fd, groups, (int)(sizeof(groups) / sizeof(groups[0]))))) {
+            log_warn("control: refused uid %u gid %u pid %d", (unsigned)c->cred.uid,
+                     (unsigned)c->cred.gid, (int)c->cred.pid);
+            sb_printf(&c->out, "error: permission denied\n");
+            client_reply(c);
+            continue;
+        }
+        ev_io_start(loop, &c->io);
+        ev_timer_again(loop, &c->tmo);
+    }
+}
+
+/* ---- socket setup ---- */
+
+static int mkdir_p(const char *dir, mode_t mode)
+{
+    char tmp[CONF_PATH_MAX];
+
+    if (snprintf(tmp, sizeof(tmp), "%s", dir) >= (int)sizeof(tmp)) return -ENAMETOOLONG;
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(tmp, mode) < 0 && errno != EEXIST) return -errno;
+        *p = '/';
+    }
+    if (mkdir(tmp, mode) < 0 && errno != EEXIST) return -errno;
+    return 0;
+}
+
+int ctl_open(struct daemon *d, struct ctl **out)
+{
+    const char *path = d->conf->socket_path;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct ctl *ctl;
+    struct stat stt;
+    char dir[CONF_PATH_MAX];
+    char *slash;
+    int ret;
+
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        log_error("control socket path too long: %s", path);
+        return -ENAMETOOLONG;
+    }
+    memcpy(sa.sun_path, path, strlen(path));
+    snprintf(dir, sizeof(dir), "%s", path);
+    slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        ret = mkdir_p(dir, 0755);
+        if (ret < 0) {
+            log_error("cannot create %s: %s", dir, strerror(-ret));
+            return ret;
+        }
+    }
+    ctl = calloc(1, sizeof(*ctl));
+    if (!ctl) return -ENOMEM;
+    ctl->d = d;
+    snprintf(ctl->path, sizeof(ctl->path), "%s", path);
+    ctl->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (ctl->lfd < 0) {
+        ret = -errno;
+        goto fail;
+    }
+    /* A socket left by a daemon that died: remove it, unless a live daemon answers there.
+     * Anything that is not a socket is left alone. */
+    if (lstat(path, &stt) == 0) {
+        if (!S_ISSOCK(stt.st_mode)) {
+            log_error("%s exists and is not a socket", path);
+            ret = -EEXIST;
+            goto fail;
+        }
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+            close(probe);
+            log_error("another shmnetd is listening on %s", path);
+            ret = -EADDRINUSE;
+            goto fail;
+        }
+        if (probe >= 0) close(probe);
+        unlink(path);
+    }
+    if (bind(ctl->lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        ret = -errno;
+        log_error("control socket %s: bind: %s", path, strerror(errno));
+        goto fail;
+    }
+    /* Everyone may connect; SO_PEERCRED enforces the policy per connection. */
+    if (chmod(path, 0666) < 0 || listen(ctl->lfd, 64) < 0) {
+        ret = -errno;
+        log_error("control socket %s: %s", path, strerror(errno));
+        unlink(path);
+        goto fail;
+    }
+    ev_io_init(&ctl->lio, accept_cb, ctl->lfd, EV_READ);
+    ctl->lio.data = ctl;
+    ev_io_start(d->loop, &ctl->lio);
+    log_info("control socket %s", path);
+    *out = ctl;
+    return 0;
+fail:
+    if (ctl->lfd >= 0) close(ctl->lfd);
+    free(ctl);
+    return ret;
+}
+
+void ctl_close(struct ctl *ctl)
+{
+    if (!ctl) return;
+    while (ctl->clients) {
+        struct ctl_client *c = ctl->clients;
+
+        /* Best effort: tell a client still waiting why its answer ends here. */
+        if (c->state != CL_WRITE) {
+            sb_printf(&c->out, "error: shmnetd is shutting down\n");
+            if (c->out.len > c->outoff)
+                (void)!send(c->fd, c->out.buf + c->outoff, c->out.len - c->outoff,
+                            MSG_NOSIGNAL | MSG_DONTWAIT);
+        }
+        client_free(c);
+    }
+    ev_io_stop(ctl->d->loop, &ctl->lio);
+    close(ctl->lfd);
+    unlink(ctl->path);
+    free(ctl);
+}

@@ -1,0 +1,68 @@
+/* shmnetd logging: see log.h. */
+#include "daemon/log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Relaxed: the level is a standalone value; no other data is published with it. */
+static int log_level = LOG_LVL_INFO;
+static int log_journal; /* written once by log_init before any thread starts */
+
+void log_init(void)
+{
+    /* JOURNAL_STREAM is "DEV:INODE" of the journal stream; only trust it when it is really
+     * our stderr (it is inherited by children whose stderr was redirected elsewhere). */
+    const char *js = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+
+    log_journal = 0;
+    if (js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &st) == 0 &&
+        (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino)
+        log_journal = 1;
+}
+
+void log_set_level(enum log_level l)
+{
+    __atomic_store_n(&log_level, (int)l, __ATOMIC_RELAXED);
+}
+
+enum log_level log_get_level(void)
+{
+    return (enum log_level)__atomic_load_n(&log_level, __ATOMIC_RELAXED);
+}
+
+void log_vmsg(enum log_level l, const char *fmt, va_list ap)
+{
+    static const char *const prio[] = {"<3>", "<4>", "<6>", "<7>"};
+    static const char *const name[] = {"error", "warn", "info", "debug"};
+    char line[2048];
+    int n, saved = errno;
+
+    if ((int)l > __atomic_load_n(&log_level, __ATOMIC_RELAXED) || l < 0 || l > LOG_LVL_DEBUG)
+        return;
+    if (log_journal)
+        n = snprintf(line, sizeof(line), "%s", prio[l]);
+    else
+        n = snprintf(line, sizeof(line), "shmnetd: %s: ", name[l]);
+    n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+    if (n > (int)sizeof(line) - 2) n = (int)sizeof(line) - 2;
+    line[n++] = '\n';
+    /* One write per line so lines of the two threads never interleave. */
+    ssize_t w = write(STDERR_FILENO, line, (size_t)n);
+    (void)w;
+    errno = saved;
+}
+
+void log_msg(enum log_level l, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    log_vmsg(l, fmt, ap);
+    va_end(ap);
+}

@@ -1,0 +1,232 @@
+/* Generic NIC layer: backend lookup, open/close, and the RX/TX wrappers that add what every
+ * backend shares (counters, fault injector, pcap tap). Callers never call ops directly. */
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <time.h>
+
+#include "nic/nic.h"
+
+extern const struct nic_ops nic_tap_ops;
+extern const struct nic_ops nic_sim_ops;
+
+#define NIC_DEFAULT_RING 256u
+#define NIC_DEFAULT_MTU 1500u
+#define NIC_WAIT_MAX 64
+
+#define NCNT_ADD(c, field, v)                                                                      \
+    do {                                                                                           \
+        if (c)                                                                                     \
+            CNT_ADD(c, field, v);                                                                  \
+    } while (0)
+
+const struct nic_ops *nic_find_ops(const char *backend)
+{
+    if (!backend)
+        return NULL;
+    if (strcmp(backend, "tap") == 0)
+        return &nic_tap_ops;
+    if (strcmp(backend, "sim") == 0)
+        return &nic_sim_ops;
+    return NULL; /* "af_xdp": not built yet */
+}
+
+int nic_open(struct nic *n, const struct nic_params *p)
+{
+    struct nic_params par = *p; /* p may point into *n */
+    const struct nic_ops *ops = nic_find_ops(par.backend);
+    memset(n, 0, sizeof(*n));
+    if (!ops)
+        return -EPROTONOSUPPORT;
+    if (par.nqueues == 0)
+        par.nqueues = 1;
+    if (par.nqueues > NIC_MAX_QUEUES)
+        return -EINVAL;
+    if (par.rx_ring == 0)
+        par.rx_ring = NIC_DEFAULT_RING;
+    if (par.tx_ring == 0)
+        par.tx_ring = NIC_DEFAULT_RING;
+    if (par.mtu == 0)
+        par.mtu = NIC_DEFAULT_MTU;
+    n->params = par;
+    n->ops = ops;
+    int rc = ops->open(n, &n->params);
+    if (rc < 0) {
+        n->ops = NULL;
+        return rc;
+    }
+    if (n->params.fault.enabled) {
+        n->fault = nic_fault_create(&n->params.fault);
+        if (!n->fault) {
+            ops->close(n);
+            n->ops = NULL;
+            return -ENOMEM;
+        }
+    }
+    return 0;
+}
+
+void nic_bind_queue(struct nic *n, uint16_t q, struct pktbuf_pool *pool, struct stack_counters *cnt)
+{
+    if (q >= NIC_MAX_QUEUES)
+        return;
+    n->pool[q] = pool;
+    n->cnt[q] = cnt;
+    /* Lets the backend post its RX buffers now and push them to the device (tap: one
+     * io_uring_submit), so a worker that sleeps in nic_wait() before its first nic_rx()
+     * still wakes up for the first frame. */
+    if (n->ops && pool)
+        n->ops->tx_flush(n, q);
+}
+
+void nic_close(struct nic *n)
+{
+    if (!n->ops)
+        return;
+    /* Frames held by the injector belong to the pools, which still exist here. */
+    nic_fault_destroy(n->fault);
+    n->fault = NULL;
+    n->ops->close(n);
+    n->ops = NULL;
+    pcap_close(n->pcap);
+    n->pcap = NULL;
+}
+
+static void tap_frames(struct nic *n, uint16_t q, struct pktbuf **pkts, int cnt, bool stamp,
+                       uint64_t now)
+{
+    /* The pcap tap is owned by the worker of queue 0 (nic.h): other queues never touch it,
+     * so the FILE needs no lock. */
+    struct pcap_tap *t = q == 0 ? n->pcap : NULL;
+    struct stack_counters *c = n->cnt[q];
+    for (int i = 0; i < cnt; i++) {
+        if (stamp)
+            pkts[i]->ts = now;
+        if (!t)
+            continue;
+        if (pcap_write(t, pktbuf_data(pkts[i]), pkts[i]->len, now) < 0)
+            NCNT_ADD(c, pcap_drop_error, 1);
+        else
+            NCNT_ADD(c, pcap_frames, 1);
+    }
+}
+
+int nic_rx(struct nic *n, uint16_t q, struct pktbuf **pkts, int max, uint64_t now)
+{
+    if (max <= 0)
+        return 0;
+    struct stack_counters *c = n->cnt[q];
+    struct nic_fault *f = n->fault && n->params.fault.rx ? n->fault : NULL;
+    struct pktbuf *tmp[NIC_BURST];
+    struct pktbuf **dst = f ? tmp : pkts;
+    int want = f && max > NIC_BURST ? NIC_BURST : max;
+
+    int got = n->ops->rx_burst(n, q, dst, want);
+    if (got < 0) {
+        if (!f)
+            return got;
+        got = 0; /* frames the injector delayed are still due */
+    }
+    uint64_t bytes = 0;
+    for (int i = 0; i < got; i++)
+        bytes += dst[i]->len;
+    NCNT_ADD(c, nic_rx_frames, (uint64_t)got);
+    NCNT_ADD(c, nic_rx_bytes, bytes);
+    if (f)
+        got = nic_fault_apply(f, false, tmp, got, pkts, max, now, c);
+    /* Stamped at delivery, after the injector: a delayed frame arrives when it is released. */
+    tap_frames(n, q, pkts, got, true, now);
+    return got;
+}
+
+/* Hand frames to the backend; count what it took and what it refused (already freed). */
+static int send_burst(struct nic *n, uint16_t q, struct pktbuf **pkts, int cnt)
+{
+    if (cnt <= 0)
+        return 0;
+    struct stack_counters *c = n->cnt[q];
+    uint32_t len[NIC_BURST];
+    for (int i = 0; i < cnt; i++)
+        len[i] = pkts[i]->len; /* ownership passes to the backend below */
+    int acc = n->ops->tx_burst(n, q, pkts, cnt);
+    if (acc < 0)
+        acc = 0;
+    uint64_t bytes = 0;
+    for (int i = 0; i < acc; i++)
+        bytes += len[i];
+    NCNT_ADD(c, nic_tx_frames, (uint64_t)acc);
+    NCNT_ADD(c, nic_tx_bytes, bytes);
+    NCNT_ADD(c, nic_tx_drop_full, (uint64_t)(cnt - acc));
+    return acc;
+}
+
+int nic_tx(struct nic *n, uint16_t q, struct pktbuf **pkts, int cnt, uint64_t now)
+{
+    struct nic_fault *f = n->fault && n->params.fault.tx ? n->fault : NULL;
+    struct stack_counters *c = n->cnt[q];
+    int total = 0;
+    for (int i = 0; i < cnt; i += NIC_BURST) {
+        int k = cnt - i < NIC_BURST ? cnt - i : NIC_BURST;
+        /* pcap records what the stack sent, before the wire's impairments. */
+        tap_frames(n, q, pkts + i, k, false, now);
+        if (!f) {
+            total += send_burst(n, q, pkts + i, k);
+            continue;
+        }
+        struct pktbuf *out[NIC_BURST];
+        int m = nic_fault_apply(f, true, pkts + i, k, out, NIC_BURST, now, c);
+        total += send_burst(n, q, out, m);
+    }
+    return total;
+}
+
+int nic_flush(struct nic *n, uint16_t q, uint64_t now)
+{
+    struct nic_fault *f = n->fault && n->params.fault.tx ? n->fault : NULL;
+    if (f) {
+        struct pktbuf *out[NIC_BURST];
+        int m;
+        do {
+            m = nic_fault_apply(f, true, NULL, 0, out, NIC_BURST, now, n->cnt[q]);
+            send_burst(n, q, out, m);
+        } while (m == NIC_BURST);
+    }
+    return n->ops->tx_flush(n, q);
+}
+
+uint64_t nic_next_event(const struct nic *n)
+{
+    return n->fault ? nic_fault_next(n->fault) : UINT64_MAX;
+}
+
+int nic_wait(struct nic **nics, const uint16_t *qs, int n, int wake_fd, uint64_t timeout_ns)
+{
+    struct pollfd pfd[NIC_WAIT_MAX + 1];
+    nfds_t np = 0;
+    if (n < 0 || n > NIC_WAIT_MAX)
+        return -EINVAL;
+    for (int i = 0; i < n; i++) {
+        int fd = nics[i]->ops->poll_fd(nics[i], qs[i]);
+        if (fd < 0)
+            continue;
+        pfd[np].fd = fd;
+        pfd[np].events = POLLIN;
+        pfd[np].revents = 0;
+        np++;
+    }
+    if (wake_fd >= 0) {
+        pfd[np].fd = wake_fd;
+        pfd[np].events = POLLIN;
+        pfd[np].revents = 0;
+        np++;
+    }
+    struct timespec ts, *tp = NULL;
+    if (timeout_ns != UINT64_MAX) {
+        ts.tv_sec = (time_t)(timeout_ns / 1000000000u);
+        ts.tv_nsec = (long)(timeout_ns % 1000000000u);
+        tp = &ts;
+    }
+    if (ppoll(pfd, np, tp, NULL) < 0 && errno != EINTR)
+        return -errno;
+    return 0;
+}

@@ -1,0 +1,412 @@
+/* tap backend: a Linux TAP device driven through io_uring (liburing).
+ *
+ * One io_uring and one tap fd per queue (IFF_MULTI_QUEUE when nqueues > 1). RX keeps
+ * params.rx_ring IORING_OP_READs posted, each into its own pktbuf of the queue's pool; TX
+ * queues one IORING_OP_WRITE per frame and keeps the pktbuf until its completion arrives
+ * (the seed documents' TX completion), then returns it to its pool.
+ *
+ * System calls: rx_burst and tx_burst only touch the shared rings (completions are peeked
+ * and new SQEs written in user memory). tx_flush, once per loop iteration, does the single
+ * io_uring_submit for every read re-posted and every write queued since the last one, and
+ * nothing at all when no SQE is pending. The worker sleeps in ppoll() on the ring fd, which
+ * polls readable when completions are waiting.
+ *
+ * Every request's user_data is an index into a descriptor array of rx_ring + tx_ring
+ * entries, so close can find and free every buffer the kernel still held. */
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "nic/nic.h"
+
+#define TAP_REAP_BATCH 64u
+#define TAP_MAX_ENTRIES 32768u          /* kernel limit for SQ entries */
+#define TAP_CANCEL_UD UINT64_MAX      /* user_data of the cancel and kick NOPs */
+#define TAP_NO_DESC UINT32_MAX
+
+struct tap_desc {
+    struct pktbuf *pb;  /* NULL when free */
+    uint32_t next;      /* free list */
+    bool rx;
+};
+
+struct tapq {
+    int fd;
+    bool ring_ok;
+    bool starved;       /* last refill found the pool empty (counted once per episode) */
+    struct io_uring ring;
+    struct tap_desc *desc;
+    uint32_t ndesc, free_head;
+    uint32_t rx_posted, tx_inflight;    /* includes SQEs written but not yet submitted */
+    struct pktbuf_queue rxready;        /* completed reads not yet returned by rx_burst */
+};
+
+struct tap {
+    uint16_t nq;
+    struct tapq q[NIC_MAX_QUEUES];
+};
+
+#define TCNT(c, field)                                                                             \
+    do {                                                                                           \
+        if (c)                                                                                     \
+            CNT_INC(c, field);                                                                     \
+    } while (0)
+
+static uint32_t desc_get(struct tapq *tq, struct pktbuf *pb, bool rx)
+{
+    uint32_t i = tq->free_head;
+    if (i == TAP_NO_DESC)
+        return i;
+    tq->free_head = tq->desc[i].next;
+    tq->desc[i].pb = pb;
+    tq->desc[i].rx = rx;
+    return i;
+}
+
+static void desc_put(struct tapq *tq, uint32_t i)
+{
+    tq->desc[i].pb = NULL;
+    tq->desc[i].next = tq->free_head;
+    tq->free_head = i;
+}
+
+static void tap_close(struct nic *n);
+
+static int tapq_open(struct nic *n, struct tapq *tq, const struct nic_params *p, bool multi)
+{
+    tq->fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    if (tq->fd < 0)
+        return -errno;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (multi ? IFF_MULTI_QUEUE : 0);
+    memcpy(ifr.ifr_name, n->params.name, IFNAMSIZ - 1);
+    if (ioctl(tq->fd, TUNSETIFF, &ifr) < 0)
+        return -errno;
+    /* "" or a pattern ("shm%d"): the kernel picked the name; later queues attach to it. */
+    memcpy(n->params.name, ifr.ifr_name, IFNAMSIZ - 1);
+    n->params.name[IFNAMSIZ - 1] = '\0';
+    /* Non-blocking: tun supports NOWAIT, so io_uring arms a poll instead of returning
+     * -EAGAIN, and no read ever parks an io-wq thread. */
+    int fl = fcntl(tq->fd, F_GETFL);
+    if (fl < 0 || fcntl(tq->fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -errno;
+
+    uint32_t entries = p->rx_ring + p->tx_ring;
+    if (entries > TAP_MAX_ENTRIES)
+        return -EINVAL;
+    /* CQ is twice the SQ by default and never more than rx_ring + tx_ring requests (plus
+     * one cancel) are in flight, so the CQ cannot overflow. */
+    int rc = io_uring_queue_init(entries, &tq->ring, 0);
+    if (rc < 0)
+        return rc;
+    tq->ring_ok = true;
+    tq->ndesc = entries;
+    tq->desc = calloc(entries, sizeof(*tq->desc));
+    if (!tq->desc)
+        return -ENOMEM;
+    tq->free_head = TAP_NO_DESC;
+    for (uint32_t i = entries; i-- > 0;) {
+        tq->desc[i].next = tq->free_head;
+        tq->free_head = i;
+    }
+    pktq_init(&tq->rxready);
+    return 0;
+}
+
+static int tap_netdev_setup(struct nic *n, const struct nic_params *p)
+{
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return -errno;
+    int rc = 0;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    memcpy(ifr.ifr_name, n->params.name, IFNAMSIZ - 1);
+    ifr.ifr_mtu = p->mtu;
+    if (ioctl(s, SIOCSIFMTU, &ifr) < 0)
+        goto err;
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+        goto err;
+    if (!(ifr.ifr_flags & IFF_UP)) {
+        ifr.ifr_flags |= IFF_UP;
+        if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+            goto err;
+    }
+    if (ioctl(s, SIOCGIFINDEX, &ifr) < 0)
+        goto err;
+    n->ifindex = ifr.ifr_ifindex;
+    close(s);
+    return 0;
+err:
+    rc = -errno;
+    close(s);
+    return rc;
+}
+
+static int tap_open(struct nic *n, const struct nic_params *p)
+{
+    struct tap *t = calloc(1, sizeof(*t));
+    if (!t)
+        return -ENOMEM;
+    n->priv = t;
+    for (uint16_t i = 0; i < NIC_MAX_QUEUES; i++)
+        t->q[i].fd = -1;
+    int rc = 0;
+    for (uint16_t i = 0; i < p->nqueues; i++) {
+        t->nq = (uint16_t)(i + 1);
+        rc = tapq_open(n, &t->q[i], p, p->nqueues > 1);
+        if (rc < 0)
+            goto fail;
+    }
+    rc = tap_netdev_setup(n, p);
+    if (rc < 0)
+        goto fail;
+    return 0;
+fail:
+    tap_close(n);
+    return rc;
+}
+
+/* One completion. Returns nothing: every outcome is either a frame or a counted drop. */
+static void tap_complete(struct nic *n, uint16_t q, struct tapq *tq, const struct io_uring_cqe *cqe)
+{
+    if (cqe->user_data == TAP_CANCEL_UD)
+        return;
+    uint32_t i = (uint32_t)cqe->user_data;
+    if (i >= tq->ndesc || !tq->desc[i].pb)
+        return; /* cannot happen: every user_data we post is a live descriptor */
+    struct pktbuf *pb = tq->desc[i].pb;
+    bool rx = tq->desc[i].rx;
+    desc_put(tq, i);
+    struct stack_counters *c = n->cnt[q];
+    int res = cqe->res;
+    if (rx) {
+        tq->rx_posted--;
+        if (res > 0 && (uint32_t)res <= pktbuf_tailroom(pb)) {
+            pb->len = (uint32_t)res;
+            pb->ifindex = (uint16_t)n->ifindex;
+            pktq_push(&tq->rxready, pb);
+            return;
+        }
+        if (res != -ECANCELED)
+            TCNT(c, nic_rx_drop_error);
+        pktbuf_free(pb);
+    } else {
+        tq->tx_inflight--;
+        if (res < 0 && res != -ECANCELED)
+            TCNT(c, nic_tx_drop_error);
+        else if (res >= 0 && (uint32_t)res != pb->len)
+            TCNT(c, nic_tx_drop_error); /* short write: the frame is broken */
+        pktbuf_free(pb);
+    }
+}
+
+/* Consume completions that are ready, without a system call, until `limit` received frames
+ * wait in rxready. Completions beyond that stay in the CQ, so the ring fd keeps polling
+ * readable and a worker never sleeps on frames it has not been given yet. */
+static void tap_reap(struct nic *n, uint16_t q, struct tapq *tq, uint32_t limit)
+{
+    struct io_uring_cqe *cqes[TAP_REAP_BATCH];
+    while (tq->rxready.len < limit) {
+        uint32_t want = limit - tq->rxready.len;
+        if (want > TAP_REAP_BATCH)
+            want = TAP_REAP_BATCH;
+        /* peek_batch loads the CQ tail with acquire semantics, so the CQE contents the
+         * kernel wrote before publishing the tail are visible to the reads below. */
+        unsigned k = io_uring_peek_batch_cqe(&tq->ring, cqes, want);
+        for (unsigned j = 0; j < k; j++)
+            tap_complete(n, q, tq, cqes[j]);
+        /* cq_advance stores the new head with release semantics: the kernel may reuse
+         * these CQE slots only after our reads of them are complete. */
+        if (k)
+            io_uring_cq_advance(&tq->ring, k);
+        if (k < want)
+            break;
+    }
+}
+
+/* Post reads until rx_ring are in flight. SQEs only: tx_flush submits them. */
+static void tap_refill(struct nic *n, uint16_t q, struct tapq *tq)
+{
+    struct pktbuf_pool *pool = n->pool[q];
+    if (!pool)
+        return;
+    while (tq->rx_posted < n->params.rx_ring) {
+        /* Cannot fail while rx_posted + tx_inflight <= ndesc <= SQ size; checked anyway
+         * before taking a buffer because a taken SQE cannot be handed back. */
+        if (tq->free_head == TAP_NO_DESC || io_uring_sq_space_left(&tq->ring) == 0)
+            return;
+        struct pktbuf *pb = pktbuf_alloc(pool);
+        if (!pb) {
+            /* The stack holds every buffer; retried on the next rx_burst/tx_flush.
+             * Counted once per starvation episode, not once per retry. */
+            if (!tq->starved)
+                TCNT(n->cnt[q], nic_rx_drop_nobuf);
+            tq->starved = true;
+            return;
+        }
+        struct io_uring_sqe *sqe = io_uring_get_sqe(&tq->ring);
+        uint32_t i = desc_get(tq, pb, true);
+        io_uring_prep_read(sqe, tq->fd, pktbuf_data(pb), pktbuf_tailroom(pb), 0);
+        sqe->user_data = i;
+        tq->rx_posted++;
+    }
+    tq->starved = false;
+}
+
+static int tap_rx_burst(struct nic *n, uint16_t q, struct pktbuf **pkts, int max)
+{
+    struct tap *t = n->priv;
+    if (q >= t->nq)
+        return -EINVAL;
+    struct tapq *tq = &t->q[q];
+    if (max <= 0)
+        return 0;
+    tap_reap(n, q, tq, (uint32_t)max);
+    int got = 0;
+    while (got < max && tq->rxready.head)
+        pkts[got++] = pktq_pop(&tq->rxready);
+    tap_refill(n, q, tq);
+    return got;
+}
+
+static bool tap_post_write(struct nic *n, struct tapq *tq, struct pktbuf *pb)
+{
+    if (tq->tx_inflight >= n->params.tx_ring)
+        return false;
+    /* Check for a descriptor first: an SQE once taken cannot be returned. */
+    if (tq->free_head == TAP_NO_DESC || io_uring_sq_space_left(&tq->ring) == 0)
+        return false;
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&tq->ring);
+    if (!sqe)
+        return false;
+    uint32_t i = desc_get(tq, pb, false);
+    io_uring_prep_write(sqe, tq->fd, pktbuf_data(pb), pb->len, 0);
+    sqe->user_data = i;
+    tq->tx_inflight++;
+    return true;
+}
+
+static int tap_tx_burst(struct nic *n, uint16_t q, struct pktbuf **pkts, int cnt)
+{
+    struct tap *t = n->priv;
+    if (q >= t->nq) {
+        for (int i = 0; i < cnt; i++)
+            pktbuf_free(pkts[i]);
+        return 0;
+    }
+    struct tapq *tq = &t->q[q];
+    bool retried = false;
+    int acc = 0;
+    for (; acc < cnt; acc++) {
+        if (tap_post_write(n, tq, pkts[acc]))
+            continue;
+        if (retried)
+            break;
+        /* Ring or descriptors full: push what is queued (tap writes complete inline) and
+         * collect the completions, then try once more. */
+        retried = true;
+        io_uring_submit(&tq->ring);
+        tap_reap(n, q, tq, UINT32_MAX);
+        if (!tap_post_write(n, tq, pkts[acc]))
+            break;
+    }
+    for (int i = acc; i < cnt; i++)
+        pktbuf_free(pkts[i]); /* counted nic_tx_drop_full by nic_tx() */
+    return acc;
+}
+
+static int tap_tx_flush(struct nic *n, uint16_t q)
+{
+    struct tap *t = n->priv;
+    if (q >= t->nq)
+        return -EINVAL;
+    struct tapq *tq = &t->q[q];
+    tap_refill(n, q, tq);
+    /* Frames reaped by tx_burst (ring full) wait in rxready without a CQE behind them: a
+     * NOP completes at once and makes the ring fd readable, so nic_wait() will not sleep
+     * on them. Rare (only after a full TX ring); the CQ has room (2 x SQ entries). */
+    if (tq->rxready.head && io_uring_sq_space_left(&tq->ring) > 0) {
+        struct io_uring_sqe *sqe = io_uring_get_sqe(&tq->ring);
+        io_uring_prep_nop(sqe);
+        sqe->user_data = TAP_CANCEL_UD;
+    }
+    if (io_uring_sq_ready(&tq->ring) == 0)
+        return 0; /* idle: no system call */
+    int rc = io_uring_submit(&tq->ring);
+    return rc < 0 ? rc : 0;
+}
+
+static int tap_poll_fd(struct nic *n, uint16_t q)
+{
+    struct tap *t = n->priv;
+    return q < t->nq ? t->q[q].ring.ring_fd : -1;
+}
+
+/* Cancel every request still in the kernel and wait for their completions, so that no
+ * read can land in a buffer after it went back to its pool. */
+static void tapq_drain(struct nic *n, uint16_t q, struct tapq *tq)
+{
+    if (tq->rx_posted + tq->tx_inflight == 0)
+        return;
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&tq->ring);
+    if (!sqe) {
+        io_uring_submit(&tq->ring);
+        sqe = io_uring_get_sqe(&tq->ring);
+    }
+    if (sqe) {
+        io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+        sqe->user_data = TAP_CANCEL_UD;
+    }
+    io_uring_submit(&tq->ring);
+    for (int tries = 0; tq->rx_posted + tq->tx_inflight > 0 && tries < 50; tries++) {
+        struct io_uring_cqe *cqe;
+        struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 20 * 1000 * 1000};
+        int rc = io_uring_wait_cqe_timeout(&tq->ring, &cqe, &ts);
+        if (rc < 0 && rc != -ETIME && rc != -EINTR)
+            break;
+        tap_reap(n, q, tq, UINT32_MAX);
+    }
+}
+
+static void tap_close(struct nic *n)
+{
+    struct tap *t = n->priv;
+    if (!t)
+        return;
+    for (uint16_t i = 0; i < t->nq; i++) {
+        struct tapq *tq = &t->q[i];
+        if (tq->ring_ok) {
+            if (tq->desc)
+                tapq_drain(n, i, tq);
+            io_uring_queue_exit(&tq->ring);
+        }
+        if (tq->fd >= 0)
+            close(tq->fd);
+        /* After queue_exit nothing refers to these buffers any more. */
+        for (uint32_t k = 0; tq->desc && k < tq->ndesc; k++)
+            pktbuf_free(tq->desc[k].pb);
+        free(tq->desc);
+        pktq_purge(&tq->rxready);
+    }
+    free(t);
+    n->priv = NULL;
+}
+
+const struct nic_ops nic_tap_ops = {
+    .name = "tap",
+    .open = tap_open,
+    .close = tap_close,
+    .rx_burst = tap_rx_burst,
+    .tx_burst = tap_tx_burst,
+    .tx_flush = tap_tx_flush,
+    .poll_fd = tap_poll_fd,
+};
