@@ -1,9 +1,17 @@
 /* tap backend: a Linux TAP device driven through io_uring (liburing).
  *
- * One io_uring and one tap fd per queue (IFF_MULTI_QUEUE when nqueues > 1). RX keeps
- * params.rx_ring IORING_OP_READs posted, each into its own pktbuf of the queue's pool; TX
- * queues one IORING_OP_WRITE per frame and keeps the pktbuf until its completion arrives
- * (the seed documents' TX completion), then returns it to its pool.
+ * One io_uring and one tap fd per queue (IFF_MULTI_QUEUE when nqueues > 1).
+ *
+ * RX works like NAPI: tun has no NOWAIT support, so a posted read on a blocking fd would
+ * park an io-wq thread per read. The fd is therefore non-blocking, and while the device is
+ * readable we post a batch of IORING_OP_READs (each into its own pktbuf) that the kernel
+ * runs inline at submit time; a read that finds the queue empty completes with -EAGAIN,
+ * which ends the batch mode (the "interrupt re-enabled" point): one oneshot POLL_ADD is
+ * then armed and its completion says the device is readable again. The batch size adapts
+ * (doubles while batches fill, halves on -EAGAIN) between 4 and params.rx_ring.
+ *
+ * TX queues one IORING_OP_WRITE per frame and keeps the pktbuf until its completion
+ * arrives (the seed documents' TX completion), then returns it to its pool.
  *
  * System calls: rx_burst and tx_burst only touch the shared rings (completions are peeked
  * and new SQEs written in user memory). tx_flush, once per loop iteration, does the single
@@ -18,6 +26,7 @@
 #include <liburing.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -29,6 +38,8 @@
 #define TAP_REAP_BATCH 64u
 #define TAP_MAX_ENTRIES 32768u          /* kernel limit for SQ entries */
 #define TAP_CANCEL_UD UINT64_MAX      /* user_data of the cancel and kick NOPs */
+#define TAP_POLL_UD (UINT64_MAX - 1)  /* user_data of the readability poll */
+#define TAP_MIN_BATCH 4u
 #define TAP_NO_DESC UINT32_MAX
 
 struct tap_desc {
@@ -41,6 +52,10 @@ struct tapq {
     int fd;
     bool ring_ok;
     bool starved;       /* last refill found the pool empty (counted once per episode) */
+    bool readable;      /* the device may hold frames: post reads, not the poll */
+    bool poll_armed;    /* a POLL_ADD is in flight */
+    bool batch_eagain;  /* the current read batch hit an empty queue */
+    uint32_t rx_batch;  /* reads per batch, adaptive */
     struct io_uring ring;
     struct tap_desc *desc;
     uint32_t ndesc, free_head;
@@ -93,11 +108,13 @@ static int tapq_open(struct nic *n, struct tapq *tq, const struct nic_params *p,
     /* "" or a pattern ("shm%d"): the kernel picked the name; later queues attach to it. */
     memcpy(n->params.name, ifr.ifr_name, IFNAMSIZ - 1);
     n->params.name[IFNAMSIZ - 1] = '\0';
-    /* Non-blocking: tun supports NOWAIT, so io_uring arms a poll instead of returning
-     * -EAGAIN, and no read ever parks an io-wq thread. */
+    /* Non-blocking: reads run inline at submit and an empty queue answers -EAGAIN (see the
+     * header comment); a blocking read would park an io-wq thread instead. */
     int fl = fcntl(tq->fd, F_GETFL);
     if (fl < 0 || fcntl(tq->fd, F_SETFL, fl | O_NONBLOCK) < 0)
         return -errno;
+    tq->readable = true;
+    tq->rx_batch = TAP_MIN_BATCH;
 
     uint32_t entries = p->rx_ring + p->tx_ring;
     if (entries > TAP_MAX_ENTRIES)
@@ -180,6 +197,11 @@ static void tap_complete(struct nic *n, uint16_t q, struct tapq *tq, const struc
 {
     if (cqe->user_data == TAP_CANCEL_UD)
         return;
+    if (cqe->user_data == TAP_POLL_UD) {
+        tq->poll_armed = false;
+        tq->readable = true; /* also on error/cancel: a read batch finds out */
+        return;
+    }
     uint32_t i = (uint32_t)cqe->user_data;
     if (i >= tq->ndesc || !tq->desc[i].pb)
         return; /* cannot happen: every user_data we post is a live descriptor */
@@ -194,11 +216,22 @@ static void tap_complete(struct nic *n, uint16_t q, struct tapq *tq, const struc
             pb->len = (uint32_t)res;
             pb->ifindex = (uint16_t)n->ifindex;
             pktq_push(&tq->rxready, pb);
+            if (tq->rx_posted == 0 && !tq->batch_eagain && tq->rx_batch < n->params.rx_ring)
+                tq->rx_batch *= 2; /* the whole batch was full: read more next time */
             return;
         }
-        if (res != -ECANCELED)
+        if (res == -EAGAIN) {
+            /* Queue drained: fall back to the poll (NAPI's "complete, re-enable IRQ"). */
+            tq->readable = false;
+            tq->batch_eagain = true;
+        } else if (res != -ECANCELED) {
             TCNT(c, nic_rx_drop_error);
+        }
         pktbuf_free(pb);
+        if (tq->rx_posted == 0) {
+            if (tq->batch_eagain && tq->rx_batch > TAP_MIN_BATCH)
+                tq->rx_batch /= 2;
+        }
     } else {
         tq->tx_inflight--;
         if (res < 0 && res != -ECANCELED)
@@ -233,21 +266,33 @@ static void tap_reap(struct nic *n, uint16_t q, struct tapq *tq, uint32_t limit)
     }
 }
 
-/* Post reads until rx_ring are in flight. SQEs only: tx_flush submits them. */
+/* While readable, post one batch of reads (after the previous batch completed); once a
+ * read found the queue empty, arm the readability poll instead. SQEs only: tx_flush
+ * submits them. */
 static void tap_refill(struct nic *n, uint16_t q, struct tapq *tq)
 {
     struct pktbuf_pool *pool = n->pool[q];
-    if (!pool)
+    if (!pool || tq->rx_posted)
         return;
-    while (tq->rx_posted < n->params.rx_ring) {
-        /* Cannot fail while rx_posted + tx_inflight <= ndesc <= SQ size; checked anyway
-         * before taking a buffer because a taken SQE cannot be handed back. */
+    if (!tq->readable) {
+        if (tq->poll_armed || tq->free_head == TAP_NO_DESC ||
+            io_uring_sq_space_left(&tq->ring) == 0)
+            return;
+        struct io_uring_sqe *sqe = io_uring_get_sqe(&tq->ring);
+        io_uring_prep_poll_add(sqe, tq->fd, POLLIN);
+        sqe->user_data = TAP_POLL_UD;
+        tq->poll_armed = true;
+        return;
+    }
+    tq->batch_eagain = false;
+    while (tq->rx_posted < tq->rx_batch) {
+        /* Checked before taking a buffer because a taken SQE cannot be handed back. */
         if (tq->free_head == TAP_NO_DESC || io_uring_sq_space_left(&tq->ring) == 0)
             return;
         struct pktbuf *pb = pktbuf_alloc(pool);
         if (!pb) {
-            /* The stack holds every buffer; retried on the next rx_burst/tx_flush.
-             * Counted once per starvation episode, not once per retry. */
+            /* The stack holds every buffer; retried on the next rx_burst/tx_flush while
+             * the kernel queues frames. Counted once per starvation episode. */
             if (!tq->starved)
                 TCNT(n->cnt[q], nic_rx_drop_nobuf);
             tq->starved = true;
