@@ -167,9 +167,11 @@ static void worker_loop(struct worker *w)
         /* Relaxed: the flag only tells the control thread whether an eventfd write is
          * needed; a stale 1 costs one spurious write. */
         __atomic_store_n(&w->sleeping, 0, __ATOMIC_RELAXED);
-        uint64_t v;
-        ssize_t r = read(w->wake_fd, &v, sizeof(v)); /* drain; EAGAIN when not woken by it */
-        (void)r;
+        if (ret == 1) { /* woken by the control thread: drain the eventfd */
+            uint64_t v;
+            ssize_t r = read(w->wake_fd, &v, sizeof(v));
+            (void)r;
+        }
     }
 }
 

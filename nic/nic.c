@@ -226,7 +226,7 @@ int nic_wait(struct nic **nics, const uint16_t *qs, int n, int wake_fd, uint64_t
         ts.tv_nsec = (long)(timeout_ns % 1000000000u);
         tp = &ts;
     }
-    if (ppoll(pfd, np, tp, NULL) < 0 && errno != EINTR)
-        return -errno;
-    return 0;
+    if (ppoll(pfd, np, tp, NULL) < 0)
+        return errno == EINTR ? 0 : -errno;
+    return wake_fd >= 0 && (pfd[np - 1].revents & POLLIN) ? 1 : 0;
 }

@@ -87,7 +87,8 @@ int nic_rx(struct nic *n, uint16_t q, struct pktbuf **pkts, int max, uint64_t no
 int nic_tx(struct nic *n, uint16_t q, struct pktbuf **pkts, int cnt, uint64_t now);
 int nic_flush(struct nic *n, uint16_t q, uint64_t now);
 /* Sleep in ppoll() until one of the n (nic, queue) pairs may have work, wake_fd (-1: none)
- * is readable, or timeout_ns (UINT64_MAX: none) passes. Returns 0 or -errno. */
+ * is readable, or timeout_ns (UINT64_MAX: none) passes. Returns 1 if wake_fd is readable
+ * (the caller drains it), else 0, or -errno. */
 int nic_wait(struct nic **nics, const uint16_t *qs, int n, int wake_fd, uint64_t timeout_ns);
 /* Earliest time the fault injector must run again (delayed frames), or UINT64_MAX. */
 uint64_t nic_next_event(const struct nic *n);
