@@ -32,7 +32,8 @@ int conf_parse_ip4(const char *s, uint32_t *out)
     struct in_addr a;
 
     /* inet_pton accepts only the strict dotted quad (no octal, no short forms). */
-    if (!s || inet_pton(AF_INET, s, &a) != 1) return -EINVAL;
+    if (!s || inet_pton(AF_INET, s, &a) != 1)
+        return -EINVAL;
     *out = ntohl(a.s_addr);
     return 0;
 }
@@ -43,32 +44,39 @@ int conf_parse_prefix(const char *s, uint32_t *addr, uint8_t *plen)
     const char *slash;
     unsigned long n = 32;
 
-    if (!s) return -EINVAL;
+    if (!s)
+        return -EINVAL;
     slash = strchr(s, '/');
     if (slash) {
         const char *p = slash + 1;
         char *end;
 
         /* strtoul alone would take "+8", " 8" or "": insist on 1-2 plain digits. */
-        if (!isdigit((unsigned char)p[0]) || strlen(p) > 2) return -EINVAL;
+        if (!isdigit((unsigned char)p[0]) || strlen(p) > 2)
+            return -EINVAL;
         errno = 0;
         n = strtoul(p, &end, 10);
-        if (*end || errno || n > 32) return -EINVAL;
-        if ((size_t)(slash - s) >= sizeof(buf)) return -EINVAL;
+        if (*end || errno || n > 32)
+            return -EINVAL;
+        if ((size_t)(slash - s) >= sizeof(buf))
+            return -EINVAL;
         memcpy(buf, s, (size_t)(slash - s));
         buf[slash - s] = '\0';
         s = buf;
     }
-    if (conf_parse_ip4(s, addr) < 0) return -EINVAL;
+    if (conf_parse_ip4(s, addr) < 0)
+        return -EINVAL;
     *plen = (uint8_t)n;
     return 0;
 }
 
 static int hexval(char ch)
 {
-    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
     ch = (char)tolower((unsigned char)ch);
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
     return -1;
 }
 
@@ -76,11 +84,13 @@ int conf_parse_mac(const char *s, uint8_t mac[6])
 {
     uint8_t m[6];
 
-    if (!s || strlen(s) != 17) return -EINVAL;
+    if (!s || strlen(s) != 17)
+        return -EINVAL;
     for (int i = 0; i < 6; i++) {
         int hi = hexval(s[i * 3]), lo = hexval(s[i * 3 + 1]);
 
-        if (hi < 0 || lo < 0 || (i < 5 && s[i * 3 + 2] != ':')) return -EINVAL;
+        if (hi < 0 || lo < 0 || (i < 5 && s[i * 3 + 2] != ':'))
+            return -EINVAL;
         m[i] = (uint8_t)(hi << 4 | lo);
     }
     memcpy(mac, m, 6);
@@ -102,7 +112,8 @@ int conf_parse_log_level(const char *s, enum log_level *out)
 
 const char *log_level_name(enum log_level l)
 {
-    if ((unsigned)l < sizeof(log_names) / sizeof(log_names[0])) return log_names[l];
+    if ((unsigned)l < sizeof(log_names) / sizeof(log_names[0]))
+        return log_names[l];
     return "?";
 }
 
@@ -112,7 +123,8 @@ static const char *const hook_names[HOOK_NPOINTS] = {
 
 const char *hook_point_name(enum hook_point p)
 {
-    if ((unsigned)p < HOOK_NPOINTS) return hook_names[p];
+    if ((unsigned)p < HOOK_NPOINTS)
+        return hook_names[p];
     return "?";
 }
 
@@ -138,7 +150,8 @@ void conf_defaults(struct conf *c)
     c->n_uids = 1;
     /* The "shmnet" group is optional: only allowed when the system has it. */
     gr = getgrnam("shmnet");
-    if (gr) c->allowed_gids[c->n_gids++] = (uint32_t)gr->gr_gid;
+    if (gr)
+        c->allowed_gids[c->n_gids++] = (uint32_t)gr->gr_gid;
     stack_params_defaults(&c->stack);
 }
 
@@ -168,10 +181,13 @@ static const char *shown_file(const struct ld *ld, const char *file, char *buf, 
 {
     size_t dl;
 
-    if (!file) return ld->path;
-    if (!ld->incdir || !strcmp(file, ld->path) || file[0] == '/') return file;
+    if (!file)
+        return ld->path;
+    if (!ld->incdir || !strcmp(file, ld->path) || file[0] == '/')
+        return file;
     dl = strlen(ld->incdir);
-    if (!strncmp(file, ld->incdir, dl) && file[dl] == '/') return file;
+    if (!strncmp(file, ld->incdir, dl) && file[dl] == '/')
+        return file;
     snprintf(buf, cap, "%s/%s", ld->incdir, file);
     return buf;
 }
@@ -191,7 +207,8 @@ __attribute__((format(printf, 3, 4))) static void err_at(struct ld *ld, const co
     }
     file = shown_file(ld, file, fbuf, sizeof(fbuf));
     /* The root setting has no line: point at the top of the file. */
-    if (lno == 0) lno = 1;
+    if (lno == 0)
+        lno = 1;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
@@ -248,7 +265,8 @@ static void check_keys(struct ld *ld, config_setting_t *g, const char *gname,
                 known = true;
                 break;
             }
-        if (known) continue;
+        if (known)
+            continue;
         if (gname && *gname)
             err_at(ld, s, "unknown key '%s' in group '%s'", name ? name : "?", gname);
         else
@@ -292,9 +310,11 @@ static bool get_u32(struct ld *ld, config_setting_t *g, const char *gname, const
     char name[96];
     int64_t v;
 
-    if (!s) return false;
+    if (!s)
+        return false;
     key_name(name, sizeof(name), gname, key);
-    if (!int_value(ld, s, name, lo, hi, &v)) return false;
+    if (!int_value(ld, s, name, lo, hi, &v))
+        return false;
     *out = (uint32_t)v;
     return true;
 }
@@ -305,7 +325,8 @@ static bool get_bool(struct ld *ld, config_setting_t *g, const char *gname, cons
     config_setting_t *s = config_setting_get_member(g, key);
     char name[96];
 
-    if (!s) return false;
+    if (!s)
+        return false;
     if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
         key_name(name, sizeof(name), gname, key);
         err_at(ld, s, "%s: expected a boolean (true or false), got %s", name,
@@ -324,7 +345,8 @@ static bool get_double(struct ld *ld, config_setting_t *g, const char *gname, co
     char name[96];
     double v;
 
-    if (!s) return false;
+    if (!s)
+        return false;
     key_name(name, sizeof(name), gname, key);
     if (is_int(s)) {
         v = (double)config_setting_get_int64(s);
@@ -349,8 +371,10 @@ static const char *get_str(struct ld *ld, config_setting_t *g, const char *gname
     config_setting_t *s = config_setting_get_member(g, key);
     char name[96];
 
-    if (where) *where = s;
-    if (!s) return NULL;
+    if (where)
+        *where = s;
+    if (!s)
+        return NULL;
     if (config_setting_type(s) != CONFIG_TYPE_STRING) {
         key_name(name, sizeof(name), gname, key);
         err_at(ld, s, "%s: expected a string, got %s", name, type_name(config_setting_type(s)));
@@ -366,7 +390,8 @@ static config_setting_t *get_container(struct ld *ld, config_setting_t *g, const
     config_setting_t *s = config_setting_get_member(g, key);
     char name[96];
 
-    if (!s) return NULL;
+    if (!s)
+        return NULL;
     if (config_setting_type(s) != type) {
         key_name(name, sizeof(name), gname, key);
         err_at(ld, s, "%s: expected %s, got %s", name, type_name(type),
@@ -381,9 +406,11 @@ static config_setting_t *get_container(struct ld *ld, config_setting_t *g, const
 
 static bool all_digits(const char *s)
 {
-    if (!*s) return false;
+    if (!*s)
+        return false;
     for (; *s; s++)
-        if (!isdigit((unsigned char)*s)) return false;
+        if (!isdigit((unsigned char)*s))
+            return false;
     return true;
 }
 
@@ -397,7 +424,8 @@ static void load_ids(struct ld *ld, config_setting_t *g, const char *key, bool u
     bool ok = true;
     int len;
 
-    if (!s) return;
+    if (!s)
+        return;
     if (config_setting_type(s) != CONFIG_TYPE_ARRAY && config_setting_type(s) != CONFIG_TYPE_LIST) {
         err_at(ld, s, "daemon.%s: expected an array of names or ids, got %s", key,
                type_name(config_setting_type(s)));
@@ -539,14 +567,21 @@ static const char *bad_host_addr(uint32_t a, uint8_t plen)
 {
     uint32_t m = plen_mask(plen);
 
-    if (a == 0) return "is the unspecified address";
-    if ((a >> 24) == 127) return "is a loopback address";
-    if ((a >> 28) == 0xe) return "is a multicast address";
-    if ((a >> 28) == 0xf) return "is a reserved (class E or broadcast) address";
-    if ((a >> 24) == 0) return "is in 0.0.0.0/8 (this network)";
+    if (a == 0)
+        return "is the unspecified address";
+    if ((a >> 24) == 127)
+        return "is a loopback address";
+    if ((a >> 28) == 0xe)
+        return "is a multicast address";
+    if ((a >> 28) == 0xf)
+        return "is a reserved (class E or broadcast) address";
+    if ((a >> 24) == 0)
+        return "is in 0.0.0.0/8 (this network)";
     /* /31 (RFC 3021) and /32 have no network or broadcast address. */
-    if (plen < 31 && (a & ~m) == 0) return "is the network address of its subnet";
-    if (plen < 31 && (a & ~m) == ~m) return "is the broadcast address of its subnet";
+    if (plen < 31 && (a & ~m) == 0)
+        return "is the network address of its subnet";
+    if (plen < 31 && (a & ~m) == ~m)
+        return "is the broadcast address of its subnet";
     return NULL;
 }
 
@@ -564,7 +599,8 @@ static void default_mac(const char *name, uint8_t mac[6])
 
 static bool valid_ifname(const char *s)
 {
-    if (!strcmp(s, ".") || !strcmp(s, "..")) return false;
+    if (!strcmp(s, ".") || !strcmp(s, ".."))
+        return false;
     for (; *s; s++)
         if (*s == '/' || *s == ':' || isspace((unsigned char)*s) || !isprint((unsigned char)*s))
             return false;
@@ -600,7 +636,8 @@ static void load_fault(struct ld *ld, config_setting_t *g, const char *gname,
         int64_t v;
 
         key_name(name, sizeof(name), gname, "seed");
-        if (int_value(ld, s, name, 0, INT64_MAX, &v)) f->seed = (uint64_t)v;
+        if (int_value(ld, s, name, 0, INT64_MAX, &v))
+            f->seed = (uint64_t)v;
     }
 
     str = get_str(ld, g, gname, "direction", &s);
@@ -691,9 +728,11 @@ static bool load_iface(struct ld *ld, config_setting_t *g, int idx, struct conf_
             have_mac = true;
         }
     }
-    if (!have_mac) default_mac(ip->name, ip->mac);
+    if (!have_mac)
+        default_mac(ip->name, ip->mac);
 
-    if (get_u32(ld, g, gname, "mtu", 576, 9000, &v)) ip->mtu = (uint16_t)v;
+    if (get_u32(ld, g, gname, "mtu", 576, 9000, &v))
+        ip->mtu = (uint16_t)v;
 
     str = get_str(ld, g, gname, "address", &s);
     if (!s) {
@@ -720,7 +759,8 @@ static bool load_iface(struct ld *ld, config_setting_t *g, int idx, struct conf_
     }
 
     get_bool(ld, g, gname, "promiscuous", &ip->promiscuous);
-    if (get_u32(ld, g, gname, "vlan", 0, 4094, &v)) ip->vlan = (uint16_t)v;
+    if (get_u32(ld, g, gname, "vlan", 0, 4094, &v))
+        ip->vlan = (uint16_t)v;
 
     if (get_u32(ld, g, gname, "rx_ring", 16, 4096, &v)) {
         if (is_pow2(v))
@@ -743,7 +783,8 @@ static bool load_iface(struct ld *ld, config_setting_t *g, int idx, struct conf_
 
         snprintf(fname, sizeof(fname), "%s.fault", gname);
         s = get_container(ld, g, gname, "fault", CONFIG_TYPE_GROUP);
-        if (s) load_fault(ld, s, fname, &nic->fault);
+        if (s)
+            load_fault(ld, s, fname, &nic->fault);
     }
     nic->fault.enabled = nic->fault.loss > 0 || nic->fault.duplicate > 0 ||
                          nic->fault.reorder > 0 || nic->fault.corrupt > 0 ||
@@ -788,7 +829,8 @@ static bool load_interfaces(struct ld *ld, config_setting_t *root)
         config_setting_t *g = config_setting_get_elem(l, (unsigned)i);
         struct conf_iface *ci = &c->ifs[i];
 
-        if (!load_iface(ld, g, i, ci)) ok = false;
+        if (!load_iface(ld, g, i, ci))
+            ok = false;
         for (int j = 0; j < i; j++) {
             const struct conf_iface *o = &c->ifs[j];
 
@@ -878,13 +920,16 @@ static void load_route(struct ld *ld, config_setting_t *g, int idx, bool ifs_ok)
     dev = get_str(ld, g, gname, "dev", &s_dev);
     if (dev) {
         for (uint32_t i = 0; i < c->n_ifs; i++)
-            if (!strcmp(c->ifs[i].ip.name, dev)) r.ifidx = (int)i;
-        if (r.ifidx < 0) err_at(ld, s_dev, "%s.dev: no interface named '%s'", gname, dev);
+            if (!strcmp(c->ifs[i].ip.name, dev))
+                r.ifidx = (int)i;
+        if (r.ifidx < 0)
+            err_at(ld, s_dev, "%s.dev: no interface named '%s'", gname, dev);
     }
 
     get_u32(ld, g, gname, "metric", 0, INT32_MAX, &r.metric);
 
-    if (ld->nerr != nerr0) return;
+    if (ld->nerr != nerr0)
+        return;
     if (!have_via && !s_dev) {
         err_at(ld, g, "%s: an on-link route (no 'via') needs 'dev'", gname);
         return;
@@ -931,7 +976,8 @@ static void load_routes(struct ld *ld, config_setting_t *root, bool ifs_ok)
     config_setting_t *l = get_container(ld, root, "", "routes", CONFIG_TYPE_LIST);
     int n;
 
-    if (!l) return;
+    if (!l)
+        return;
     n = config_setting_length(l);
     if (n > STACK_MAX_ROUTES) {
         err_at(ld, config_setting_get_elem(l, STACK_MAX_ROUTES), "routes: at most %d routes",
@@ -961,7 +1007,8 @@ static void load_ip(struct ld *ld, config_setting_t *g)
 
     check_keys(ld, g, "ip", keys);
     get_bool(ld, g, "ip", "forwarding", &p->forwarding);
-    if (get_u32(ld, g, "ip", "default_ttl", 1, 255, &v)) p->default_ttl = (uint8_t)v;
+    if (get_u32(ld, g, "ip", "default_ttl", 1, 255, &v))
+        p->default_ttl = (uint8_t)v;
     get_u32(ld, g, "ip", "frag_timeout_ms", 100, 600000, &p->frag_timeout_ms);
     get_u32(ld, g, "ip", "frag_max_datagrams", 1, 65536, &p->frag_max_datagrams);
     /* At least one maximum-size datagram must fit. */
@@ -996,7 +1043,8 @@ static void rule_prefix(struct ld *ld, config_setting_t *g, const char *gname, c
     uint32_t a;
     uint8_t l;
 
-    if (!str) return;
+    if (!str)
+        return;
     if (conf_parse_prefix(str, &a, &l) < 0)
         err_at(ld, s, "%s.%s: '%s' is not an IPv4 address or prefix", gname, key, str);
     else if (a & ~plen_mask(l))
@@ -1032,7 +1080,8 @@ static void load_hook(struct ld *ld, config_setting_t *g, int idx)
         int i;
 
         for (i = 0; i < HOOK_NPOINTS; i++)
-            if (!strcmp(str, hook_names[i])) break;
+            if (!strcmp(str, hook_names[i]))
+                break;
         if (i == HOOK_NPOINTS)
             err_at(ld, s,
                    "%s.point: '%s' is not one of prerouting, local_in, forward, "
@@ -1072,7 +1121,8 @@ static void load_hook(struct ld *ld, config_setting_t *g, int idx)
         int64_t v;
 
         snprintf(name, sizeof(name), "%s.proto", gname);
-        if (int_value(ld, s, name, 0, 255, &v)) r.proto = (uint8_t)v;
+        if (int_value(ld, s, name, 0, 255, &v))
+            r.proto = (uint8_t)v;
     } else if (s) {
         err_at(ld, s, "%s.proto: expected a protocol name or number, got %s", gname,
                type_name(config_setting_type(s)));
@@ -1082,7 +1132,8 @@ static void load_hook(struct ld *ld, config_setting_t *g, int idx)
     rule_prefix(ld, g, gname, "dst", &r.dst, &r.dst_plen);
     get_u32(ld, g, gname, "rate_pps", 0, 10000000, &r.rate_pps);
 
-    if (ld->nerr == nerr0) p->rules[p->n_rules++] = r;
+    if (ld->nerr == nerr0)
+        p->rules[p->n_rules++] = r;
 }
 
 static void load_hooks(struct ld *ld, config_setting_t *root)
@@ -1090,7 +1141,8 @@ static void load_hooks(struct ld *ld, config_setting_t *root)
     config_setting_t *l = get_container(ld, root, "", "hooks", CONFIG_TYPE_LIST);
     int n;
 
-    if (!l) return;
+    if (!l)
+        return;
     n = config_setting_length(l);
     if (n > STACK_MAX_RULES) {
         err_at(ld, config_setting_get_elem(l, STACK_MAX_RULES), "hooks: at most %d rules",
@@ -1165,14 +1217,17 @@ int conf_load(struct conf *c, const char *path, conf_err_fn err, void *ctx)
     check_keys(&ld, root, "", top_keys);
 
     g = get_container(&ld, root, "", "daemon", CONFIG_TYPE_GROUP);
-    if (g) load_daemon(&ld, g);
+    if (g)
+        load_daemon(&ld, g);
     ifs_ok = load_interfaces(&ld, root);
     /* Routes after interfaces whatever the file order: they refer to them. */
     load_routes(&ld, root, ifs_ok);
     g = get_container(&ld, root, "", "ip", CONFIG_TYPE_GROUP);
-    if (g) load_ip(&ld, g);
+    if (g)
+        load_ip(&ld, g);
     g = get_container(&ld, root, "", "arp", CONFIG_TYPE_GROUP);
-    if (g) load_arp(&ld, g);
+    if (g)
+        load_arp(&ld, g);
     load_hooks(&ld, root);
 
     config_destroy(&cfg);
@@ -1199,7 +1254,8 @@ static void changed(struct diff *d, const char *key)
 
 static bool routes_equal(const struct stack_params *a, const struct stack_params *b)
 {
-    if (a->n_routes != b->n_routes) return false;
+    if (a->n_routes != b->n_routes)
+        return false;
     for (uint32_t i = 0; i < a->n_routes; i++) {
         const struct route_entry *x = &a->routes[i], *y = &b->routes[i];
 
@@ -1214,9 +1270,12 @@ int conf_diff_static(const struct conf *old, const struct conf *nw, conf_err_fn 
 {
     struct diff d = {.fn = report, .ctx = ctx};
 
-    if (strcmp(old->socket_path, nw->socket_path)) changed(&d, "daemon.socket");
-    if (old->workers != nw->workers) changed(&d, "daemon.workers");
-    if (old->stack.pktbufs != nw->stack.pktbufs) changed(&d, "daemon.pktbufs");
+    if (strcmp(old->socket_path, nw->socket_path))
+        changed(&d, "daemon.socket");
+    if (old->workers != nw->workers)
+        changed(&d, "daemon.workers");
+    if (old->stack.pktbufs != nw->stack.pktbufs)
+        changed(&d, "daemon.pktbufs");
     if (old->n_cpus != nw->n_cpus ||
         memcmp(old->cpus, nw->cpus, old->n_cpus * sizeof(old->cpus[0])))
         changed(&d, "daemon.cpus");
@@ -1249,11 +1308,14 @@ int conf_diff_static(const struct conf *old, const struct conf *nw, conf_err_fn 
             /* fault.* is a tunable: the injector is rebuilt on reload. */
         }
     }
-    if (!routes_equal(&old->stack, &nw->stack)) changed(&d, "routes");
-    if (old->stack.forwarding != nw->stack.forwarding) changed(&d, "ip.forwarding");
+    if (!routes_equal(&old->stack, &nw->stack))
+        changed(&d, "routes");
+    if (old->stack.forwarding != nw->stack.forwarding)
+        changed(&d, "ip.forwarding");
     /* Table sizes: the stack allocates them once (stack_apply_tunables keeps them). */
     if (old->stack.frag_max_datagrams != nw->stack.frag_max_datagrams)
         changed(&d, "ip.frag_max_datagrams");
-    if (old->stack.arp_cache_size != nw->stack.arp_cache_size) changed(&d, "arp.cache_size");
+    if (old->stack.arp_cache_size != nw->stack.arp_cache_size)
+        changed(&d, "arp.cache_size");
     return d.n;
 }

@@ -15,8 +15,8 @@
 #include "nic/nic.h"
 #include "stack/stack.h"
 
-#define CONF_MAX_IFS STACK_MAX_IFS
-#define CONF_MAX_IDS 16
+#define CONF_MAX_IFS  STACK_MAX_IFS
+#define CONF_MAX_IDS  16
 #define CONF_PATH_MAX 256
 
 enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
@@ -27,7 +27,7 @@ struct conf_iface {
 };
 
 struct conf {
-    char path[CONF_PATH_MAX];        /* file it came from */
+    char path[CONF_PATH_MAX]; /* file it came from */
 
     /* daemon = { ... } */
     char socket_path[CONF_PATH_MAX]; /* default /run/shmnet/shmnetd.sock */
@@ -36,9 +36,12 @@ struct conf {
     uint32_t rx_budget;              /* 1..4096, default 64 */
     enum log_level log_level;        /* "error" | "warn" | "info" (default) | "debug" */
     char capture[CONF_PATH_MAX];     /* pcap file to capture into from start, "" = none */
-    uint32_t allowed_uids[CONF_MAX_IDS]; uint32_t n_uids;
-    uint32_t allowed_gids[CONF_MAX_IDS]; uint32_t n_gids;
-    int cpus[64]; uint32_t n_cpus;   /* worker pinning, empty = not pinned */
+    uint32_t allowed_uids[CONF_MAX_IDS];
+    uint32_t n_uids;
+    uint32_t allowed_gids[CONF_MAX_IDS];
+    uint32_t n_gids;
+    int cpus[64];
+    uint32_t n_cpus; /* worker pinning, empty = not pinned */
 
     /* interfaces = ( ... ): at least one */
     struct conf_iface ifs[CONF_MAX_IFS];

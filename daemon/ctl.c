@@ -24,11 +24,11 @@
 #include "daemon/log.h"
 #include "daemon/strbuf.h"
 
-#define CTL_MAX_ARGS 16
+#define CTL_MAX_ARGS   16
 #define PING_MAX_COUNT 20
-#define PING_POLL_S 0.010
-#define PING_WAIT_NS 1000000000ull
-#define REPORT_CAP (256 * 1024)
+#define PING_POLL_S    0.010
+#define PING_WAIT_NS   1000000000ull
+#define REPORT_CAP     (256 * 1024)
 
 struct ctl_client;
 
@@ -98,15 +98,19 @@ static struct ev_loop *ctl_loop(const struct ctl_client *c)
 static bool id_in(const uint32_t *ids, uint32_t n, uint32_t id)
 {
     for (uint32_t i = 0; i < n; i++)
-        if (ids[i] == id) return true;
+        if (ids[i] == id)
+            return true;
     return false;
 }
 
 bool ctl_peer_allowed(const struct conf *c, uid_t uid, gid_t gid, const gid_t *groups, int ngroups)
 {
-    if (uid == 0 || id_in(c->allowed_uids, c->n_uids, uid)) return true;
-    if (!c->n_gids) return false;
-    if (id_in(c->allowed_gids, c->n_gids, gid)) return true;
+    if (uid == 0 || id_in(c->allowed_uids, c->n_uids, uid))
+        return true;
+    if (!c->n_gids)
+        return false;
+    if (id_in(c->allowed_gids, c->n_gids, gid))
+        return true;
 
     /* Supplementary groups: the peer's own (SO_PEERGROUPS) when known, else the user's
      * groups from the group database, as login would set them. */
@@ -116,13 +120,15 @@ bool ctl_peer_allowed(const struct conf *c, uid_t uid, gid_t gid, const gid_t *g
 
     if (ngroups < 0) {
         ngroups = (int)(sizeof(dbgroups) / sizeof(dbgroups[0]));
-        if (getpwuid_r(uid, &pw, pwbuf, sizeof(pwbuf), &pwp) != 0 || !pwp) return false;
+        if (getpwuid_r(uid, &pw, pwbuf, sizeof(pwbuf), &pwp) != 0 || !pwp)
+            return false;
         if (getgrouplist(pw.pw_name, pw.pw_gid, dbgroups, &ngroups) < 0)
             ngroups = (int)(sizeof(dbgroups) / sizeof(dbgroups[0])); /* truncated: use it */
         groups = dbgroups;
     }
     for (int i = 0; i < ngroups; i++)
-        if (id_in(c->allowed_gids, c->n_gids, groups[i])) return true;
+        if (id_in(c->allowed_gids, c->n_gids, groups[i]))
+            return true;
     return false;
 }
 
@@ -173,7 +179,8 @@ static int ping_fn(struct worker *w, void *arg)
     struct ping_req *p = arg;
 
     p->replies = w->st.ping_replies;
-    if (!p->send) return 0;
+    if (!p->send)
+        return 0;
     return stack_ping(&w->st, p->dst, p->id, p->seq, 56);
 }
 
@@ -263,7 +270,8 @@ static int cmd_route(struct ctl_client *c, int argc, char **argv)
     struct daemon *d = c->ctl->d;
     struct report_req r = {.cap = REPORT_CAP};
 
-    if (!d->nworkers) return 0;
+    if (!d->nworkers)
+        return 0;
     r.buf = malloc(r.cap);
     if (!r.buf) {
         sb_printf(&c->out, "error: out of memory\n");
@@ -319,8 +327,10 @@ static int cmd_reload(struct ctl_client *c, int argc, char **argv)
     int ret = daemon_reload(c->ctl->d, &msgs);
 
     /* Errors first so the answer starts with "error:" when the reload failed. */
-    if (msgs.len) sb_append(&c->out, msgs.buf, msgs.len);
-    if (ret == 0) sb_printf(&c->out, "reloaded\n");
+    if (msgs.len)
+        sb_append(&c->out, msgs.buf, msgs.len);
+    if (ret == 0)
+        sb_printf(&c->out, "reloaded\n");
     sb_free(&msgs);
     return 0;
 }
@@ -387,7 +397,8 @@ static void ping_tick(struct ev_loop *loop, ev_timer *t, int revents)
     } else {
         return;
     }
-    if (p->sent >= p->count || ping_send(c) < 0) ping_finish(c);
+    if (p->sent >= p->count || ping_send(c) < 0)
+        ping_finish(c);
 }
 
 static int cmd_ping(struct ctl_client *c, int argc, char **argv)
@@ -484,7 +495,8 @@ static int ctl_dispatch(struct ctl_client *c, char *line)
         }
     /* Do not echo arbitrary bytes back verbatim: keep printable ASCII only. */
     for (char *s = argv[0]; *s; s++)
-        if (*s < 0x20 || *s > 0x7e) *s = '?';
+        if (*s < 0x20 || *s > 0x7e)
+            *s = '?';
     sb_printf(&c->out, "error: unknown command '%.64s' (try help)\n", argv[0]);
     return 0;
 }
@@ -508,7 +520,8 @@ static void client_free(struct ctl_client *c)
         ;
     close(c->fd);
     *c->pprev = c->next;
-    if (c->next) c->next->pprev = c->pprev;
+    if (c->next)
+        c->next->pprev = c->pprev;
     c->ctl->nclients--;
     sb_free(&c->out);
     free(c);
@@ -519,8 +532,10 @@ static void client_write(struct ctl_client *c)
 {
     while (c->outoff < c->out.len) {
         ssize_t n = send(c->fd, c->out.buf + c->outoff, c->out.len - c->outoff, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
         if (n <= 0) {
             client_free(c);
             return;
@@ -557,8 +572,10 @@ static void client_read(struct ctl_client *c)
 
     for (;;) {
         ssize_t n = recv(c->fd, c->in + c->inlen, sizeof(c->in) - 1 - c->inlen, 0);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
         if (n < 0) {
             client_free(c);
             return;
@@ -569,7 +586,8 @@ static void client_read(struct ctl_client *c)
         }
         c->inlen += (size_t)n;
         c->in[c->inlen] = '\0';
-        if (memchr(c->in, '\n', c->inlen) || c->inlen == sizeof(c->in) - 1) break;
+        if (memchr(c->in, '\n', c->inlen) || c->inlen == sizeof(c->in) - 1)
+            break;
     }
     c->in[c->inlen] = '\0';
     nl = memchr(c->in, '\n', c->inlen);
@@ -578,7 +596,8 @@ static void client_read(struct ctl_client *c)
         client_reply(c);
         return;
     }
-    if (!nl && !eof) return; /* wait for the rest of the line */
+    if (!nl && !eof)
+        return; /* wait for the rest of the line */
     if (!nl && c->inlen == 0) {
         client_free(c); /* connected and hung up without asking anything */
         return;
@@ -594,7 +613,8 @@ static void client_read(struct ctl_client *c)
     ev_io_stop(loop, &c->io);
     ev_timer_stop(loop, &c->tmo);
     c->state = CL_BUSY;
-    if (ctl_dispatch(c, c->in) == 0) client_reply(c);
+    if (ctl_dispatch(c, c->in) == 0)
+        client_reply(c);
 }
 
 static void client_io_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -627,7 +647,8 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     for (;;) {
         int fd = accept4(ctl->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
                 log_warn("control: accept: %s", strerror(errno));
             return;
@@ -643,7 +664,8 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         c->ctl = ctl;
         c->fd = fd;
         c->next = ctl->clients;
-        if (c->next) c->next->pprev = &c->next;
+        if (c->next)
+            c->next->pprev = &c->next;
         c->pprev = &ctl->clients;
         ctl->clients = c;
         ctl->nclients++;
@@ -673,14 +695,18 @@ static int mkdir_p(const char *dir, mode_t mode)
 {
     char tmp[CONF_PATH_MAX];
 
-    if (snprintf(tmp, sizeof(tmp), "%s", dir) >= (int)sizeof(tmp)) return -ENAMETOOLONG;
+    if (snprintf(tmp, sizeof(tmp), "%s", dir) >= (int)sizeof(tmp))
+        return -ENAMETOOLONG;
     for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
+        if (*p != '/')
+            continue;
         *p = '\0';
-        if (mkdir(tmp, mode) < 0 && errno != EEXIST) return -errno;
+        if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+            return -errno;
         *p = '/';
     }
-    if (mkdir(tmp, mode) < 0 && errno != EEXIST) return -errno;
+    if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+        return -errno;
     return 0;
 }
 
@@ -710,7 +736,8 @@ int ctl_open(struct daemon *d, struct ctl **out)
         }
     }
     ctl = calloc(1, sizeof(*ctl));
-    if (!ctl) return -ENOMEM;
+    if (!ctl)
+        return -ENOMEM;
     ctl->d = d;
     snprintf(ctl->path, sizeof(ctl->path), "%s", path);
     ctl->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -733,7 +760,8 @@ int ctl_open(struct daemon *d, struct ctl **out)
             ret = -EADDRINUSE;
             goto fail;
         }
-        if (probe >= 0) close(probe);
+        if (probe >= 0)
+            close(probe);
         unlink(path);
     }
     if (bind(ctl->lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
@@ -755,14 +783,16 @@ int ctl_open(struct daemon *d, struct ctl **out)
     *out = ctl;
     return 0;
 fail:
-    if (ctl->lfd >= 0) close(ctl->lfd);
+    if (ctl->lfd >= 0)
+        close(ctl->lfd);
     free(ctl);
     return ret;
 }
 
 void ctl_close(struct ctl *ctl)
 {
-    if (!ctl) return;
+    if (!ctl)
+        return;
     while (ctl->clients) {
         struct ctl_client *c = ctl->clients;
 

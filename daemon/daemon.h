@@ -15,7 +15,7 @@
 #define SHMNET_VERSION "0.1.0"
 #endif
 
-#define DAEMON_MAX_WORKERS 1 /* only one worker is supported for now */
+#define DAEMON_MAX_WORKERS     1 /* only one worker is supported for now */
 #define DAEMON_CALL_TIMEOUT_MS 2000
 
 struct ctl;

@@ -50,7 +50,8 @@ void log_vmsg(enum log_level l, const char *fmt, va_list ap)
     else
         n = snprintf(line, sizeof(line), "shmnetd: %s: ", name[l]);
     n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
-    if (n > (int)sizeof(line) - 2) n = (int)sizeof(line) - 2;
+    if (n > (int)sizeof(line) - 2)
+        n = (int)sizeof(line) - 2;
     line[n++] = '\n';
     /* One write per line so lines of the two threads never interleave. */
     ssize_t w = write(STDERR_FILENO, line, (size_t)n);

@@ -59,18 +59,21 @@ int daemon_capture_start(struct daemon *d, const char *path, struct strbuf *out)
     if (!t) {
         err = err < 0 ? -err : err ? err : EIO;
         log_error("capture %s: %s", path, strerror(err));
-        if (out) sb_printf(out, "error: capture %s: %s\n", path, strerror(err));
+        if (out)
+            sb_printf(out, "error: capture %s: %s\n", path, strerror(err));
         return -err;
     }
     ret = swap_capture(d, t, old);
     if (ret < 0) {
         pcap_close(t);
         log_error("capture %s: worker did not answer: %s", path, strerror(-ret));
-        if (out) sb_printf(out, "error: capture %s: %s\n", path, strerror(-ret));
+        if (out)
+            sb_printf(out, "error: capture %s: %s\n", path, strerror(-ret));
         return ret;
     }
     /* The workers no longer reference old (the mailbox call completed): safe to close. */
-    if (old) pcap_close(old);
+    if (old)
+        pcap_close(old);
     d->capture = t;
     snprintf(d->capture_path, sizeof(d->capture_path), "%s", path);
     log_info("capturing all interfaces to %s", path);
@@ -81,9 +84,11 @@ int daemon_capture_stop(struct daemon *d)
 {
     int ret;
 
-    if (!d->capture) return -ENOENT;
+    if (!d->capture)
+        return -ENOENT;
     ret = swap_capture(d, NULL, d->capture);
-    if (ret < 0) return ret;
+    if (ret < 0)
+        return ret;
     pcap_close(d->capture);
     d->capture = NULL;
     log_info("capture to %s stopped", d->capture_path);
@@ -104,7 +109,8 @@ static void reload_msg(void *ctx, const char *msg)
     struct reload_ctx *r = ctx;
 
     log_msg(r->lvl, "%s", msg);
-    if (r->out) sb_printf(r->out, "%s: %s\n", r->prefix, msg);
+    if (r->out)
+        sb_printf(r->out, "%s: %s\n", r->prefix, msg);
 }
 
 struct tunables_req {
@@ -133,7 +139,8 @@ static int apply_tunables_fn(struct worker *w, void *arg)
         struct nic *n = &w->nics[i];
         const struct nic_fault_params *fp = &r->nc->ifs[i].nic.fault;
 
-        if (fault_equal(&n->params.fault, fp)) continue;
+        if (fault_equal(&n->params.fault, fp))
+            continue;
         struct nic_fault *f = fp->enabled ? nic_fault_create(fp) : NULL;
         if (fp->enabled && !f) {
             r->fault_errors++;
@@ -261,13 +268,15 @@ static void on_watchdog(struct ev_loop *loop, ev_timer *t, int revents)
 
     for (unsigned i = 0; i < d->nworkers; i++) {
         uint64_t hb = worker_heartbeat(&d->workers[i]);
-        if (d->wd_primed && hb == d->wd_hb[i]) stuck = (int)i;
+        if (d->wd_primed && hb == d->wd_hb[i])
+            stuck = (int)i;
         d->wd_hb[i] = hb;
         worker_kick(&d->workers[i]);
     }
     d->wd_primed = true;
     if (stuck < 0) {
-        if (d->wd_stuck) log_warn("workers responsive again: resuming the watchdog keep-alive");
+        if (d->wd_stuck)
+            log_warn("workers responsive again: resuming the watchdog keep-alive");
         d->wd_stuck = false;
         sdnotify_send("WATCHDOG=1");
     } else if (!d->wd_stuck) {
@@ -299,7 +308,8 @@ static int check_config(const char *path)
     }
     ret = conf_load(c, path, NULL, NULL); /* NULL: each error to stderr as FILE:LINE: msg */
     free(c);
-    if (ret < 0) return 1;
+    if (ret < 0)
+        return 1;
     printf("%s: OK\n", path);
     return 0;
 }
@@ -328,7 +338,8 @@ static int run(struct daemon *d)
     if (d->conf->workers > DAEMON_MAX_WORKERS)
         log_warn("daemon.workers = %u: only %d worker is supported for now, running %d",
                  d->conf->workers, DAEMON_MAX_WORKERS, DAEMON_MAX_WORKERS);
-    if (ctl_open(d, &d->ctl) < 0) goto out;
+    if (ctl_open(d, &d->ctl) < 0)
+        goto out;
     if (d->conf->capture[0]) {
         int err = 0;
         d->capture = pcap_open(d->conf->capture, 65535, &err);
@@ -377,9 +388,11 @@ static int run(struct daemon *d)
     ev_signal_stop(loop, &d->sig_term);
     ev_signal_stop(loop, &d->sig_int);
     ev_signal_stop(loop, &d->sig_hup);
-    if (wd_usec) ev_timer_stop(loop, &d->wd_timer);
+    if (wd_usec)
+        ev_timer_stop(loop, &d->wd_timer);
 out:
-    if (ret) sdnotify_send("STOPPING=1");
+    if (ret)
+        sdnotify_send("STOPPING=1");
     /* Clients first: an in-flight ping uses the workers. */
     ctl_close(d->ctl);
     d->ctl = NULL;
@@ -387,11 +400,13 @@ out:
         worker_stop(&d->workers[i]);
     d->nworkers = 0;
     /* Workers are joined: nothing references the capture tap any more. */
-    if (d->capture) pcap_close(d->capture);
+    if (d->capture)
+        pcap_close(d->capture);
     d->capture = NULL;
     ev_loop_destroy(loop);
     d->loop = NULL;
-    if (!ret) log_info("stopped");
+    if (!ret)
+        log_info("stopped");
     return ret;
 }
 
@@ -433,7 +448,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (check) return check_config(path);
+    if (check)
+        return check_config(path);
 
     log_init();
     d.conf_path = path;

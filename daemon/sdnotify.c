@@ -19,9 +19,11 @@ int sdnotify_send(const char *state)
     socklen_t salen;
     int fd, ret = 1;
 
-    if (!path || !*path) return 0;
+    if (!path || !*path)
+        return 0;
     len = strlen(path);
-    if ((path[0] != '/' && path[0] != '@') || len >= sizeof(sa.sun_path)) return -EINVAL;
+    if ((path[0] != '/' && path[0] != '@') || len >= sizeof(sa.sun_path))
+        return -EINVAL;
     memcpy(sa.sun_path, path, len);
     if (path[0] == '@') {
         /* Abstract namespace: leading NUL, the name is exactly len-1 bytes, no terminator. */
@@ -31,7 +33,8 @@ int sdnotify_send(const char *state)
         salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1);
     }
     fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -errno;
+    if (fd < 0)
+        return -errno;
     if (sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sa, salen) < 0)
         ret = -errno;
     close(fd);
@@ -47,7 +50,8 @@ int sdnotify_printf(const char *fmt, ...)
     va_start(ap, fmt);
     n = vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
-    if (n < 0 || n >= (int)sizeof(buf)) return -EMSGSIZE;
+    if (n < 0 || n >= (int)sizeof(buf))
+        return -EMSGSIZE;
     return sdnotify_send(buf);
 }
 
@@ -57,11 +61,14 @@ uint64_t sdnotify_watchdog_usec(void)
     unsigned long long v;
     char *end;
 
-    if (!s || !*s) return 0;
+    if (!s || !*s)
+        return 0;
     /* WATCHDOG_PID set and not us: the variables were meant for another process. */
-    if (pid && *pid && strtol(pid, NULL, 10) != (long)getpid()) return 0;
+    if (pid && *pid && strtol(pid, NULL, 10) != (long)getpid())
+        return 0;
     errno = 0;
     v = strtoull(s, &end, 10);
-    if (errno || *end || v == 0) return 0;
+    if (errno || *end || v == 0)
+        return 0;
     return v;
 }

@@ -8,7 +8,8 @@
 
 char *sb_reserve(struct strbuf *sb, size_t n)
 {
-    if (sb->oom) return NULL;
+    if (sb->oom)
+        return NULL;
     if (sb->len + n + 1 > sb->cap) {
         size_t cap = sb->cap ? sb->cap : 256;
         while (cap < sb->len + n + 1)
@@ -28,7 +29,8 @@ void sb_append(struct strbuf *sb, const char *s, size_t n)
 {
     char *p = sb_reserve(sb, n);
 
-    if (!p) return;
+    if (!p)
+        return;
     memcpy(p, s, n);
     sb->len += n;
     sb->buf[sb->len] = '\0';
@@ -42,9 +44,11 @@ void sb_printf(struct strbuf *sb, const char *fmt, ...)
     va_start(ap, fmt);
     n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    if (n < 0) return;
+    if (n < 0)
+        return;
     char *p = sb_reserve(sb, (size_t)n);
-    if (!p) return;
+    if (!p)
+        return;
     va_start(ap, fmt);
     vsnprintf(p, (size_t)n + 1, fmt, ap);
     va_end(ap);

@@ -97,7 +97,8 @@ static void worker_fini(struct worker *w)
 {
     /* NICs first: they hold RX buffers from the stack's pool. */
     close_nics(w);
-    if (w->st_ready) stack_destroy(&w->st);
+    if (w->st_ready)
+        stack_destroy(&w->st);
     w->st_ready = false;
 }
 
@@ -108,12 +109,14 @@ static bool mailbox_run(struct worker *w)
     int ret;
 
     /* Cheap relaxed peek first: the common case is an empty slot. */
-    if (!__atomic_load_n(&w->req, __ATOMIC_RELAXED)) return false;
+    if (!__atomic_load_n(&w->req, __ATOMIC_RELAXED))
+        return false;
     /* Acquire pairs with the release in worker_call's store: fn/arg/the data arg points to
      * are visible before we run it. Exchange (not load+store) so a retraction by the control
      * thread on timeout and our take cannot both succeed. */
     r = __atomic_exchange_n(&w->req, NULL, __ATOMIC_ACQUIRE);
-    if (!r) return false;
+    if (!r)
+        return false;
     ret = r->fn(w, r->arg);
     /* The mutex orders our writes (ret, results behind arg) before the caller sees done. */
     pthread_mutex_lock(&w->mb_lock);
@@ -163,7 +166,8 @@ static void worker_loop(struct worker *w)
         uint64_t dl = stack_next_deadline(st);
         uint64_t timeout = dl == UINT64_MAX ? UINT64_MAX : (dl > now ? dl - now : 0);
         int ret = nic_wait(w->nicp, w->qs, w->nnics, w->wake_fd, timeout);
-        if (ret < 0 && ret != -EINTR) log_debug("worker %d: nic_wait: %s", w->id, strerror(-ret));
+        if (ret < 0 && ret != -EINTR)
+            log_debug("worker %d: nic_wait: %s", w->id, strerror(-ret));
         /* Relaxed: the flag only tells the control thread whether an eventfd write is
          * needed; a stale 1 costs one spurious write. */
         __atomic_store_n(&w->sleeping, 0, __ATOMIC_RELAXED);
@@ -209,7 +213,8 @@ int worker_start(struct worker *w, int id, const struct conf *c, struct pcap_tap
     w->busy_poll_us = c->busy_poll_us;
     w->rx_budget = c->rx_budget;
     w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (w->wake_fd < 0) return -errno;
+    if (w->wake_fd < 0)
+        return -errno;
     pthread_mutex_init(&w->mb_lock, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -244,7 +249,8 @@ void worker_stop(struct worker *w)
 {
     uint64_t one = 1;
 
-    if (!w->running) return;
+    if (!w->running)
+        return;
     /* seq_cst: same handshake as worker_call (see worker_loop); we also write the eventfd
      * unconditionally, so the worker wakes even if it is already inside nic_wait. */
     __atomic_store_n(&w->stop, 1, __ATOMIC_SEQ_CST);
@@ -277,7 +283,8 @@ int worker_call(struct worker *w, worker_fn fn, void *arg, int timeout_ms)
     bool timed = true;
     int ret;
 
-    if (!w->running) return -ESRCH;
+    if (!w->running)
+        return -ESRCH;
     clock_gettime(CLOCK_MONOTONIC, &dl);
     dl.tv_sec += timeout_ms / 1000;
     dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;

@@ -1,3 +1,6 @@
 #include "libclient/shmnet.h"
 
-const char *shmnet_version(void) { return "0.1.0"; }
+const char *shmnet_version(void)
+{
+    return "0.1.0";
+}

@@ -20,8 +20,8 @@
 #include "nic/nic.h"
 #include "stack/wire.h"
 
-#define FAULT_DELAY_SLOTS 4096u            /* power of two */
-#define FAULT_REORDER_HOLD_NS 1000000ull   /* a held frame leaves after 1 ms at most */
+#define FAULT_DELAY_SLOTS     4096u      /* power of two */
+#define FAULT_REORDER_HOLD_NS 1000000ull /* a held frame leaves after 1 ms at most */
 
 #define FCNT(c, field)                                                                             \
     do {                                                                                           \
@@ -31,22 +31,22 @@
 
 struct fault_slot {
     struct pktbuf *pb;
-    uint64_t release;   /* ns */
+    uint64_t release; /* ns */
 };
 
 struct fault_dir {
-    uint64_t s[4];                  /* xoshiro256** state */
-    struct fault_slot *ring;        /* delay queue, FAULT_DELAY_SLOTS entries */
+    uint64_t s[4];           /* xoshiro256** state */
+    struct fault_slot *ring; /* delay queue, FAULT_DELAY_SLOTS entries */
     uint32_t head, count;
-    uint64_t last_release;          /* keeps the delay queue FIFO under jitter */
-    struct pktbuf *held;            /* reordered frame waiting for the next one */
+    uint64_t last_release; /* keeps the delay queue FIFO under jitter */
+    struct pktbuf *held;   /* reordered frame waiting for the next one */
     uint64_t held_until;
-    struct pktbuf_queue ready;      /* due frames that did not fit the caller's array */
+    struct pktbuf_queue ready; /* due frames that did not fit the caller's array */
 };
 
 struct nic_fault {
     struct nic_fault_params p;
-    struct fault_dir dir[2];        /* [0] RX, [1] TX */
+    struct fault_dir dir[2]; /* [0] RX, [1] TX */
 };
 
 static uint64_t splitmix64(uint64_t *x)
@@ -57,7 +57,10 @@ static uint64_t splitmix64(uint64_t *x)
     return z ^ (z >> 31);
 }
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
 
 static uint64_t xoshiro_next(uint64_t s[4])
 {
@@ -73,10 +76,16 @@ static uint64_t xoshiro_next(uint64_t s[4])
 }
 
 /* Uniform in [0, 1). */
-static inline double rnd_unit(struct fault_dir *d) { return (double)(xoshiro_next(d->s) >> 11) * 0x1.0p-53; }
+static inline double rnd_unit(struct fault_dir *d)
+{
+    return (double)(xoshiro_next(d->s) >> 11) * 0x1.0p-53;
+}
 
 /* Uniform in [0, n) for n > 0 (the modulo bias is irrelevant at these sizes). */
-static inline uint64_t rnd_below(struct fault_dir *d, uint64_t n) { return xoshiro_next(d->s) % n; }
+static inline uint64_t rnd_below(struct fault_dir *d, uint64_t n)
+{
+    return xoshiro_next(d->s) % n;
+}
 
 /* A rate of 0 draws nothing, so turning one fault off does not shift the others' stream. */
 static inline bool roll(struct fault_dir *d, double rate)

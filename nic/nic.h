@@ -17,7 +17,7 @@
 #include "stack/pktbuf.h"
 
 #define NIC_MAX_QUEUES 16
-#define NIC_BURST 64
+#define NIC_BURST      64
 
 struct nic;
 struct pcap_tap;
@@ -28,19 +28,19 @@ struct nic_fault_params {
     bool enabled;
     uint64_t seed;
     double loss, duplicate, reorder, corrupt;
-    uint32_t delay_us;     /* fixed extra latency for every frame */
-    uint32_t jitter_us;    /* uniform extra on top of delay_us */
-    bool rx, tx;           /* directions it applies to */
+    uint32_t delay_us;  /* fixed extra latency for every frame */
+    uint32_t jitter_us; /* uniform extra on top of delay_us */
+    bool rx, tx;        /* directions it applies to */
 };
 
 struct nic_params {
     char name[IFNAMSIZ];
-    char backend[16];      /* "tap", "sim", later "af_xdp" */
+    char backend[16]; /* "tap", "sim", later "af_xdp" */
     uint8_t mac[6];
     uint16_t mtu;
-    uint16_t nqueues;      /* 1 unless multi-queue */
-    uint32_t rx_ring;      /* RX descriptors in flight per queue */
-    uint32_t tx_ring;      /* TX descriptors per queue */
+    uint16_t nqueues; /* 1 unless multi-queue */
+    uint32_t rx_ring; /* RX descriptors in flight per queue */
+    uint32_t tx_ring; /* TX descriptors per queue */
     struct nic_fault_params fault;
 };
 
@@ -64,12 +64,12 @@ struct nic_ops {
 struct nic {
     const struct nic_ops *ops;
     struct nic_params params;
-    int ifindex;                               /* kernel ifindex of the device, 0 for sim */
-    struct pktbuf_pool *pool[NIC_MAX_QUEUES];  /* RX buffers of each queue */
-    struct stack_counters *cnt[NIC_MAX_QUEUES];/* where queue q counts */
-    struct nic_fault *fault;                   /* NULL when fault injection is off */
-    struct pcap_tap *pcap;                     /* owned by the worker of queue 0; NULL = off */
-    void *priv;                                /* backend state */
+    int ifindex;                                /* kernel ifindex of the device, 0 for sim */
+    struct pktbuf_pool *pool[NIC_MAX_QUEUES];   /* RX buffers of each queue */
+    struct stack_counters *cnt[NIC_MAX_QUEUES]; /* where queue q counts */
+    struct nic_fault *fault;                    /* NULL when fault injection is off */
+    struct pcap_tap *pcap;                      /* owned by the worker of queue 0; NULL = off */
+    void *priv;                                 /* backend state */
 };
 
 /* Look up a backend by name ("tap", "sim"); NULL if unknown. */
@@ -78,7 +78,8 @@ const struct nic_ops *nic_find_ops(const char *backend);
 /* Open a NIC. Pools and counters per queue must be bound with nic_bind_queue() before the
  * first nic_rx() (the backend pre-posts RX buffers then). */
 int nic_open(struct nic *n, const struct nic_params *p);
-void nic_bind_queue(struct nic *n, uint16_t q, struct pktbuf_pool *pool, struct stack_counters *cnt);
+void nic_bind_queue(struct nic *n, uint16_t q, struct pktbuf_pool *pool,
+                    struct stack_counters *cnt);
 void nic_close(struct nic *n);
 
 /* RX burst through fault injector and pcap tap. now = current time in ns. */

@@ -22,7 +22,7 @@
 struct sim {
     struct pktbuf_queue rx, tx;
     int efd;
-    bool signalled;     /* efd holds a count */
+    bool signalled; /* efd holds a count */
     struct nic *peer;
 };
 
@@ -30,7 +30,10 @@ static int sim_open(struct nic *n, const struct nic_params *p);
 static void sim_close(struct nic *n);
 static int sim_rx_burst(struct nic *n, uint16_t q, struct pktbuf **pkts, int max);
 static int sim_tx_burst(struct nic *n, uint16_t q, struct pktbuf **pkts, int cnt);
-static int sim_tx_flush(struct nic *n, uint16_t q) { return 0; }
+static int sim_tx_flush(struct nic *n, uint16_t q)
+{
+    return 0;
+}
 static int sim_poll_fd(struct nic *n, uint16_t q)
 {
     struct sim *s = n->priv;
@@ -160,7 +163,10 @@ static int sim_tx_burst(struct nic *n, uint16_t q, struct pktbuf **pkts, int cnt
     return acc;
 }
 
-static bool is_sim(const struct nic *n) { return n && n->ops == &nic_sim_ops && n->priv; }
+static bool is_sim(const struct nic *n)
+{
+    return n && n->ops == &nic_sim_ops && n->priv;
+}
 
 void nic_sim_link(struct nic *a, struct nic *b)
 {

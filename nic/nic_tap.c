@@ -35,32 +35,32 @@
 
 #include "nic/nic.h"
 
-#define TAP_REAP_BATCH 64u
-#define TAP_MAX_ENTRIES 32768u          /* kernel limit for SQ entries */
-#define TAP_CANCEL_UD UINT64_MAX      /* user_data of the cancel and kick NOPs */
-#define TAP_POLL_UD (UINT64_MAX - 1)  /* user_data of the readability poll */
-#define TAP_MIN_BATCH 4u
-#define TAP_NO_DESC UINT32_MAX
+#define TAP_REAP_BATCH  64u
+#define TAP_MAX_ENTRIES 32768u           /* kernel limit for SQ entries */
+#define TAP_CANCEL_UD   UINT64_MAX       /* user_data of the cancel and kick NOPs */
+#define TAP_POLL_UD     (UINT64_MAX - 1) /* user_data of the readability poll */
+#define TAP_MIN_BATCH   4u
+#define TAP_NO_DESC     UINT32_MAX
 
 struct tap_desc {
-    struct pktbuf *pb;  /* NULL when free */
-    uint32_t next;      /* free list */
+    struct pktbuf *pb; /* NULL when free */
+    uint32_t next;     /* free list */
     bool rx;
 };
 
 struct tapq {
     int fd;
     bool ring_ok;
-    bool starved;       /* last refill found the pool empty (counted once per episode) */
-    bool readable;      /* the device may hold frames: post reads, not the poll */
-    bool poll_armed;    /* a POLL_ADD is in flight */
-    bool batch_eagain;  /* the current read batch hit an empty queue */
-    uint32_t rx_batch;  /* reads per batch, adaptive */
+    bool starved;      /* last refill found the pool empty (counted once per episode) */
+    bool readable;     /* the device may hold frames: post reads, not the poll */
+    bool poll_armed;   /* a POLL_ADD is in flight */
+    bool batch_eagain; /* the current read batch hit an empty queue */
+    uint32_t rx_batch; /* reads per batch, adaptive */
     struct io_uring ring;
     struct tap_desc *desc;
     uint32_t ndesc, free_head;
-    uint32_t rx_posted, tx_inflight;    /* includes SQEs written but not yet submitted */
-    struct pktbuf_queue rxready;        /* completed reads not yet returned by rx_burst */
+    uint32_t rx_posted, tx_inflight; /* includes SQEs written but not yet submitted */
+    struct pktbuf_queue rxready;     /* completed reads not yet returned by rx_burst */
 };
 
 struct tap {

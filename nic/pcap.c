@@ -11,15 +11,15 @@
 
 #include "nic/nic.h"
 
-#define PCAP_MAGIC_NS 0xa1b23c4du
+#define PCAP_MAGIC_NS          0xa1b23c4du
 #define PCAP_LINKTYPE_ETHERNET 1u
-#define PCAP_BUF_SIZE (64u * 1024u)
-#define PCAP_DEFAULT_SNAPLEN 262144u
+#define PCAP_BUF_SIZE          (64u * 1024u)
+#define PCAP_DEFAULT_SNAPLEN   262144u
 
 struct pcap_tap {
     FILE *f;
     uint32_t snaplen;
-    char *buf;          /* stdio buffer, freed after fclose */
+    char *buf; /* stdio buffer, freed after fclose */
 };
 
 struct pcap_file_hdr {

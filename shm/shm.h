@@ -5,9 +5,9 @@
 #ifndef SHMNET_SHM_H
 #define SHMNET_SHM_H
 
-#define SHM_MAGIC 0x73686d6e65740000ull /* "shmnet\0\0" */
+#define SHM_MAGIC          0x73686d6e65740000ull /* "shmnet\0\0" */
 #define SHM_LAYOUT_VERSION 0u
 #define SHM_DEFAULT_SOCKET "/run/shmnet/shmnetd.sock"
-#define SHM_SOCKET_ENV "SHMNET_SOCKET"
+#define SHM_SOCKET_ENV     "SHMNET_SOCKET"
 
 #endif

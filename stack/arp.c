@@ -15,9 +15,9 @@ struct arp_entry {
     uint8_t mac[6];
     uint8_t state;
     uint8_t tries;
-    uint64_t confirmed;      /* ns of the last reply/update */
-    struct timer tmr;        /* retry (INCOMPLETE), ->STALE (REACHABLE), expire (STALE) */
-    struct pktbuf_queue q;   /* packets waiting for resolution */
+    uint64_t confirmed;    /* ns of the last reply/update */
+    struct timer tmr;      /* retry (INCOMPLETE), ->STALE (REACHABLE), expire (STALE) */
+    struct pktbuf_queue q; /* packets waiting for resolution */
 };
 
 struct arp_cache {

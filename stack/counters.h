@@ -8,58 +8,108 @@
 
 #include <stdint.h>
 
+// clang-format off
 #define STACK_COUNTERS(X)                                                                          \
-    X(nic_rx_frames) X(nic_rx_bytes) X(nic_tx_frames) X(nic_tx_bytes)                              \
-    X(nic_rx_drop_nobuf)   /* pktbuf pool empty when refilling RX */                               \
-    X(nic_rx_drop_error)   /* backend read error / truncated by the device */                      \
-    X(nic_tx_drop_full)    /* backend TX ring full */                                              \
-    X(nic_tx_drop_error)   /* backend write error */                                               \
-    X(fault_drop_loss) X(fault_dup) X(fault_reorder) X(fault_corrupt) X(fault_delay)                \
+    X(nic_rx_frames)                                                                               \
+    X(nic_rx_bytes)                                                                                \
+    X(nic_tx_frames)                                                                               \
+    X(nic_tx_bytes)                                                                                \
+    X(nic_rx_drop_nobuf)      /* pktbuf pool empty when refilling RX */                            \
+    X(nic_rx_drop_error)      /* backend read error / truncated by the device */                   \
+    X(nic_tx_drop_full)       /* backend TX ring full */                                           \
+    X(nic_tx_drop_error)      /* backend write error */                                            \
+    X(fault_drop_loss)                                                                             \
+    X(fault_dup)                                                                                   \
+    X(fault_reorder)                                                                               \
+    X(fault_corrupt)                                                                               \
+    X(fault_delay)                                                                                 \
     X(fault_drop_queue_full)                                                                       \
-    X(pcap_frames) X(pcap_drop_error)                                                              \
-    X(eth_rx) X(eth_tx)                                                                            \
-    X(eth_drop_short)      /* shorter than an Ethernet header */                                   \
-    X(eth_drop_not_ours)   /* unicast to another MAC, not promiscuous */                           \
-    X(eth_drop_vlan)       /* tagged with a VID this interface does not carry */                   \
-    X(eth_drop_proto)      /* ethertype not handled (IPv6, ...) */                                 \
-    X(eth_drop_src)        /* source MAC multicast, or our own */                                  \
-    X(arp_rx_request) X(arp_rx_reply) X(arp_tx_request) X(arp_tx_reply) X(arp_tx_gratuitous)        \
-    X(arp_resolved) X(arp_queued)                                                                  \
-    X(arp_drop_short) X(arp_drop_format)                                                           \
-    X(arp_drop_wrong_subnet) /* sender address outside the interface subnet */                     \
-    X(arp_drop_bad_sender)   /* sender is broadcast/multicast/ours */                              \
-    X(arp_drop_not_for_us)   /* request for an address not ours */                                 \
-    X(arp_drop_queue_full)   /* packet waiting on resolution, queue full */                        \
-    X(arp_drop_unresolved)   /* resolution gave up: packets dropped */                             \
+    X(pcap_frames)                                                                                 \
+    X(pcap_drop_error)                                                                             \
+    X(eth_rx)                                                                                      \
+    X(eth_tx)                                                                                      \
+    X(eth_drop_short)         /* shorter than an Ethernet header */                                \
+    X(eth_drop_not_ours)      /* unicast to another MAC, not promiscuous */                        \
+    X(eth_drop_vlan)          /* tagged with a VID this interface does not carry */                \
+    X(eth_drop_proto)         /* ethertype not handled (IPv6, ...) */                              \
+    X(eth_drop_src)           /* source MAC multicast, or our own */                               \
+    X(arp_rx_request)                                                                              \
+    X(arp_rx_reply)                                                                                \
+    X(arp_tx_request)                                                                              \
+    X(arp_tx_reply)                                                                                \
+    X(arp_tx_gratuitous)                                                                           \
+    X(arp_resolved)                                                                                \
+    X(arp_queued)                                                                                  \
+    X(arp_drop_short)                                                                              \
+    X(arp_drop_format)                                                                             \
+    X(arp_drop_wrong_subnet)  /* sender address outside the interface subnet */                    \
+    X(arp_drop_bad_sender)    /* sender is broadcast/multicast/ours */                             \
+    X(arp_drop_not_for_us)    /* request for an address not ours */                                \
+    X(arp_drop_queue_full)    /* packet waiting on resolution, queue full */                       \
+    X(arp_drop_unresolved)    /* resolution gave up: packets dropped */                            \
     X(arp_drop_cache_full)                                                                         \
-    X(ip4_rx) X(ip4_tx) X(ip4_rx_local) X(ip4_forwarded)                                           \
-    X(ip4_drop_short) X(ip4_drop_version) X(ip4_drop_ihl) X(ip4_drop_len) X(ip4_drop_csum)          \
-    X(ip4_drop_bad_src)      /* martian source: multicast, broadcast, loopback, ours */            \
-    X(ip4_drop_not_local)    /* not for us and forwarding is off */                                \
-    X(ip4_drop_ttl)          /* TTL expired while forwarding */                                    \
-    X(ip4_drop_no_route) X(ip4_drop_proto) X(ip4_drop_options)                                     \
-    X(ip4_drop_df)           /* too big, DF set: frag-needed sent */                               \
-    X(ip4_drop_nobuf)        /* pktbuf pool empty on output */                                     \
-    X(ip4_frag_created) X(ip4_frag_rx) X(ip4_reasm_ok)                                             \
-    X(ip4_frag_drop_overlap) X(ip4_frag_drop_too_big) X(ip4_frag_drop_timeout)                     \
-    X(ip4_frag_drop_mem)     /* reassembly memory or datagram limit reached */                     \
-    X(ip4_frag_drop_bad)     /* inconsistent: MF on final length, zero-length, odd size */         \
-    X(ip4_frag_drop_too_many)/* more pieces than one datagram may have */                          \
-    X(ip4_frag_drop_dup)     /* exact duplicate of a piece already held */                         \
-    X(icmp_rx) X(icmp_tx) X(icmp_rx_echo) X(icmp_tx_echo_reply) X(icmp_rx_echo_reply)              \
-    X(icmp_tx_unreach) X(icmp_tx_time_exceeded) X(icmp_rx_error)                                   \
-    X(icmp_drop_short) X(icmp_drop_csum) X(icmp_drop_type)                                         \
-    X(icmp_drop_bcast)       /* echo to a broadcast address (ignored, like Linux) */               \
-    X(icmp_drop_bad_error)   /* error quoting a header that is not ours/valid */                   \
-    X(icmp_drop_ratelimit)   /* error not sent: rate limit (RFC 1812 4.3.2.8) */                   \
-    X(hook_prerouting_pass) X(hook_prerouting_drop)                                                \
-    X(hook_local_in_pass) X(hook_local_in_drop)                                                    \
-    X(hook_forward_pass) X(hook_forward_drop)                                                      \
-    X(hook_local_out_pass) X(hook_local_out_drop)                                                  \
-    X(hook_postrouting_pass) X(hook_postrouting_drop)                                              \
-    X(udp_rx) X(udp_drop_short) X(udp_drop_csum) X(udp_drop_no_port)                               \
-    X(tcp_rx) X(tcp_drop_short) X(tcp_drop_csum) X(tcp_drop_no_port) X(tcp_tx_rst)                 \
+    X(ip4_rx)                                                                                      \
+    X(ip4_tx)                                                                                      \
+    X(ip4_rx_local)                                                                                \
+    X(ip4_forwarded)                                                                               \
+    X(ip4_drop_short)                                                                              \
+    X(ip4_drop_version)                                                                            \
+    X(ip4_drop_ihl)                                                                                \
+    X(ip4_drop_len)                                                                                \
+    X(ip4_drop_csum)                                                                               \
+    X(ip4_drop_bad_src)       /* martian source: multicast, broadcast, loopback, ours */           \
+    X(ip4_drop_not_local)     /* not for us and forwarding is off */                               \
+    X(ip4_drop_ttl)           /* TTL expired while forwarding */                                   \
+    X(ip4_drop_no_route)                                                                           \
+    X(ip4_drop_proto)                                                                              \
+    X(ip4_drop_options)                                                                            \
+    X(ip4_drop_df)            /* too big, DF set: frag-needed sent */                              \
+    X(ip4_drop_nobuf)         /* pktbuf pool empty on output */                                    \
+    X(ip4_frag_created)                                                                            \
+    X(ip4_frag_rx)                                                                                 \
+    X(ip4_reasm_ok)                                                                                \
+    X(ip4_frag_drop_overlap)                                                                       \
+    X(ip4_frag_drop_too_big)                                                                       \
+    X(ip4_frag_drop_timeout)                                                                       \
+    X(ip4_frag_drop_mem)      /* reassembly memory or datagram limit reached */                    \
+    X(ip4_frag_drop_bad)      /* inconsistent: MF on final length, zero-length, odd size */        \
+    X(ip4_frag_drop_too_many) /* more pieces than one datagram may have */                         \
+    X(ip4_frag_drop_dup)      /* exact duplicate of a piece already held */                        \
+    X(icmp_rx)                                                                                     \
+    X(icmp_tx)                                                                                     \
+    X(icmp_rx_echo)                                                                                \
+    X(icmp_tx_echo_reply)                                                                          \
+    X(icmp_rx_echo_reply)                                                                          \
+    X(icmp_tx_unreach)                                                                             \
+    X(icmp_tx_time_exceeded)                                                                       \
+    X(icmp_rx_error)                                                                               \
+    X(icmp_drop_short)                                                                             \
+    X(icmp_drop_csum)                                                                              \
+    X(icmp_drop_type)                                                                              \
+    X(icmp_drop_bcast)        /* echo to a broadcast address (ignored, like Linux) */              \
+    X(icmp_drop_bad_error)    /* error quoting a header that is not ours/valid */                  \
+    X(icmp_drop_ratelimit)    /* error not sent: rate limit (RFC 1812 4.3.2.8) */                  \
+    X(hook_prerouting_pass)                                                                        \
+    X(hook_prerouting_drop)                                                                        \
+    X(hook_local_in_pass)                                                                          \
+    X(hook_local_in_drop)                                                                          \
+    X(hook_forward_pass)                                                                           \
+    X(hook_forward_drop)                                                                           \
+    X(hook_local_out_pass)                                                                         \
+    X(hook_local_out_drop)                                                                         \
+    X(hook_postrouting_pass)                                                                       \
+    X(hook_postrouting_drop)                                                                       \
+    X(udp_rx)                                                                                      \
+    X(udp_drop_short)                                                                              \
+    X(udp_drop_csum)                                                                               \
+    X(udp_drop_no_port)                                                                            \
+    X(tcp_rx)                                                                                      \
+    X(tcp_drop_short)                                                                              \
+    X(tcp_drop_csum)                                                                               \
+    X(tcp_drop_no_port)                                                                            \
+    X(tcp_tx_rst)                                                                                  \
     X(timer_fired)
+// clang-format on
 
 struct stack_counters {
 #define X(n) uint64_t n;
@@ -72,9 +122,12 @@ extern const char *const stack_counter_names[STACK_NCOUNTERS];
 
 /* Single-writer increment: see the header comment. */
 #define CNT_ADD(c, field, n)                                                                       \
-    __atomic_store_n(&(c)->field, __atomic_load_n(&(c)->field, __ATOMIC_RELAXED) + (n),           \
+    __atomic_store_n(&(c)->field, __atomic_load_n(&(c)->field, __ATOMIC_RELAXED) + (n),            \
                      __ATOMIC_RELAXED)
 #define CNT_INC(c, field) CNT_ADD(c, field, 1)
-static inline uint64_t cnt_read(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline uint64_t cnt_read(const uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
 
 #endif

@@ -48,19 +48,34 @@ bool hook_run(struct stack *st, enum hook_point pt, const struct ip4_view *ip, c
     struct stack_counters *c = &st->cnt;
     switch (pt) {
     case HOOK_PREROUTING:
-        if (accept) CNT_INC(c, hook_prerouting_pass); else CNT_INC(c, hook_prerouting_drop);
+        if (accept)
+            CNT_INC(c, hook_prerouting_pass);
+        else
+            CNT_INC(c, hook_prerouting_drop);
         break;
     case HOOK_LOCAL_IN:
-        if (accept) CNT_INC(c, hook_local_in_pass); else CNT_INC(c, hook_local_in_drop);
+        if (accept)
+            CNT_INC(c, hook_local_in_pass);
+        else
+            CNT_INC(c, hook_local_in_drop);
         break;
     case HOOK_FORWARD:
-        if (accept) CNT_INC(c, hook_forward_pass); else CNT_INC(c, hook_forward_drop);
+        if (accept)
+            CNT_INC(c, hook_forward_pass);
+        else
+            CNT_INC(c, hook_forward_drop);
         break;
     case HOOK_LOCAL_OUT:
-        if (accept) CNT_INC(c, hook_local_out_pass); else CNT_INC(c, hook_local_out_drop);
+        if (accept)
+            CNT_INC(c, hook_local_out_pass);
+        else
+            CNT_INC(c, hook_local_out_drop);
         break;
     default:
-        if (accept) CNT_INC(c, hook_postrouting_pass); else CNT_INC(c, hook_postrouting_drop);
+        if (accept)
+            CNT_INC(c, hook_postrouting_pass);
+        else
+            CNT_INC(c, hook_postrouting_drop);
         break;
     }
     return accept;

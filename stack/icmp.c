@@ -57,7 +57,8 @@ void icmp_send_error(struct stack *st, const struct pktbuf *orig, uint8_t type, 
     p[1] = code;
     wr16(p + 2, 0);
     /* Frag-needed carries the next-hop MTU in the low 16 bits (RFC 1191 4). */
-    wr32(p + 4, type == ICMP_DEST_UNREACH && code == ICMP_UNREACH_NEEDFRAG ? (info & 0xffff) : info);
+    wr32(p + 4,
+         type == ICMP_DEST_UNREACH && code == ICMP_UNREACH_NEEDFRAG ? (info & 0xffff) : info);
     memcpy(p + ICMP_HLEN, oh, qlen);
     wr16(p + 2, csum(p, ICMP_HLEN + qlen));
     CNT_INC(&st->cnt, icmp_tx);

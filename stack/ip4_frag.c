@@ -12,7 +12,7 @@
 #include <stdlib.h>
 
 #define FRAG_MAX_PIECES 64
-#define FRAG_HASH 256
+#define FRAG_HASH       256
 
 struct frag_piece {
     uint32_t start, end;
@@ -25,10 +25,10 @@ struct frag_dgram {
     uint16_t id;
     uint8_t proto;
     bool have_first, have_last;
-    uint32_t total;                   /* payload length, known once the last piece came */
-    uint32_t bytes;                   /* payload bytes held */
-    uint32_t hlen;                    /* header length of the first fragment */
-    struct pktbuf *buf;               /* data at PKTBUF_HEADROOM: room for IP header + 64 KiB */
+    uint32_t total;     /* payload length, known once the last piece came */
+    uint32_t bytes;     /* payload bytes held */
+    uint32_t hlen;      /* header length of the first fragment */
+    struct pktbuf *buf; /* data at PKTBUF_HEADROOM: room for IP header + 64 KiB */
     struct frag_piece pieces[FRAG_MAX_PIECES];
     uint32_t npieces;
     struct timer tmr;
@@ -108,7 +108,10 @@ void ip4_frag_destroy(struct stack *st)
     st->frag = NULL;
 }
 
-uint32_t ip4_frag_count(const struct stack *st) { return st->frag ? st->frag->count : 0; }
+uint32_t ip4_frag_count(const struct stack *st)
+{
+    return st->frag ? st->frag->count : 0;
+}
 
 static void frag_timer_fn(struct timer *t, void *ctx, uint64_t now)
 {

@@ -15,16 +15,16 @@
 struct pktbuf_pool;
 
 struct pktbuf {
-    struct pktbuf *next;       /* queue link: TX batch, ARP wait queue, free list */
-    struct pktbuf_pool *pool;  /* owner, for pktbuf_free */
-    uint8_t *buf;              /* start of the buffer (cap bytes) */
+    struct pktbuf *next;      /* queue link: TX batch, ARP wait queue, free list */
+    struct pktbuf_pool *pool; /* owner, for pktbuf_free */
+    uint8_t *buf;             /* start of the buffer (cap bytes) */
     uint32_t cap;
-    uint32_t off;              /* data starts at buf + off */
-    uint32_t len;              /* bytes of data */
-    uint16_t ifindex;          /* interface it came in on / goes out of */
-    uint16_t vlan;             /* 802.1Q VID seen on input, 0 if untagged */
-    uint32_t l3off;            /* offset of the network header from buf (set by eth_input) */
-    uint64_t ts;               /* RX time in ns (pcap), 0 if unknown */
+    uint32_t off;     /* data starts at buf + off */
+    uint32_t len;     /* bytes of data */
+    uint16_t ifindex; /* interface it came in on / goes out of */
+    uint16_t vlan;    /* 802.1Q VID seen on input, 0 if untagged */
+    uint32_t l3off;   /* offset of the network header from buf (set by eth_input) */
+    uint64_t ts;      /* RX time in ns (pcap), 0 if unknown */
 };
 
 struct pktbuf_pool {
@@ -34,7 +34,7 @@ struct pktbuf_pool {
     uint32_t count;
     uint32_t nfree;
     uint32_t bufsize;
-    uint64_t alloc_fail;       /* counted drop reason: pool empty */
+    uint64_t alloc_fail; /* counted drop reason: pool empty */
 };
 
 /* Allocate count buffers of bufsize bytes each. Returns 0 or -errno. */
@@ -47,8 +47,14 @@ void pktbuf_free(struct pktbuf *pb);
 /* Free a whole ->next chain. */
 void pktbuf_free_chain(struct pktbuf *pb);
 
-static inline uint8_t *pktbuf_data(const struct pktbuf *pb) { return pb->buf + pb->off; }
-static inline uint32_t pktbuf_headroom(const struct pktbuf *pb) { return pb->off; }
+static inline uint8_t *pktbuf_data(const struct pktbuf *pb)
+{
+    return pb->buf + pb->off;
+}
+static inline uint32_t pktbuf_headroom(const struct pktbuf *pb)
+{
+    return pb->off;
+}
 static inline uint32_t pktbuf_tailroom(const struct pktbuf *pb)
 {
     return pb->cap - pb->off - pb->len;

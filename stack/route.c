@@ -4,7 +4,10 @@
 
 #include <errno.h>
 
-void route_table_init(struct route_table *rt) { rt->n = 0; }
+void route_table_init(struct route_table *rt)
+{
+    rt->n = 0;
+}
 
 int route_add(struct route_table *rt, const struct route_entry *e)
 {

@@ -79,7 +79,11 @@ int stack_add_if(struct stack *st, const struct stack_iface_params *ip, struct n
     if (nic)
         nic_bind_queue(nic, q, &st->pool, &st->cnt);
     struct route_entry conn = {
-        .dst = ip->addr & ifp->mask, .plen = ip->plen, .via = 0, .ifidx = idx, .connected = true,
+        .dst = ip->addr & ifp->mask,
+        .plen = ip->plen,
+        .via = 0,
+        .ifidx = idx,
+        .connected = true,
     };
     int rc = route_add(&st->rt, &conn);
     if (rc)
@@ -208,7 +212,8 @@ int stack_ping(struct stack *st, uint32_t dst, uint16_t id, uint16_t seq, uint32
 {
     if (size > 65507 - ICMP_HLEN)
         return -EMSGSIZE;
-    struct pktbuf_pool *pool = size + ICMP_HLEN + 64 > st->pool.bufsize - PKTBUF_HEADROOM ? &st->large : &st->pool;
+    struct pktbuf_pool *pool =
+        size + ICMP_HLEN + 64 > st->pool.bufsize - PKTBUF_HEADROOM ? &st->large : &st->pool;
     struct pktbuf *pb = pktbuf_alloc(pool);
     if (!pb) {
         CNT_INC(&st->cnt, ip4_drop_nobuf);
@@ -228,7 +233,10 @@ int stack_ping(struct stack *st, uint32_t dst, uint16_t id, uint16_t seq, uint32
     return ip4_output(st, pb, 0, dst, IPPROTO_ICMP_, st->par.default_ttl, 0, false);
 }
 
-size_t stack_report_neigh(struct stack *st, char *buf, size_t cap) { return arp_report(st, buf, cap); }
+size_t stack_report_neigh(struct stack *st, char *buf, size_t cap)
+{
+    return arp_report(st, buf, cap);
+}
 
 size_t stack_report_routes(const struct stack *st, char *buf, size_t cap)
 {

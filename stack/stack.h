@@ -15,11 +15,18 @@
 #include "stack/pktbuf.h"
 #include "stack/timer.h"
 
-#define STACK_MAX_IFS 8
+#define STACK_MAX_IFS    8
 #define STACK_MAX_ROUTES 64
-#define STACK_MAX_RULES 64
+#define STACK_MAX_RULES  64
 
-enum hook_point { HOOK_PREROUTING = 0, HOOK_LOCAL_IN, HOOK_FORWARD, HOOK_LOCAL_OUT, HOOK_POSTROUTING, HOOK_NPOINTS };
+enum hook_point {
+    HOOK_PREROUTING = 0,
+    HOOK_LOCAL_IN,
+    HOOK_FORWARD,
+    HOOK_LOCAL_OUT,
+    HOOK_POSTROUTING,
+    HOOK_NPOINTS
+};
 enum hook_action { HOOK_ACCEPT = 0, HOOK_DROP };
 enum hook_verdict { HOOK_PASS = 0, HOOK_STOLEN_DROP };
 
@@ -27,12 +34,14 @@ enum hook_verdict { HOOK_PASS = 0, HOOK_STOLEN_DROP };
 struct hook_rule {
     enum hook_point point;
     enum hook_action action;
-    uint8_t proto;                  /* 0 = any */
-    uint32_t src; uint8_t src_plen; /* host order; plen 0 = any */
-    uint32_t dst; uint8_t dst_plen;
-    uint32_t rate_pps;              /* 0: always; else the action applies above this rate */
+    uint8_t proto; /* 0 = any */
+    uint32_t src;
+    uint8_t src_plen; /* host order; plen 0 = any */
+    uint32_t dst;
+    uint8_t dst_plen;
+    uint32_t rate_pps; /* 0: always; else the action applies above this rate */
     /* run-time state */
-    uint64_t tokens_ts;             /* token bucket: last refill (ns) */
+    uint64_t tokens_ts; /* token bucket: last refill (ns) */
     uint32_t tokens;
     uint64_t matches;
 };
@@ -42,24 +51,24 @@ struct stack_iface_params {
     char name[IFNAMSIZ];
     uint8_t mac[6];
     uint16_t mtu;
-    uint32_t addr;                  /* host order */
+    uint32_t addr; /* host order */
     uint8_t plen;
     bool promiscuous;
-    uint16_t vlan;                  /* 0 = untagged */
+    uint16_t vlan; /* 0 = untagged */
 };
 
 struct route_entry {
-    uint32_t dst;                   /* host order, masked */
+    uint32_t dst; /* host order, masked */
     uint8_t plen;
-    uint32_t via;                   /* gateway, 0 = on-link */
-    int ifidx;                      /* stack interface index; -1 = pick from gateway */
+    uint32_t via; /* gateway, 0 = on-link */
+    int ifidx;    /* stack interface index; -1 = pick from gateway */
     uint32_t metric;
-    bool connected;                 /* derived from an interface address */
+    bool connected; /* derived from an interface address */
 };
 
 struct stack_params {
-    uint32_t pktbufs;               /* small buffers per worker */
-    uint32_t large_pktbufs;         /* 64 KiB buffers (reassembly), default 32 */
+    uint32_t pktbufs;       /* small buffers per worker */
+    uint32_t large_pktbufs; /* 64 KiB buffers (reassembly), default 32 */
     bool forwarding;
     uint8_t default_ttl;
     uint32_t frag_timeout_ms, frag_max_datagrams, frag_max_bytes;
@@ -77,10 +86,10 @@ void stack_params_defaults(struct stack_params *p);
 
 struct stack_if {
     struct stack_iface_params p;
-    uint32_t mask, bcast;           /* derived */
+    uint32_t mask, bcast; /* derived */
     struct nic *nic;
     uint16_t queue;
-    struct pktbuf *tx[NIC_BURST];   /* TX batch for this interface */
+    struct pktbuf *tx[NIC_BURST]; /* TX batch for this interface */
     int ntx;
 };
 
@@ -102,7 +111,7 @@ typedef void (*stack_l4_err_fn)(struct stack *st, uint8_t type, uint8_t code, ui
                                 const uint8_t *quoted, uint32_t qlen);
 
 struct stack {
-    uint64_t now;                   /* ns; set by stack_poll() */
+    uint64_t now; /* ns; set by stack_poll() */
     struct stack_counters cnt;
     struct stack_params par;
     struct stack_if ifs[STACK_MAX_IFS];
@@ -111,8 +120,8 @@ struct stack {
     struct arp_cache *arp;
     struct ip4_frag_table *frag;
     struct timer_wheel tw;
-    struct pktbuf_pool pool;        /* frames */
-    struct pktbuf_pool large;       /* reassembled datagrams */
+    struct pktbuf_pool pool;  /* frames */
+    struct pktbuf_pool large; /* reassembled datagrams */
     uint16_t ip_id;
     /* ICMP error rate limit (token bucket) */
     uint64_t icmp_tokens_ts;
@@ -122,14 +131,15 @@ struct stack {
     uint16_t ping_last_seq;
     stack_l4_input_fn l4_input[256];
     stack_l4_err_fn l4_err[256];
-    void *user;                     /* owner (the worker) */
+    void *user; /* owner (the worker) */
 };
 
 /* Create a stack: allocates pools and tables. 0 or -errno. */
 int stack_init(struct stack *st, const struct stack_params *p, uint64_t now);
 /* Add an interface bound to queue q of an opened NIC; returns its index or -errno.
  * Adds the connected route. Binds the stack's pool and counters to that NIC queue. */
-int stack_add_if(struct stack *st, const struct stack_iface_params *ip, struct nic *nic, uint16_t q);
+int stack_add_if(struct stack *st, const struct stack_iface_params *ip, struct nic *nic,
+                 uint16_t q);
 /* Gratuitous ARP etc. once all interfaces are in. */
 void stack_start(struct stack *st);
 void stack_destroy(struct stack *st);

@@ -5,10 +5,10 @@
 #include "stack/stack.h"
 #include "stack/wire.h"
 
-#define NS_PER_MS 1000000ull
+#define NS_PER_MS  1000000ull
 #define NS_PER_SEC 1000000000ull
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* stack.c */
 void stack_if_flush(struct stack *st, int ifidx);
@@ -16,7 +16,8 @@ void stack_if_flush(struct stack *st, int ifidx);
 /* eth.c */
 void eth_input(struct stack *st, int ifidx, struct pktbuf *pb);
 /* Prepend the Ethernet header (and the interface's VLAN tag) and queue for TX. */
-void eth_output(struct stack *st, int ifidx, struct pktbuf *pb, const uint8_t dst[6], uint16_t type);
+void eth_output(struct stack *st, int ifidx, struct pktbuf *pb, const uint8_t dst[6],
+                uint16_t type);
 
 /* arp.c */
 int arp_init(struct stack *st);
@@ -67,7 +68,13 @@ void icmp_send_error(struct stack *st, const struct pktbuf *orig, uint8_t type, 
 /* tcp_closed.c: answer segments to closed ports with RST (RFC 9293 3.10.7.1). */
 int tcp_closed_input(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip);
 
-static inline bool ip4_is_mcast(uint32_t a) { return (a >> 28) == 0xe; }
-static inline bool ip4_is_loopback(uint32_t a) { return (a >> 24) == 127; }
+static inline bool ip4_is_mcast(uint32_t a)
+{
+    return (a >> 28) == 0xe;
+}
+static inline bool ip4_is_loopback(uint32_t a)
+{
+    return (a >> 24) == 127;
+}
 
 #endif

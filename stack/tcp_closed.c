@@ -14,7 +14,8 @@ int tcp_closed_input(struct stack *st, struct pktbuf *pb, const struct ip4_view 
         CNT_INC(&st->cnt, tcp_drop_short);
         return -EBADMSG;
     }
-    if (csum_fold(csum_partial(p, len, csum_pseudo4(ip->src, ip->dst, IPPROTO_TCP_, (uint16_t)len))) != 0) {
+    if (csum_fold(csum_partial(p, len,
+                               csum_pseudo4(ip->src, ip->dst, IPPROTO_TCP_, (uint16_t)len))) != 0) {
         CNT_INC(&st->cnt, tcp_drop_csum);
         return -EBADMSG;
     }
@@ -50,7 +51,8 @@ int tcp_closed_input(struct stack *st, struct pktbuf *pb, const struct ip4_view 
     wr16(h + 14, 0);
     wr16(h + 16, 0);
     wr16(h + 18, 0);
-    wr16(h + 16, csum_fold(csum_partial(h, TCP_HLEN, csum_pseudo4(src, dst, IPPROTO_TCP_, TCP_HLEN))));
+    wr16(h + 16,
+         csum_fold(csum_partial(h, TCP_HLEN, csum_pseudo4(src, dst, IPPROTO_TCP_, TCP_HLEN))));
     CNT_INC(&st->cnt, tcp_tx_rst);
     ip4_output(st, pb, src, dst, IPPROTO_TCP_, st->par.default_ttl, 0, true);
     return 0;

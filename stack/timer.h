@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TIMER_SLOTS 512u      /* power of two */
+#define TIMER_SLOTS 512u /* power of two */
 #define TIMER_NEVER UINT64_MAX
 
 struct timer;
@@ -23,7 +23,7 @@ struct timer {
 struct timer_wheel {
     struct timer *slots[TIMER_SLOTS];
     uint64_t tick_ns;
-    uint64_t cur_tick;  /* next tick to process */
+    uint64_t cur_tick; /* next tick to process */
     uint32_t armed;
 };
 
@@ -35,7 +35,10 @@ static inline void timer_init(struct timer *t, timer_fn fn)
     t->expires = 0;
     t->fn = fn;
 }
-static inline bool timer_armed(const struct timer *t) { return t->pprev != NULL; }
+static inline bool timer_armed(const struct timer *t)
+{
+    return t->pprev != NULL;
+}
 /* (Re)arm to fire at `expires` (ns). */
 void timer_arm(struct timer_wheel *w, struct timer *t, uint64_t expires);
 void timer_cancel(struct timer_wheel *w, struct timer *t);

@@ -11,7 +11,10 @@
 #include <stdint.h>
 #include <string.h>
 
-static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)((unsigned)p[0] << 8 | p[1]); }
+static inline uint16_t rd16(const uint8_t *p)
+{
+    return (uint16_t)((unsigned)p[0] << 8 | p[1]);
+}
 static inline uint32_t rd32(const uint8_t *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
@@ -38,7 +41,10 @@ static inline uint16_t csum_fold(uint32_t sum)
         sum = (sum & 0xffff) + (sum >> 16);
     return (uint16_t)~sum;
 }
-static inline uint16_t csum(const void *data, size_t len) { return csum_fold(csum_partial(data, len, 0)); }
+static inline uint16_t csum(const void *data, size_t len)
+{
+    return csum_fold(csum_partial(data, len, 0));
+}
 /* Pseudo-header sum for TCP/UDP over IPv4 (RFC 768, RFC 9293 3.1); addresses host order. */
 static inline uint32_t csum_pseudo4(uint32_t src, uint32_t dst, uint8_t proto, uint16_t len)
 {
@@ -46,12 +52,12 @@ static inline uint32_t csum_pseudo4(uint32_t src, uint32_t dst, uint8_t proto, u
 }
 
 /* ---- Ethernet / 802.1Q ---- */
-#define ETH_ALEN 6
-#define ETH_HLEN 14
-#define ETH_VLAN_HLEN 4
-#define ETH_MIN_FRAME 60 /* without FCS */
+#define ETH_ALEN       6
+#define ETH_HLEN       14
+#define ETH_VLAN_HLEN  4
+#define ETH_MIN_FRAME  60 /* without FCS */
 #define ETHERTYPE_IPV4 0x0800
-#define ETHERTYPE_ARP 0x0806
+#define ETHERTYPE_ARP  0x0806
 #define ETHERTYPE_VLAN 0x8100
 #define ETHERTYPE_IPV6 0x86dd
 
@@ -59,9 +65,9 @@ struct eth_view {
     const uint8_t *dst, *src; /* point into the frame, ETH_ALEN bytes each */
     uint16_t type;            /* ethertype after any 802.1Q tag */
     bool tagged;
-    uint16_t vid;             /* 802.1Q VLAN id (12 bits) when tagged */
+    uint16_t vid; /* 802.1Q VLAN id (12 bits) when tagged */
     uint8_t pcp;
-    uint32_t hlen;            /* 14 or 18 */
+    uint32_t hlen; /* 14 or 18 */
 };
 /* 0, or -EBADMSG when shorter than the header (a second 802.1Q tag is not parsed). */
 int eth_parse(const uint8_t *p, size_t len, struct eth_view *v);
@@ -72,12 +78,15 @@ static inline bool eth_is_bcast(const uint8_t *m)
 {
     return (m[0] & m[1] & m[2] & m[3] & m[4] & m[5]) == 0xff;
 }
-static inline bool eth_is_mcast(const uint8_t *m) { return m[0] & 1; }
+static inline bool eth_is_mcast(const uint8_t *m)
+{
+    return m[0] & 1;
+}
 
 /* ---- ARP for IPv4 over Ethernet (RFC 826) ---- */
-#define ARP_LEN 28
+#define ARP_LEN        28
 #define ARP_OP_REQUEST 1
-#define ARP_OP_REPLY 2
+#define ARP_OP_REPLY   2
 struct arp_view {
     uint16_t htype, ptype;
     uint8_t hlen, plen;
@@ -91,25 +100,25 @@ void arp_write(uint8_t *p, uint16_t op, const uint8_t sha[ETH_ALEN], uint32_t sp
                const uint8_t tha[ETH_ALEN], uint32_t tpa);
 
 /* ---- IPv4 (RFC 791) ---- */
-#define IP4_HLEN 20
-#define IP4_MAX_HLEN 60
-#define IP4_DF 0x4000
-#define IP4_MF 0x2000
-#define IP4_OFFMASK 0x1fff
+#define IP4_HLEN      20
+#define IP4_MAX_HLEN  60
+#define IP4_DF        0x4000
+#define IP4_MF        0x2000
+#define IP4_OFFMASK   0x1fff
 #define IPPROTO_ICMP_ 1
-#define IPPROTO_TCP_ 6
-#define IPPROTO_UDP_ 17
+#define IPPROTO_TCP_  6
+#define IPPROTO_UDP_  17
 
 struct ip4_view {
-    uint8_t ihl;        /* header length in bytes */
+    uint8_t ihl; /* header length in bytes */
     uint8_t tos;
     uint16_t tot_len;
     uint16_t id;
-    uint16_t frag;      /* flags + offset field as on the wire */
+    uint16_t frag; /* flags + offset field as on the wire */
     uint8_t ttl;
     uint8_t proto;
     uint16_t csum;
-    uint32_t src, dst;  /* host order */
+    uint32_t src, dst; /* host order */
     const uint8_t *opts;
     uint32_t optlen;
 };
@@ -123,33 +132,39 @@ enum ip4_parse_err {
 };
 /* Validate per RFC 1122 3.2.1 / RFC 1812 5.2.2 and decode. */
 enum ip4_parse_err ip4_parse(const uint8_t *p, size_t len, struct ip4_view *v);
-static inline uint32_t ip4_frag_off(const struct ip4_view *v) { return (uint32_t)(v->frag & IP4_OFFMASK) * 8; }
-static inline bool ip4_is_frag(const struct ip4_view *v) { return (v->frag & (IP4_MF | IP4_OFFMASK)) != 0; }
+static inline uint32_t ip4_frag_off(const struct ip4_view *v)
+{
+    return (uint32_t)(v->frag & IP4_OFFMASK) * 8;
+}
+static inline bool ip4_is_frag(const struct ip4_view *v)
+{
+    return (v->frag & (IP4_MF | IP4_OFFMASK)) != 0;
+}
 /* Write a 20-byte header with checksum at p. */
 void ip4_write(uint8_t *p, uint8_t tos, uint16_t tot_len, uint16_t id, uint16_t frag, uint8_t ttl,
                uint8_t proto, uint32_t src, uint32_t dst);
 
 /* ---- ICMPv4 (RFC 792) ---- */
-#define ICMP_HLEN 8
-#define ICMP_ECHOREPLY 0
-#define ICMP_DEST_UNREACH 3
-#define ICMP_SOURCE_QUENCH 4
-#define ICMP_REDIRECT 5
-#define ICMP_ECHO 8
-#define ICMP_TIME_EXCEEDED 11
-#define ICMP_PARAMPROB 12
-#define ICMP_UNREACH_NET 0
-#define ICMP_UNREACH_HOST 1
-#define ICMP_UNREACH_PROTO 2
-#define ICMP_UNREACH_PORT 3
+#define ICMP_HLEN             8
+#define ICMP_ECHOREPLY        0
+#define ICMP_DEST_UNREACH     3
+#define ICMP_SOURCE_QUENCH    4
+#define ICMP_REDIRECT         5
+#define ICMP_ECHO             8
+#define ICMP_TIME_EXCEEDED    11
+#define ICMP_PARAMPROB        12
+#define ICMP_UNREACH_NET      0
+#define ICMP_UNREACH_HOST     1
+#define ICMP_UNREACH_PROTO    2
+#define ICMP_UNREACH_PORT     3
 #define ICMP_UNREACH_NEEDFRAG 4
-#define ICMP_EXC_TTL 0
-#define ICMP_EXC_FRAGTIME 1
+#define ICMP_EXC_TTL          0
+#define ICMP_EXC_FRAGTIME     1
 struct icmp_view {
     uint8_t type, code;
     uint16_t csum;
-    uint32_t rest;            /* id/seq for echo, next-hop MTU for frag-needed, ... */
-    const uint8_t *body;      /* bytes after the 8-byte header */
+    uint32_t rest;       /* id/seq for echo, next-hop MTU for frag-needed, ... */
+    const uint8_t *body; /* bytes after the 8-byte header */
     uint32_t bodylen;
 };
 int icmp_parse(const uint8_t *p, size_t len, struct icmp_view *v);
@@ -165,7 +180,7 @@ int udp_parse(const uint8_t *p, size_t len, struct udp_view *v);
 struct tcp_view {
     uint16_t sport, dport;
     uint32_t seq, ack;
-    uint8_t doff;             /* header length in bytes */
+    uint8_t doff; /* header length in bytes */
     uint8_t flags;
     uint16_t win, csum, urg;
     const uint8_t *opts;
@@ -180,7 +195,10 @@ struct tcp_view {
 int tcp_parse(const uint8_t *p, size_t len, struct tcp_view *v);
 
 /* Address helpers (host order). */
-static inline uint32_t ip4_mask(uint8_t plen) { return plen ? ~0u << (32 - plen) : 0; }
+static inline uint32_t ip4_mask(uint8_t plen)
+{
+    return plen ? ~0u << (32 - plen) : 0;
+}
 /* Format "a.b.c.d" into buf (>= 16 bytes); returns buf. */
 char *ip4_fmt(uint32_t a, char *buf);
 char *mac_fmt(const uint8_t *m, char *buf); /* buf >= 18 bytes */

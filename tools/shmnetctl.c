@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #define DEFAULT_SOCKET "/run/shmnet/shmnetd.sock"
-#define MAX_REQUEST 1024
+#define MAX_REQUEST    1024
 
 static void usage(FILE *f)
 {
@@ -27,8 +27,10 @@ static int write_all(int fd, const char *p, size_t n)
 {
     while (n) {
         ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) return -errno;
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -errno;
         p += w;
         n -= (size_t)w;
     }
@@ -43,7 +45,8 @@ int main(int argc, char **argv)
     size_t len = 0;
     int opt, fd, is_error = 0;
 
-    if (!path || !*path) path = DEFAULT_SOCKET;
+    if (!path || !*path)
+        path = DEFAULT_SOCKET;
     while ((opt = getopt(argc, argv, "+s:h")) != -1) {
         switch (opt) {
         case 's':
@@ -104,13 +107,15 @@ int main(int argc, char **argv)
     char head[6];
     for (;;) {
         ssize_t n = recv(fd, buf, sizeof(buf), 0);
-        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EINTR)
+            continue;
         if (n < 0) {
             fprintf(stderr, "shmnetctl: reading from shmnetd at %s: %s\n", path, strerror(errno));
             close(fd);
             return 1;
         }
-        if (n == 0) break;
+        if (n == 0)
+            break;
         for (ssize_t i = 0; i < n && seen < sizeof(head); i++)
             head[seen++] = buf[i];
         fwrite(buf, 1, (size_t)n, stdout);

@@ -25,8 +25,8 @@ static void setup(void)
     p.forwarding = true; /* cover the forward path as well */
     p.routes[0] = (struct route_entry){.dst = 0, .plen = 0, .via = 0x0ac80001, .ifidx = -1};
     p.n_routes = 1;
-    p.rules[0] = (struct hook_rule){.point = HOOK_LOCAL_IN, .action = HOOK_DROP, .proto = 17,
-                                    .rate_pps = 1000};
+    p.rules[0] = (struct hook_rule){
+        .point = HOOK_LOCAL_IN, .action = HOOK_DROP, .proto = 17, .rate_pps = 1000};
     p.n_rules = 1;
     if (stack_init(&st, &p, now))
         abort();
@@ -79,7 +79,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         stack_flush(&st);
         drain();
     }
-    if (st.pool.nfree != st.pool.count || st.large.nfree != st.large.count)
-        { fprintf(stderr, "pool %u/%u large %u/%u\n", st.pool.nfree, st.pool.count, st.large.nfree, st.large.count); abort(); } /* a pktbuf leaked */
+    if (st.pool.nfree != st.pool.count || st.large.nfree != st.large.count) {
+        fprintf(stderr, "pool %u/%u large %u/%u\n", st.pool.nfree, st.pool.count, st.large.nfree,
+                st.large.count);
+        abort();
+    } /* a pktbuf leaked */
     return 0;
 }

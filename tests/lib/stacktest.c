@@ -6,8 +6,8 @@
 const uint8_t st_mac_a[6] = {2, 0, 0, 0, 0, 2};
 const uint8_t st_mac_peer[6] = {2, 0, 0, 0, 0, 1};
 
-void stest_init_addr(struct stest *t, const struct stack_params *p, uint32_t addr, const uint8_t mac[6],
-                     const struct nic_fault_params *fault)
+void stest_init_addr(struct stest *t, const struct stack_params *p, uint32_t addr,
+                     const uint8_t mac[6], const struct nic_fault_params *fault)
 {
     struct stack_params def;
     if (!p) {
@@ -85,7 +85,10 @@ uint32_t stest_tx_ip(struct stest *t, uint8_t *buf, uint32_t cap)
     return n;
 }
 
-uint32_t stest_tx_count(struct stest *t) { return nic_sim_tx_pending(&t->nic); }
+uint32_t stest_tx_count(struct stest *t)
+{
+    return nic_sim_tx_pending(&t->nic);
+}
 
 void stest_tx_drain(struct stest *t)
 {
@@ -135,11 +138,12 @@ uint32_t build_echo(uint8_t *f, uint32_t src, uint32_t dst, uint16_t id, uint16_
     for (uint32_t i = 0; i < datalen; i++)
         l4[8 + i] = (uint8_t)(i * 7);
     wr16(l4 + 2, csum(l4, 8 + datalen));
-    return build_ip4(f, st_mac_a, st_mac_peer, src, dst, IPPROTO_ICMP_, seq, 0, 64, l4, 8 + datalen);
+    return build_ip4(f, st_mac_a, st_mac_peer, src, dst, IPPROTO_ICMP_, seq, 0, 64, l4,
+                     8 + datalen);
 }
 
-uint32_t build_arp(uint8_t *f, uint16_t op, const uint8_t sha[6], uint32_t spa, const uint8_t tha[6],
-                   uint32_t tpa, const uint8_t eth_dst[6])
+uint32_t build_arp(uint8_t *f, uint16_t op, const uint8_t sha[6], uint32_t spa,
+                   const uint8_t tha[6], uint32_t tpa, const uint8_t eth_dst[6])
 {
     uint32_t h = eth_write(f, eth_dst, sha, 0, ETHERTYPE_ARP);
     arp_write(f + h, op, sha, spa, tha, tpa);

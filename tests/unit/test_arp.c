@@ -88,7 +88,8 @@ Test(arp, resolves_queues_and_flushes)
     cr_assert_eq(memcmp(out, bc, 6), 0);
     cr_assert_eq(stest_tx_count(&t), 0);
     cr_assert_eq(stest_cnt(&t, "arp_queued"), 3);
-    stest_rx(&t, f, build_arp(f, ARP_OP_REPLY, st_mac_peer, ST_ADDR_PEER, st_mac_a, ST_ADDR_A, st_mac_a));
+    stest_rx(&t, f,
+             build_arp(f, ARP_OP_REPLY, st_mac_peer, ST_ADDR_PEER, st_mac_a, ST_ADDR_A, st_mac_a));
     cr_assert_eq(stest_tx_count(&t), 3, "queue flushed in order");
     for (int i = 0; i < 3; i++) {
         uint32_t n = stest_tx(&t, out, sizeof(out));
@@ -99,7 +100,9 @@ Test(arp, resolves_queues_and_flushes)
     char rep[512];
     size_t rl = stack_report_neigh(&t.st, rep, sizeof(rep));
     rep[rl] = 0;
-    cr_assert(strstr(rep, "10.200.0.1") && strstr(rep, "02:00:00:00:00:01") && strstr(rep, "REACHABLE"), "%s", rep);
+    cr_assert(strstr(rep, "10.200.0.1") && strstr(rep, "02:00:00:00:00:01") &&
+                  strstr(rep, "REACHABLE"),
+              "%s", rep);
     /* Reachable -> stale after reachable_ms, then removed after stale_ms. */
     stest_step(&t, 31 * T_SEC);
     rl = stack_report_neigh(&t.st, rep, sizeof(rep));

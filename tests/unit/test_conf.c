@@ -10,7 +10,7 @@
 
 #include "conf/conf.h"
 
-#define FIX "tests/unit/conf/"
+#define FIX      "tests/unit/conf/"
 #define MAX_MSGS 64
 
 struct msgs {
@@ -23,7 +23,8 @@ static void collect(void *ctx, const char *msg)
 {
     struct msgs *e = ctx;
 
-    if (e->n < MAX_MSGS) snprintf(e->m[e->n], sizeof(e->m[0]), "%s", msg);
+    if (e->n < MAX_MSGS)
+        snprintf(e->m[e->n], sizeof(e->m[0]), "%s", msg);
     e->n++;
     strncat(e->all, msg, sizeof(e->all) - strlen(e->all) - 2);
     strcat(e->all, "\n");
@@ -36,7 +37,8 @@ static bool has_msg(const struct msgs *e, const char *file, int line, const char
 
     snprintf(pfx, sizeof(pfx), "%s:%d: ", file, line);
     for (int i = 0; i < e->n && i < MAX_MSGS; i++)
-        if (!strncmp(e->m[i], pfx, strlen(pfx)) && strstr(e->m[i] + strlen(pfx), sub)) return true;
+        if (!strncmp(e->m[i], pfx, strlen(pfx)) && strstr(e->m[i] + strlen(pfx), sub))
+            return true;
     return false;
 }
 

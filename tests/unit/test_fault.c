@@ -77,8 +77,13 @@ static int run_trace(struct nic_fault *f, int nframes, uint64_t *hash)
 
 Test(fault, same_seed_same_decisions)
 {
-    struct nic_fault_params p = {.seed = 42, .loss = 0.2, .duplicate = 0.1, .corrupt = 0.1,
-                                 .reorder = 0.1, .delay_us = 50, .jitter_us = 30};
+    struct nic_fault_params p = {.seed = 42,
+                                 .loss = 0.2,
+                                 .duplicate = 0.1,
+                                 .corrupt = 0.1,
+                                 .reorder = 0.1,
+                                 .delay_us = 50,
+                                 .jitter_us = 30};
     uint64_t h1, h2, h3;
     struct nic_fault *a = mk(p), *b = mk(p);
     int n1 = run_trace(a, 2000, &h1);
@@ -107,7 +112,8 @@ Test(fault, loss_rate)
             pktbuf_free(out[k]);
     }
     /* sd = sqrt(10000 * 0.2 * 0.8) = 40 frames; allow ~4 sd */
-    cr_assert(delivered > 7840 && delivered < 8160, "delivered %d of 10000 at 20%% loss", delivered);
+    cr_assert(delivered > 7840 && delivered < 8160, "delivered %d of 10000 at 20%% loss",
+              delivered);
     cr_assert_eq(cnt.fault_drop_loss, (uint64_t)(10000 - delivered));
     nic_fault_destroy(f);
     cr_assert_eq(pool.nfree, pool.count);
@@ -189,8 +195,8 @@ Test(fault, reorder_swaps_and_times_out)
         }
     }
     cr_assert_eq(got, 4);
-    cr_assert(order[0] == 1 && order[1] == 0 && order[2] == 3 && order[3] == 2,
-              "got %u %u %u %u", order[0], order[1], order[2], order[3]);
+    cr_assert(order[0] == 1 && order[1] == 0 && order[2] == 3 && order[3] == 2, "got %u %u %u %u",
+              order[0], order[1], order[2], order[3]);
     cr_assert_eq(cnt.fault_reorder, 2);
 
     /* A held frame with no successor leaves after 1 ms. */
@@ -209,7 +215,8 @@ Test(fault, reorder_swaps_and_times_out)
 
 Test(fault, delay_holds_until_due_and_keeps_order)
 {
-    struct nic_fault *f = mk((struct nic_fault_params){.seed = 3, .delay_us = 1000, .jitter_us = 800});
+    struct nic_fault *f =
+        mk((struct nic_fault_params){.seed = 3, .delay_us = 1000, .jitter_us = 800});
     uint64_t sent[200];
     uint64_t now = 10 * MS;
     uint32_t next_expected = 0;

@@ -5,7 +5,8 @@
 #include "tests/lib/stacktest.h"
 
 /* Build fragment [off, off+len) of an ICMP echo datagram whose payload is `pl` (plen bytes). */
-static uint32_t frag(uint8_t *f, const uint8_t *pl, uint32_t off, uint32_t len, bool more, uint16_t id)
+static uint32_t frag(uint8_t *f, const uint8_t *pl, uint32_t off, uint32_t len, bool more,
+                     uint16_t id)
 {
     return build_ip4(f, st_mac_a, st_mac_peer, ST_ADDR_PEER, ST_ADDR_A, 1, id,
                      (uint16_t)((more ? IP4_MF : 0) | off / 8), 64, pl + off, len);
@@ -149,7 +150,8 @@ Test(frag, limits_bound_memory)
     stest_rx(&t, f, frag(f, good, 0, 1480, true, 61000));
     stest_rx(&t, f, frag(f, good, 1480, gl - 1480, false, 61000));
     cr_assert_eq(stest_cnt(&t, "ip4_reasm_ok"), 1);
-    cr_assert_eq(t.st.large.nfree + ip4_frag_count(&t.st), t.st.large.count, "no large buffer leaked");
+    cr_assert_eq(t.st.large.nfree + ip4_frag_count(&t.st), t.st.large.count,
+                 "no large buffer leaked");
     stest_fini(&t);
 }
 
@@ -185,8 +187,8 @@ Test(frag, two_stacks_big_ping_clean_link)
 
 Test(frag, two_stacks_big_ping_reordered_duplicated)
 {
-    struct nic_fault_params fp = {.enabled = true, .seed = 11, .duplicate = 0.05, .reorder = 0.2,
-                                  .rx = true, .tx = true};
+    struct nic_fault_params fp = {
+        .enabled = true, .seed = 11, .duplicate = 0.05, .reorder = 0.2, .rx = true, .tx = true};
     int r;
     ping_pair(&fp, 50, &r);
     cr_assert_eq(r, 50, "reordering and duplicates must not lose a datagram");
@@ -194,8 +196,8 @@ Test(frag, two_stacks_big_ping_reordered_duplicated)
 
 Test(frag, two_stacks_big_ping_lossy_corrupt)
 {
-    struct nic_fault_params fp = {.enabled = true, .seed = 5, .loss = 0.02, .corrupt = 0.02,
-                                  .rx = false, .tx = true};
+    struct nic_fault_params fp = {
+        .enabled = true, .seed = 5, .loss = 0.02, .corrupt = 0.02, .rx = false, .tx = true};
     int r;
     ping_pair(&fp, 100, &r);
     /* 12 fragments per round trip at ~4% damage each: most, not all, survive. */

@@ -60,7 +60,9 @@ Test(icmp, error_rate_limit)
     uint8_t u[8] = {0, 1, 0, 2, 0, 8, 0, 0};
     uint8_t f[100];
     for (int i = 0; i < 20; i++)
-        stest_rx(&t, f, build_ip4(f, st_mac_a, st_mac_peer, ST_ADDR_PEER, ST_ADDR_A, 17, (uint16_t)i, 0, 64, u, 8));
+        stest_rx(&t, f,
+                 build_ip4(f, st_mac_a, st_mac_peer, ST_ADDR_PEER, ST_ADDR_A, 17, (uint16_t)i, 0,
+                           64, u, 8));
     cr_assert_eq(stest_tx_count(&t), 5);
     cr_assert_eq(stest_cnt(&t, "icmp_drop_ratelimit"), 15);
     stest_fini(&t);
@@ -91,7 +93,9 @@ Test(icmp, received_errors_validated_and_delivered)
     memcpy(ic + 8, q, 28);
     wr16(ic + 2, csum(ic, sizeof(ic)));
     uint8_t f[200];
-    stest_rx(&t, f, build_ip4(f, st_mac_a, st_mac_peer, ST_ADDR_PEER, ST_ADDR_A, 1, 1, 0, 64, ic, sizeof(ic)));
+    stest_rx(
+        &t, f,
+        build_ip4(f, st_mac_a, st_mac_peer, ST_ADDR_PEER, ST_ADDR_A, 1, 1, 0, 64, ic, sizeof(ic)));
     cr_assert_eq(err_calls, 1);
     cr_assert_eq(err_type, ICMP_DEST_UNREACH);
     cr_assert_eq(err_code, ICMP_UNREACH_PORT);
@@ -100,11 +104,14 @@ Test(icmp, received_errors_validated_and_delivered)
     memcpy(ic + 8, q, 28);
     wr16(ic + 2, 0);
     wr16(ic + 2, csum(ic, sizeof(ic)));
-    stest_rx(&t, f, build_ip4(f, st_mac_a, st_mac_peer, ST_ADDR_PEER, ST_ADDR_A, 1, 2, 0, 64, ic, sizeof(ic)));
+    stest_rx(
+        &t, f,
+        build_ip4(f, st_mac_a, st_mac_peer, ST_ADDR_PEER, ST_ADDR_A, 1, 2, 0, 64, ic, sizeof(ic)));
     cr_assert_eq(err_calls, 1);
     cr_assert_eq(stest_cnt(&t, "icmp_drop_bad_error"), 1);
     /* Truncated quote. */
-    stest_rx(&t, f, build_ip4(f, st_mac_a, st_mac_peer, ST_ADDR_PEER, ST_ADDR_A, 1, 3, 0, 64, ic, 8 + 20));
+    stest_rx(&t, f,
+             build_ip4(f, st_mac_a, st_mac_peer, ST_ADDR_PEER, ST_ADDR_A, 1, 3, 0, 64, ic, 8 + 20));
     cr_assert(stest_cnt(&t, "icmp_drop_bad_error") + stest_cnt(&t, "icmp_drop_csum") == 2);
     cr_assert_eq(stest_tx_count(&t), 0, "never an error about an error");
     stest_fini(&t);

@@ -85,14 +85,20 @@ Test(ip4, source_route_option_dropped)
     g[14] = 0x46;
     memcpy(g + 15, f + 15, 19);
     wr16(g + 16, (uint16_t)(n - 14 + 4));
-    g[34] = 0x83; g[35] = 3; g[36] = 4; g[37] = 0;
+    g[34] = 0x83;
+    g[35] = 3;
+    g[36] = 4;
+    g[37] = 0;
     memcpy(g + 38, f + 34, n - 34);
     wr16(g + 24, 0);
     wr16(g + 24, csum(g + 14, 24));
     stest_rx(&t, g, n + 4);
     cr_assert_eq(stest_cnt(&t, "ip4_drop_options"), 1);
     /* A record-route-free no-op option list is fine. */
-    g[34] = 1; g[35] = 1; g[36] = 1; g[37] = 0;
+    g[34] = 1;
+    g[35] = 1;
+    g[36] = 1;
+    g[37] = 0;
     wr16(g + 24, 0);
     wr16(g + 24, csum(g + 14, 24));
     stest_rx(&t, g, n + 4);
@@ -153,14 +159,17 @@ Test(ip4, tcp_syn_to_closed_port_gets_rst)
     cr_assert_eq(tv.seq, 0);
     cr_assert_eq(tv.ack, 1001, "SEG.SEQ + 1 for the SYN");
     cr_assert_eq(tv.sport, 80);
-    cr_assert_eq(csum_fold(csum_partial(out + 34, 20, csum_pseudo4(ST_ADDR_A, ST_ADDR_PEER, 6, 20))), 0);
+    cr_assert_eq(
+        csum_fold(csum_partial(out + 34, 20, csum_pseudo4(ST_ADDR_A, ST_ADDR_PEER, 6, 20))), 0);
     /* A RST is never answered; a bad checksum is dropped. */
     seg[13] = TCP_RST;
     wr16(seg + 16, 0);
     wr16(seg + 16, csum_fold(csum_partial(seg, 20, csum_pseudo4(ST_ADDR_PEER, ST_ADDR_A, 6, 20))));
-    stest_rx(&t, f, build_ip4(f, st_mac_a, st_mac_peer, ST_ADDR_PEER, ST_ADDR_A, 6, 2, 0, 64, seg, 20));
+    stest_rx(&t, f,
+             build_ip4(f, st_mac_a, st_mac_peer, ST_ADDR_PEER, ST_ADDR_A, 6, 2, 0, 64, seg, 20));
     seg[16] ^= 1;
-    stest_rx(&t, f, build_ip4(f, st_mac_a, st_mac_peer, ST_ADDR_PEER, ST_ADDR_A, 6, 3, 0, 64, seg, 20));
+    stest_rx(&t, f,
+             build_ip4(f, st_mac_a, st_mac_peer, ST_ADDR_PEER, ST_ADDR_A, 6, 3, 0, 64, seg, 20));
     cr_assert_eq(stest_tx_count(&t), 0);
     cr_assert_eq(stest_cnt(&t, "tcp_drop_csum"), 1);
     stest_fini(&t);
@@ -172,14 +181,20 @@ Test(route, longest_prefix_match_and_gateway)
     stack_params_defaults(&p);
     p.pktbufs = 512;
     p.routes[0] = (struct route_entry){.dst = 0, .plen = 0, .via = 0x0ac80001, .ifidx = -1};
-    p.routes[1] = (struct route_entry){.dst = 0x0ac90000, .plen = 16, .via = 0x0ac800fe, .ifidx = -1};
-    p.routes[2] = (struct route_entry){.dst = 0x0ac90100, .plen = 24, .via = 0x0ac80005, .ifidx = -1};
+    p.routes[1] =
+        (struct route_entry){.dst = 0x0ac90000, .plen = 16, .via = 0x0ac800fe, .ifidx = -1};
+    p.routes[2] =
+        (struct route_entry){.dst = 0x0ac90100, .plen = 24, .via = 0x0ac80005, .ifidx = -1};
     p.n_routes = 3;
     struct stest t;
     stest_init(&t, &p);
     uint8_t out[200];
-    struct { uint32_t dst, nh; } cases[] = {
-        {0x08080808, 0x0ac80001}, {0x0ac90203, 0x0ac800fe}, {0x0ac90107, 0x0ac80005},
+    struct {
+        uint32_t dst, nh;
+    } cases[] = {
+        {0x08080808, 0x0ac80001},
+        {0x0ac90203, 0x0ac800fe},
+        {0x0ac90107, 0x0ac80005},
         {0x0ac80033, 0x0ac80033},
     };
     for (unsigned i = 0; i < 4; i++) {
@@ -213,8 +228,12 @@ Test(hook, local_in_drop_rule_and_rate_limit)
     struct stack_params p;
     stack_params_defaults(&p);
     p.pktbufs = 512;
-    p.rules[0] = (struct hook_rule){.point = HOOK_LOCAL_IN, .action = HOOK_DROP, .proto = 1,
-                                    .src = ST_ADDR_PEER, .src_plen = 32, .rate_pps = 10};
+    p.rules[0] = (struct hook_rule){.point = HOOK_LOCAL_IN,
+                                    .action = HOOK_DROP,
+                                    .proto = 1,
+                                    .src = ST_ADDR_PEER,
+                                    .src_plen = 32,
+                                    .rate_pps = 10};
     p.n_rules = 1;
     struct stest t;
     stest_init(&t, &p);
@@ -250,7 +269,8 @@ Test(ip4, forwarding_decrements_ttl_and_expires)
     n = stest_tx(&t, out, sizeof(out)); /* ARP request for .7 */
     uint8_t arp[64];
     uint8_t mac7[6] = {2, 0, 0, 0, 0, 7};
-    stest_rx(&t, arp, build_arp(arp, ARP_OP_REPLY, mac7, 0x0ac80007, st_mac_a, ST_ADDR_A, st_mac_a));
+    stest_rx(&t, arp,
+             build_arp(arp, ARP_OP_REPLY, mac7, 0x0ac80007, st_mac_a, ST_ADDR_A, st_mac_a));
     struct ip4_view ip;
     take_ip(&t, out, &ip);
     cr_assert_eq(ip.ttl, 63);

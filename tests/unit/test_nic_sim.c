@@ -236,7 +236,8 @@ Test(nic_sim, tx_queue_bound_counts_drop_full)
 
 Test(nic_sim, fault_delay_through_nic_wrappers)
 {
-    struct nic_fault_params fp = {.enabled = true, .seed = 9, .delay_us = 2000, .rx = true, .tx = true};
+    struct nic_fault_params fp = {
+        .enabled = true, .seed = 9, .delay_us = 2000, .rx = true, .tx = true};
     open_sim(&a, "a", &fp);
     open_sim(&b, "b", NULL);
     nic_bind_queue(&a, 0, &pa, &ca);

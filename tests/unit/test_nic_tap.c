@@ -24,7 +24,7 @@
 
 static const uint8_t our_mac[6] = {0x02, 0x5e, 0x00, 0x00, 0x00, 0x02};
 static char ifname[IFNAMSIZ], nsname[48];
-static uint8_t subnet;          /* 10.77.subnet.0/24 */
+static uint8_t subnet; /* 10.77.subnet.0/24 */
 static bool ns_made;
 static struct pktbuf_pool pool;
 static struct stack_counters cnt;
@@ -196,7 +196,7 @@ Test(nic_tap, arp_round_trip_with_kernel)
     memcpy(f, kmac, 6);
     memcpy(f + 6, our_mac, 6);
     wr16(f + 12, ETHERTYPE_ARP);
-    wr16(f + 14, 1);          /* hardware: Ethernet */
+    wr16(f + 14, 1); /* hardware: Ethernet */
     wr16(f + 16, ETHERTYPE_IPV4);
     f[18] = 6;
     f[19] = 4;

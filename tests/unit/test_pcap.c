@@ -41,10 +41,10 @@ static size_t slurp(const char *p, uint8_t *buf, size_t cap)
 /* A minimal valid frame: broadcast ARP request. */
 static void arp_frame(uint8_t *f, uint8_t tag)
 {
-    static const uint8_t hdr[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 0x01,
-                                  0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01,
-                                  0x02, 0, 0, 0, 0, 0x01, 10, 9, 8, 1, 0, 0, 0, 0, 0, 0,
-                                  10, 9, 8, 2};
+    static const uint8_t hdr[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0,    0,    0,    0,
+                                  0x01, 0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01,
+                                  0x02, 0,    0,    0,    0,    0x01, 10,   9,    8,    1,    0,
+                                  0,    0,    0,    0,    0,    10,   9,    8,    2};
     memset(f, 0, 60);
     memcpy(f, hdr, sizeof(hdr));
     f[59] = tag;
@@ -67,10 +67,10 @@ Test(pcap, header_and_records)
     size_t n = slurp(path, b, sizeof(b));
     cr_assert_eq(n, 24 + 16 + 50 + 16 + 30, "file is %zu bytes", n);
     cr_assert_eq(rd32le(b), 0xa1b23c4du);
-    cr_assert_eq(b[4] | b[5] << 8, 2);  /* version 2.4 */
+    cr_assert_eq(b[4] | b[5] << 8, 2); /* version 2.4 */
     cr_assert_eq(b[6] | b[7] << 8, 4);
-    cr_assert_eq(rd32le(b + 16), 50);  /* snaplen */
-    cr_assert_eq(rd32le(b + 20), 1);   /* LINKTYPE_ETHERNET */
+    cr_assert_eq(rd32le(b + 16), 50); /* snaplen */
+    cr_assert_eq(rd32le(b + 20), 1);  /* LINKTYPE_ETHERNET */
     const uint8_t *r = b + 24;
     cr_assert_eq(rd32le(r), 1234567890u);
     cr_assert_eq(rd32le(r + 4), 123456789u);

@@ -47,7 +47,8 @@ static int bind_dgram(const char *name, double timeout_s)
     cr_assert_geq(fd, 0);
     cr_assert_lt(len, sizeof(sa.sun_path));
     memcpy(sa.sun_path, name, len);
-    if (name[0] == '@') sa.sun_path[0] = '\0';
+    if (name[0] == '@')
+        sa.sun_path[0] = '\0';
     socklen_t sl =
         (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + (name[0] == '@' ? 0 : 1));
     cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sl), 0, "bind %s: %s", name, strerror(errno));
@@ -144,7 +145,8 @@ static bool find_daemon(char *out, size_t cap)
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 
-    if (n <= 0) return false;
+    if (n <= 0)
+        return false;
     self[n] = '\0';
     /* build/tests/unit_sdnotify -> build/shmnetd (build/san/... for the SAN=1 build) */
     snprintf(out, cap, "%s/../shmnetd", dirname(self));

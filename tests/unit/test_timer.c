@@ -85,7 +85,10 @@ Test(timer, rearm_from_callback)
 }
 
 static struct timer *victim;
-static void cancel_other(struct timer *t, void *ctx, uint64_t now) { timer_cancel(g_w, victim); }
+static void cancel_other(struct timer *t, void *ctx, uint64_t now)
+{
+    timer_cancel(g_w, victim);
+}
 
 Test(timer, cancel_other_in_same_slot_from_callback)
 {
