@@ -5,6 +5,7 @@
  * not stop the walk: every problem in the file is reported, each as "FILE:LINE: message",
  * with the line of the offending setting. */
 #include "conf/conf.h"
+#include "shm/shm.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -146,6 +147,12 @@ void conf_defaults(struct conf *c)
     c->busy_poll_us = 50;
     c->rx_budget = 64;
     c->log_level = LOG_LVL_INFO;
+    c->max_clients = 256;
+    c->max_sockets = 1024;
+    c->channels = 16;
+    c->fifo_mb = 64;
+    c->rcvbuf = 212992; /* Linux net.core.rmem_default */
+    c->sndbuf = 212992;
     c->allowed_uids[0] = 0;
     c->n_uids = 1;
     /* The "shmnet" group is optional: only allowed when the system has it. */
@@ -1016,6 +1023,41 @@ static void load_ip(struct ld *ld, config_setting_t *g)
     get_u32(ld, g, "ip", "icmp_ratelimit_pps", 0, 1000000, &p->icmp_ratelimit_pps);
 }
 
+static void load_clients(struct ld *ld, config_setting_t *g)
+{
+    static const char *const keys[] = {"max_clients", "max_sockets", "channels", "fifo_mb",
+                                       "rcvbuf",      "sndbuf",      NULL};
+    struct conf *c = ld->c;
+
+    check_keys(ld, g, "clients", keys);
+    get_u32(ld, g, "clients", "max_clients", 1, 4096, &c->max_clients);
+    get_u32(ld, g, "clients", "max_sockets", 1, 65535, &c->max_sockets);
+    get_u32(ld, g, "clients", "channels", 1, SHM_MAX_CHANNELS, &c->channels);
+    get_u32(ld, g, "clients", "fifo_mb", 1, 4096, &c->fifo_mb);
+    get_u32(ld, g, "clients", "rcvbuf", 4096, 16u << 20, &c->rcvbuf);
+    get_u32(ld, g, "clients", "sndbuf", 4096, 16u << 20, &c->sndbuf);
+    /* Two default-size fifos must fit the arena, or no socket could be made. */
+    if ((uint64_t)c->rcvbuf + c->sndbuf + 2 * 4096 > (uint64_t)c->fifo_mb << 20)
+        err_at(ld, g, "clients: rcvbuf + sndbuf must fit in fifo_mb");
+}
+
+static void load_udp(struct ld *ld, config_setting_t *g)
+{
+    static const char *const keys[] = {"port_min", "port_max", NULL};
+    struct stack_params *p = &ld->c->stack;
+    uint32_t lo = p->udp_port_min, hi = p->udp_port_max;
+
+    check_keys(ld, g, "udp", keys);
+    get_u32(ld, g, "udp", "port_min", 1024, 65535, &lo);
+    get_u32(ld, g, "udp", "port_max", 1024, 65535, &hi);
+    if (lo > hi)
+        err_at(ld, g, "udp: port_min %u is above port_max %u", lo, hi);
+    else {
+        p->udp_port_min = (uint16_t)lo;
+        p->udp_port_max = (uint16_t)hi;
+    }
+}
+
 static void load_arp(struct ld *ld, config_setting_t *g)
 {
     static const char *const keys[] = {
@@ -1158,8 +1200,8 @@ static void load_hooks(struct ld *ld, config_setting_t *root)
 
 int conf_load(struct conf *c, const char *path, conf_err_fn err, void *ctx)
 {
-    static const char *const top_keys[] = {"daemon", "interfaces", "routes", "ip",
-                                           "arp",    "hooks",      NULL};
+    static const char *const top_keys[] = {"daemon", "interfaces", "routes", "ip", "arp",
+                                           "hooks",  "clients",    "udp",    NULL};
     struct ld ld = {.c = c, .path = path, .fn = err, .ctx = ctx};
     config_setting_t *root, *g;
     char msg[512], dir[CONF_PATH_MAX];
@@ -1229,6 +1271,12 @@ int conf_load(struct conf *c, const char *path, conf_err_fn err, void *ctx)
     if (g)
         load_arp(&ld, g);
     load_hooks(&ld, root);
+    g = get_container(&ld, root, "", "clients", CONFIG_TYPE_GROUP);
+    if (g)
+        load_clients(&ld, g);
+    g = get_container(&ld, root, "", "udp", CONFIG_TYPE_GROUP);
+    if (g)
+        load_udp(&ld, g);
 
     config_destroy(&cfg);
     return ld.nerr ? -EINVAL : 0;
@@ -1317,5 +1365,9 @@ int conf_diff_static(const struct conf *old, const struct conf *nw, conf_err_fn 
         changed(&d, "ip.frag_max_datagrams");
     if (old->stack.arp_cache_size != nw->stack.arp_cache_size)
         changed(&d, "arp.cache_size");
+    if (old->stack.udp_port_min != nw->stack.udp_port_min ||
+        old->stack.udp_port_max != nw->stack.udp_port_max)
+        changed(&d, "udp");
+    /* clients.* apply to sessions attached after the reload. */
     return d.n;
 }

@@ -43,6 +43,13 @@ struct conf {
     int cpus[64];
     uint32_t n_cpus; /* worker pinning, empty = not pinned */
 
+    /* clients = { ... }: shared-memory sessions (per client process) */
+    uint32_t max_clients;    /* 1..4096, default 256 */
+    uint32_t max_sockets;    /* per client, 1..65535, default 1024 */
+    uint32_t channels;       /* per client (threads with their own rings), 1..64, default 16 */
+    uint32_t fifo_mb;        /* fifo arena per client in MiB, 1..4096, default 64 */
+    uint32_t rcvbuf, sndbuf; /* default socket fifo sizes, 4096..16 MiB, default 212992 */
+
     /* interfaces = ( ... ): at least one */
     struct conf_iface ifs[CONF_MAX_IFS];
     uint32_t n_ifs;

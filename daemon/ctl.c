@@ -22,6 +22,8 @@
 
 #include "daemon/daemon.h"
 #include "daemon/log.h"
+#include "daemon/session.h"
+#include "shm/shm.h"
 #include "daemon/strbuf.h"
 
 #define CTL_MAX_ARGS   16
@@ -42,6 +44,8 @@ struct ctl_ping {
 };
 
 enum cl_state { CL_READ, CL_BUSY, CL_WRITE };
+
+#define CTL_HANDOVER 2 /* a command took the connection over */
 
 struct ctl_client {
     struct ctl_client *next, **pprev;
@@ -448,7 +452,38 @@ static int cmd_ping(struct ctl_client *c, int argc, char **argv)
     return 1;
 }
 
+static int cmd_attach(struct ctl_client *c, int argc, char **argv)
+{
+    if (argc != 2 || strcmp(argv[1], "1")) {
+        sb_printf(&c->out, "error: attach: this daemon speaks layout version %u\n",
+                  SHM_LAYOUT_VERSION);
+        return 0;
+    }
+    return CTL_HANDOVER;
+}
+
+static int cmd_sessions(struct ctl_client *c, bool sockets)
+{
+    int rc = sessions_report(c->ctl->d, &c->out, sockets);
+    if (rc < 0)
+        sb_printf(&c->out, "error: %s\n", strerror(-rc));
+    return 0;
+}
+
+static int cmd_clients(struct ctl_client *c, int argc, char **argv)
+{
+    return cmd_sessions(c, false);
+}
+static int cmd_sockets(struct ctl_client *c, int argc, char **argv)
+{
+    return cmd_sessions(c, true);
+}
+
 static const struct ctl_cmd ctl_cmds[] = {
+    {"attach", "attach 1", "start a libshmnet session (binary reply; used by the library)",
+     cmd_attach},
+    {"clients", "clients", "attached client processes", cmd_clients},
+    {"sockets", "sockets", "open sockets of all clients", cmd_sockets},
     {"stats", "stats", "all counters, interfaces, then nonzero drops by reason", cmd_stats},
     {"neigh", "neigh", "the ARP (neighbour) table", cmd_neigh},
     {"route", "route", "the routing table", cmd_route},
@@ -515,10 +550,12 @@ static void client_free(struct ctl_client *c)
     ev_io_stop(loop, &c->io);
     ev_timer_stop(loop, &c->tmo);
     /* Drain unread input (bounded) so close() does not reset the peer before it reads our
-     * answer (AF_UNIX reports ECONNRESET when unread data is discarded). */
-    for (int i = 0; i < 16 && recv(c->fd, junk, sizeof(junk), MSG_DONTWAIT) > 0; i++)
+     * answer (AF_UNIX reports ECONNRESET when unread data is discarded). fd < 0: the
+     * connection was handed over to a session. */
+    for (int i = 0; c->fd >= 0 && i < 16 && recv(c->fd, junk, sizeof(junk), MSG_DONTWAIT) > 0; i++)
         ;
-    close(c->fd);
+    if (c->fd >= 0)
+        close(c->fd);
     *c->pprev = c->next;
     if (c->next)
         c->next->pprev = c->pprev;
@@ -613,8 +650,18 @@ static void client_read(struct ctl_client *c)
     ev_io_stop(loop, &c->io);
     ev_timer_stop(loop, &c->tmo);
     c->state = CL_BUSY;
-    if (ctl_dispatch(c, c->in) == 0)
+    int r = ctl_dispatch(c, c->in);
+    if (r == 0) {
         client_reply(c);
+    } else if (r == CTL_HANDOVER) {
+        /* "attach": the connection becomes a client session (daemon/session.c). */
+        struct daemon *d = c->ctl->d;
+        struct ucred cred = c->cred;
+        int fd = c->fd;
+        c->fd = -1;
+        client_free(c);
+        session_attach(d, fd, &cred);
+    }
 }
 
 static void client_io_cb(struct ev_loop *loop, ev_io *w, int revents)

@@ -19,6 +19,7 @@
 #define DAEMON_CALL_TIMEOUT_MS 2000
 
 struct ctl;
+struct sessions;
 
 struct daemon {
     struct ev_loop *loop;
@@ -27,7 +28,8 @@ struct daemon {
     struct worker workers[DAEMON_MAX_WORKERS];
     unsigned nworkers;
     struct ctl *ctl;
-    struct pcap_tap *capture; /* current capture tap (all interfaces), or NULL */
+    struct sessions *sessions; /* attached client processes (daemon/session.c) */
+    struct pcap_tap *capture;  /* current capture tap (all interfaces), or NULL */
     char capture_path[CONF_PATH_MAX];
 
     ev_signal sig_term, sig_int, sig_hup;

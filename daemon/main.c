@@ -13,6 +13,7 @@
 #include "daemon/ctl.h"
 #include "daemon/daemon.h"
 #include "daemon/log.h"
+#include "daemon/session.h"
 #include "daemon/sdnotify.h"
 
 #define DEFAULT_CONF "/etc/shmnet/shmnetd.conf"
@@ -357,6 +358,10 @@ static int run(struct daemon *d)
         }
         d->nworkers++;
     }
+    if (sessions_init(d) < 0) {
+        log_error("cannot create the shared state page: %s", strerror(errno));
+        goto out;
+    }
 
     ev_signal_init(&d->sig_term, on_stop, SIGTERM);
     ev_signal_init(&d->sig_int, on_stop, SIGINT);
@@ -393,7 +398,8 @@ static int run(struct daemon *d)
 out:
     if (ret)
         sdnotify_send("STOPPING=1");
-    /* Clients first: an in-flight ping uses the workers. */
+    /* Sessions and control clients first: both use the workers. */
+    sessions_fini(d);
     ctl_close(d->ctl);
     d->ctl = NULL;
     for (unsigned i = 0; i < d->nworkers; i++)

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "daemon/client.h"
 #include "daemon/log.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -127,6 +128,33 @@ static bool mailbox_run(struct worker *w)
     return true;
 }
 
+static int clients_poll(struct worker *w, int budget)
+{
+    int work = 0;
+    for (struct client *cl = w->clients; cl; cl = cl->next)
+        work += client_poll(cl, budget);
+    return work;
+}
+
+static bool clients_pending(const struct worker *w)
+{
+    for (const struct client *cl = w->clients; cl; cl = cl->next)
+        if (client_pending(cl))
+            return true;
+    return false;
+}
+
+static void set_sleeping(struct worker *w, uint32_t v)
+{
+    /* seq_cst: the store must be ordered before the loads of the mailbox and of the
+     * clients' req_pending words that follow (Dekker with worker_call and with clients,
+     * which publish a request and then load this flag to decide on a doorbell). */
+    __atomic_store_n(&w->sleeping, (int)v, __ATOMIC_SEQ_CST);
+    uint32_t *f = __atomic_load_n(&w->shm_sleeping, __ATOMIC_RELAXED);
+    if (f)
+        __atomic_store_n(f, v, __ATOMIC_SEQ_CST);
+}
+
 static void worker_loop(struct worker *w)
 {
     struct stack *st = &w->st;
@@ -141,7 +169,10 @@ static void worker_loop(struct worker *w)
         int budget = (int)__atomic_load_n(&w->rx_budget, __ATOMIC_RELAXED);
         int n = stack_rx(st, budget);
         bool m = mailbox_run(w);
+        n += clients_poll(w, budget);
         stack_flush(st);
+        for (struct client *cl = w->clients; cl; cl = cl->next)
+            client_flush_wakeups(cl);
         if (n > 0 || m) {
             last_work = now;
             continue;
@@ -152,15 +183,15 @@ static void worker_loop(struct worker *w)
             continue;
         }
 
-        /* Going to sleep. Dekker-style handshake with worker_call/worker_kick: we store
-         * sleeping=1 then load req/stop; the control thread stores req/stop then exchanges
-         * sleeping. All four are seq_cst, so at least one side sees the other's store:
-         * either we see the request here and do not sleep, or the control thread sees
+        /* Going to sleep. Dekker-style handshake with worker_call/worker_kick and with the
+         * clients: we store sleeping=1 then load req/stop/req_pending; the other side stores
+         * its request then loads sleeping. All seq_cst, so at least one side sees the other's
+         * store: either we see the work here and do not sleep, or the other side sees
          * sleeping=1 and writes the eventfd, which ends nic_wait. No lost wake-up. */
-        __atomic_store_n(&w->sleeping, 1, __ATOMIC_SEQ_CST);
+        set_sleeping(w, 1);
         if (__atomic_load_n(&w->req, __ATOMIC_SEQ_CST) ||
-            __atomic_load_n(&w->stop, __ATOMIC_SEQ_CST)) {
-            __atomic_store_n(&w->sleeping, 0, __ATOMIC_RELAXED);
+            __atomic_load_n(&w->stop, __ATOMIC_SEQ_CST) || clients_pending(w)) {
+            set_sleeping(w, 0);
             continue;
         }
         uint64_t dl = stack_next_deadline(st);
@@ -168,10 +199,10 @@ static void worker_loop(struct worker *w)
         int ret = nic_wait(w->nicp, w->qs, w->nnics, w->wake_fd, timeout);
         if (ret < 0 && ret != -EINTR)
             log_debug("worker %d: nic_wait: %s", w->id, strerror(-ret));
-        /* Relaxed: the flag only tells the control thread whether an eventfd write is
-         * needed; a stale 1 costs one spurious write. */
-        __atomic_store_n(&w->sleeping, 0, __ATOMIC_RELAXED);
-        if (ret == 1) { /* woken by the control thread: drain the eventfd */
+        /* The flags only tell others whether an eventfd write is needed; a stale 1 costs
+         * one spurious write. */
+        set_sleeping(w, 0);
+        if (ret == 1) { /* woken by the control thread or a client doorbell: drain it */
             uint64_t v;
             ssize_t r = read(w->wake_fd, &v, sizeof(v));
             (void)r;
@@ -316,6 +347,12 @@ int worker_call(struct worker *w, worker_fn fn, void *arg, int timeout_ms)
     ret = r.ret;
     pthread_mutex_unlock(&w->mb_lock);
     return ret;
+}
+
+void worker_set_shm_sleeping(struct worker *w, uint32_t *flag)
+{
+    /* Release: the state page is initialised before the worker may store into it. */
+    __atomic_store_n(&w->shm_sleeping, flag, __ATOMIC_RELEASE);
 }
 
 void worker_set_tunables(struct worker *w, uint32_t busy_poll_us, uint32_t rx_budget)

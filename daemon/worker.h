@@ -45,6 +45,8 @@ struct worker {
     uint16_t qs[STACK_MAX_IFS];
     int nnics;
     bool st_ready;
+    struct client *clients; /* attached sessions served by this worker */
+    uint32_t *shm_sleeping; /* this worker's flag in the clients' state page, or NULL */
 
     /* immutable once worker_start returned 0 */
     struct worker_ifinfo ifs[STACK_MAX_IFS];
@@ -84,6 +86,9 @@ static inline uint64_t worker_heartbeat(const struct worker *w)
     /* Relaxed: a progress indicator only, nothing is published with it. */
     return __atomic_load_n(&w->heartbeat, __ATOMIC_RELAXED);
 }
+
+/* Where to mirror the sleeping flag for clients (set before any client attaches). */
+void worker_set_shm_sleeping(struct worker *w, uint32_t *flag);
 
 void worker_set_tunables(struct worker *w, uint32_t busy_poll_us, uint32_t rx_budget);
 

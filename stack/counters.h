@@ -102,7 +102,10 @@
     X(udp_rx)                                                                                      \
     X(udp_drop_short)                                                                              \
     X(udp_drop_csum)                                                                               \
-    X(udp_drop_no_port)                                                                            \
+    X(udp_drop_no_port)       /* no socket on the port: port unreachable sent */                   \
+    X(udp_drop_rcvbuf)        /* socket receive buffer full */                                     \
+    X(udp_delivered)                                                                               \
+    X(udp_tx)                                                                                      \
     X(tcp_rx)                                                                                      \
     X(tcp_drop_short)                                                                              \
     X(tcp_drop_csum)                                                                               \

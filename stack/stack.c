@@ -1,5 +1,6 @@
 /* Stack instance: set-up, the poll/rx/flush entry points the worker loop calls, reports. */
 #include "stack/stack_impl.h"
+#include "stack/udp.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -29,6 +30,8 @@ void stack_params_defaults(struct stack_params *p)
     p->arp_retries = 3;
     p->arp_queue_len = 16;
     p->arp_gratuitous = true;
+    p->udp_port_min = 32768; /* Linux ip_local_port_range */
+    p->udp_port_max = 60999;
 }
 
 int stack_init(struct stack *st, const struct stack_params *p, uint64_t now)
@@ -49,7 +52,7 @@ int stack_init(struct stack *st, const struct stack_params *p, uint64_t now)
     rc = pktbuf_pool_init(&st->large, nlarge, 65536 + 2 * PKTBUF_HEADROOM);
     if (rc)
         goto fail;
-    if ((rc = arp_init(st)) || (rc = ip4_frag_init(st)))
+    if ((rc = arp_init(st)) || (rc = ip4_frag_init(st)) || (rc = udp_init(st)))
         goto fail;
     for (uint32_t i = 0; i < p->n_routes; i++)
         if ((rc = route_add(&st->rt, &p->routes[i])))
@@ -114,6 +117,7 @@ void stack_destroy(struct stack *st)
             pktbuf_free(ifp->tx[k]);
         ifp->ntx = 0;
     }
+    udp_destroy(st);
     ip4_frag_destroy(st);
     arp_destroy(st);
     pktbuf_pool_destroy(&st->large);

@@ -76,6 +76,7 @@ struct stack_params {
     uint32_t arp_cache_size, arp_reachable_ms, arp_stale_ms, arp_retry_ms, arp_retries,
         arp_queue_len;
     bool arp_gratuitous;
+    uint16_t udp_port_min, udp_port_max; /* ephemeral range (RFC 6056), default 32768-60999 */
     struct route_entry routes[STACK_MAX_ROUTES]; /* static routes (connected ones are added) */
     uint32_t n_routes;
     struct hook_rule rules[STACK_MAX_RULES];
@@ -95,6 +96,7 @@ struct stack_if {
 
 struct arp_cache;
 struct ip4_frag_table;
+struct udp_table;
 struct route_table {
     struct route_entry e[STACK_MAX_ROUTES + STACK_MAX_IFS]; /* sorted: longest prefix first */
     uint32_t n;
@@ -119,6 +121,7 @@ struct stack {
     struct route_table rt;
     struct arp_cache *arp;
     struct ip4_frag_table *frag;
+    struct udp_table *udp;
     struct timer_wheel tw;
     struct pktbuf_pool pool;  /* frames */
     struct pktbuf_pool large; /* reassembled datagrams */

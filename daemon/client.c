@@ -1,0 +1,723 @@
+/* Client sessions, worker side: see client.h and docs/ipc.md.
+ *
+ * Every byte of the region can be written by the client at any time. The rules:
+ * indices and requests are read once (copied) and checked before use; the daemon keeps its
+ * own indices and layout privately and never reads them back; handles are checked against
+ * this client's own table; an impossible value marks the client broken (its session is then
+ * closed), it never reaches the stack or another client. */
+#include "daemon/client.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "daemon/log.h"
+#include "shm/shm_ring.h"
+#include "stack/wire.h"
+
+#define PAGE        4096u
+#define CHAN_BUDGET 32 /* requests per channel per iteration: fairness between threads */
+#define TX_BUDGET   64 /* datagrams per socket per iteration */
+
+static uint32_t page_up(uint32_t v)
+{
+    return (v + PAGE - 1) & ~(PAGE - 1);
+}
+
+size_t client_region_size(uint32_t nchannels, uint32_t nsocks, uint32_t fifo_bytes)
+{
+    size_t n = PAGE; /* header */
+    n += (size_t)nchannels * page_up(sizeof(struct shm_channel));
+    n += ((size_t)nsocks * sizeof(struct shm_sock) + PAGE - 1) & ~(size_t)(PAGE - 1);
+    n += page_up(fifo_bytes);
+    return n;
+}
+
+static struct shm_channel *chan(const struct client *cl, uint32_t i)
+{
+    return (struct shm_channel *)(cl->base + PAGE +
+                                  (size_t)i * page_up(sizeof(struct shm_channel)));
+}
+
+static uint32_t sock_off_of(uint32_t nchannels)
+{
+    return PAGE + nchannels * page_up(sizeof(struct shm_channel));
+}
+
+static struct shm_sock *shsock(const struct client *cl, uint32_t idx)
+{
+    return (struct shm_sock *)(cl->base + sock_off_of(cl->nchannels)) + idx;
+}
+
+int client_init(struct client *cl, void *mem, size_t size, uint32_t id, uint32_t worker,
+                uint32_t nchannels, uint32_t nsocks, uint32_t fifo_bytes, uint32_t rcvbuf,
+                uint32_t sndbuf)
+{
+    memset(cl, 0, sizeof(*cl));
+    if (nchannels < 1 || nchannels > SHM_MAX_CHANNELS || nsocks < 1 || nsocks > 65535 ||
+        client_region_size(nchannels, nsocks, fifo_bytes) != size)
+        return -EINVAL;
+    cl->id = id;
+    cl->base = mem;
+    cl->reg = mem;
+    cl->size = size;
+    cl->nchannels = nchannels;
+    cl->nsocks = nsocks;
+    cl->rcvbuf = page_up(rcvbuf);
+    cl->sndbuf = page_up(sndbuf);
+    cl->gen_next = 1;
+    for (uint32_t i = 0; i < SHM_MAX_CHANNELS; i++)
+        cl->chan_efd[i] = -1;
+    uint32_t socks_bytes =
+        (uint32_t)(((size_t)nsocks * sizeof(struct shm_sock) + PAGE - 1) & ~(size_t)(PAGE - 1));
+    cl->fifo_off = sock_off_of(nchannels) + socks_bytes;
+    cl->fifo_pages = page_up(fifo_bytes) / PAGE;
+    cl->socks = calloc(nsocks, sizeof(*cl->socks));
+    cl->fifo_map = calloc((cl->fifo_pages + 63) / 64, sizeof(uint64_t));
+    if (!cl->socks || !cl->fifo_map) {
+        client_fini(cl);
+        return -ENOMEM;
+    }
+    struct shm_region *r = cl->reg;
+    r->magic = SHM_MAGIC;
+    r->version = SHM_LAYOUT_VERSION;
+    r->size = (uint32_t)size;
+    r->client_id = id;
+    r->nchannels = nchannels;
+    r->chan_off = PAGE;
+    r->nsocks = nsocks;
+    r->sock_off = sock_off_of(nchannels);
+    r->fifo_off = cl->fifo_off;
+    r->fifo_size = cl->fifo_pages * PAGE;
+    r->worker = worker;
+    return 0;
+}
+
+void client_fini(struct client *cl)
+{
+    free(cl->socks);
+    free(cl->fifo_map);
+    cl->socks = NULL;
+    cl->fifo_map = NULL;
+}
+
+/* ---- fifo arena: first fit over a page bitmap ---- */
+
+static bool page_used(const struct client *cl, uint32_t p)
+{
+    return cl->fifo_map[p / 64] >> (p % 64) & 1;
+}
+
+static void pages_mark(struct client *cl, uint32_t first, uint32_t n, bool used)
+{
+    for (uint32_t p = first; p < first + n; p++) {
+        if (used)
+            cl->fifo_map[p / 64] |= 1ull << (p % 64);
+        else
+            cl->fifo_map[p / 64] &= ~(1ull << (p % 64));
+    }
+    if (used)
+        cl->fifo_used_pages += n;
+    else
+        cl->fifo_used_pages -= n;
+}
+
+/* Offset (from the region start) of `bytes` of fifo space, or 0 when the arena is full. */
+static uint32_t fifo_alloc(struct client *cl, uint32_t bytes)
+{
+    uint32_t n = page_up(bytes) / PAGE, run = 0;
+    for (uint32_t p = 0; p < cl->fifo_pages; p++) {
+        if (cl->fifo_map[p / 64] == ~0ull && p % 64 == 0) {
+            run = 0;
+            p += 63;
+            continue;
+        }
+        run = page_used(cl, p) ? 0 : run + 1;
+        if (run == n) {
+            pages_mark(cl, p + 1 - n, n, true);
+            return cl->fifo_off + (p + 1 - n) * PAGE;
+        }
+    }
+    return 0;
+}
+
+static void fifo_free(struct client *cl, uint32_t off, uint32_t bytes, bool release)
+{
+    if (!off)
+        return;
+    pages_mark(cl, (off - cl->fifo_off) / PAGE, page_up(bytes) / PAGE, false);
+    /* Give the pages back to the system: a closed socket's fifos cost no memory. */
+    if (release)
+        madvise(cl->base + off, page_up(bytes), MADV_REMOVE);
+}
+
+/* ---- misbehaviour and wake-ups ---- */
+
+static void client_break(struct client *cl, const char *why)
+{
+    cl->stats.faults++;
+    if (cl->broken)
+        return;
+    cl->broken = true;
+    log_warn("client %u (pid %d): %s: disconnecting it", cl->id, (int)cl->pid, why);
+    /* The control thread owns the connection; shutting it down makes it see EOF and
+     * detach the session through the mailbox (its sockets close then). */
+    if (cl->sess_fd >= 0)
+        shutdown(cl->sess_fd, SHUT_RDWR);
+}
+
+static uint64_t chan_mask(const struct client *cl)
+{
+    return cl->nchannels == 64 ? ~0ull : (1ull << cl->nchannels) - 1;
+}
+
+/* The socket's state changed: wake the channels that wait on it (at the end of the
+ * iteration, once per channel). The seq_cst fence orders our publication (fifo index,
+ * events, error) before the load of the waiter bits; the client stores its bit and then
+ * re-checks the socket, so one of the two sides always sees the other (no lost wake-up). */
+static void sock_notify(struct client *cl, struct dsock *ds)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    uint64_t w = __atomic_load_n(&shsock(cl, ds->idx)->waiters, __ATOMIC_RELAXED);
+    cl->wake |= w & chan_mask(cl);
+}
+
+void client_flush_wakeups(struct client *cl)
+{
+    if (!cl->wake)
+        return;
+    /* Orders the completions and fifo updates published this iteration before the loads of
+     * client_sleeping (Dekker with the client's store of client_sleeping + re-check). */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    uint64_t w = cl->wake;
+    cl->wake = 0;
+    while (w) {
+        uint32_t i = (uint32_t)__builtin_ctzll(w);
+        w &= w - 1;
+        if (__atomic_load_n(&chan(cl, i)->client_sleeping, __ATOMIC_RELAXED)) {
+            uint64_t one = 1;
+            ssize_t r = write(cl->chan_efd[i], &one, sizeof(one));
+            (void)r; /* EAGAIN: already signalled */
+            cl->stats.wakeups++;
+        }
+    }
+}
+
+/* ---- socket table ---- */
+
+static struct dsock *sock_get(struct client *cl, uint32_t handle)
+{
+    uint32_t idx = shm_handle_idx(handle), gen = shm_handle_gen(handle);
+    if (idx >= cl->nsocks || !gen || cl->socks[idx].gen != gen)
+        return NULL;
+    return &cl->socks[idx];
+}
+
+static void set_error(struct client *cl, struct dsock *ds, int err)
+{
+    struct shm_sock *sh = shsock(cl, ds->idx);
+    ds->so_error = err;
+    __atomic_store_n(&sh->so_error, err, __ATOMIC_RELAXED);
+    __atomic_fetch_or(&sh->events, SHM_EV_ERR, __ATOMIC_RELEASE);
+    sock_notify(cl, ds);
+}
+
+static int udp_deliver_cb(void *ctx, uint32_t src, uint16_t sport, uint32_t dst,
+                          const uint8_t *data, uint32_t len)
+{
+    struct dsock *ds = ctx;
+    struct client *cl = ds->cl;
+    if (ds->shut_rd || cl->broken)
+        return -ENOBUFS;
+    struct shm_sock *sh = shsock(cl, ds->idx);
+    /* Acquire: the client's reads of the records it released are done before we reuse
+     * the space. Read once and checked: a client-written index. */
+    uint32_t head = __atomic_load_n(&sh->rx_head, __ATOMIC_ACQUIRE);
+    uint32_t used = ds->rx_tail - head;
+    if (used > ds->rx_size || (head & 7)) {
+        client_break(cl, "impossible RX fifo index");
+        return -ENOBUFS;
+    }
+    if (used + shm_dgram_need(ds->rx_size, ds->rx_tail, len) > ds->rx_limit)
+        return -ENOBUFS; /* SO_RCVBUF reached */
+    struct shm_dgram h = {.len = len, .addr = src, .port = sport};
+    if (shm_dgram_write(cl->base + ds->rx_off, ds->rx_size, &ds->rx_tail, head, &h, data, NULL, 0))
+        return -ENOBUFS;
+    /* Release: the record's bytes are visible before the new tail. */
+    __atomic_store_n(&sh->rx_tail, ds->rx_tail, __ATOMIC_RELEASE);
+    cl->stats.rx_datagrams++;
+    if (used == 0) /* empty -> non-empty: the only edge a sleeping reader waits for */
+        sock_notify(cl, ds);
+    return 0;
+}
+
+static void udp_err_cb(void *ctx, int err)
+{
+    struct dsock *ds = ctx;
+    set_error(ds->cl, ds, err);
+}
+
+static void sock_free(struct client *cl, struct dsock *ds, bool release)
+{
+    if (ds->type == SOCK_DGRAM)
+        udp_close(cl->st, &ds->pcb);
+    fifo_free(cl, ds->rx_off, ds->rx_size, release);
+    fifo_free(cl, ds->tx_off, ds->tx_size, release);
+    if (ds->tx_queued) {
+        struct dsock **pp = &cl->txq;
+        while (*pp && *pp != ds)
+            pp = &(*pp)->tx_next;
+        if (*pp)
+            *pp = ds->tx_next;
+        ds->tx_queued = false;
+    }
+    if (release) {
+        struct shm_sock *sh = shsock(cl, ds->idx);
+        __atomic_store_n(&sh->gen, 0, __ATOMIC_RELEASE);
+    }
+    ds->gen = 0;
+    cl->nopen--;
+}
+
+static int op_socket(struct client *cl, const struct shm_req *r, struct shm_cpl *c)
+{
+    int type = r->arg0 & 0xf; /* SOCK_NONBLOCK/SOCK_CLOEXEC are the client's business */
+    if (type == SOCK_STREAM)
+        return -EPROTONOSUPPORT; /* TCP sockets come with the TCP work */
+    if (type != SOCK_DGRAM)
+        return -ESOCKTNOSUPPORT;
+    if (r->arg1 != 0 && r->arg1 != IPPROTO_UDP)
+        return -EPROTONOSUPPORT;
+    if (cl->nopen >= cl->nsocks)
+        return -EMFILE; /* clients.max_sockets */
+    uint32_t idx = 0;
+    while (idx < cl->nsocks && cl->socks[idx].gen)
+        idx++;
+    if (idx == cl->nsocks)
+        return -EMFILE;
+    uint32_t rx = fifo_alloc(cl, cl->rcvbuf);
+    uint32_t tx = rx ? fifo_alloc(cl, cl->sndbuf) : 0;
+    if (!tx) {
+        fifo_free(cl, rx, cl->rcvbuf, false);
+        return -ENOBUFS; /* clients.fifo_mb exhausted */
+    }
+    struct dsock *ds = &cl->socks[idx];
+    memset(ds, 0, sizeof(*ds));
+    ds->idx = idx;
+    ds->cl = cl;
+    ds->type = SOCK_DGRAM;
+    ds->rx_off = rx;
+    ds->rx_size = cl->rcvbuf;
+    ds->tx_off = tx;
+    ds->tx_size = cl->sndbuf;
+    ds->rx_limit = cl->rcvbuf;
+    ds->gen = cl->gen_next;
+    cl->gen_next = cl->gen_next == 0x7fff ? 1 : cl->gen_next + 1; /* handle < 2^31 */
+    udp_pcb_init(cl->st, &ds->pcb, udp_deliver_cb, udp_err_cb, ds);
+    struct shm_sock *sh = shsock(cl, idx);
+    memset(sh, 0, sizeof(*sh));
+    sh->type = SOCK_DGRAM;
+    sh->rx_off = rx;
+    sh->rx_size = ds->rx_size;
+    sh->tx_off = tx;
+    sh->tx_size = ds->tx_size;
+    sh->events = SHM_EV_OUT;
+    /* The client learns the handle from the completion, published with release after this. */
+    sh->gen = ds->gen;
+    cl->nopen++;
+    c->handle = shm_handle(idx, ds->gen);
+    return (int)c->handle; /* the result is the handle too (shm.h) */
+}
+
+static void publish_names(struct client *cl, struct dsock *ds)
+{
+    struct shm_sock *sh = shsock(cl, ds->idx);
+    sh->local_addr = ds->pcb.laddr;
+    sh->local_port = ds->pcb.lport;
+    sh->peer_addr = ds->pcb.connected ? ds->pcb.raddr : 0;
+    sh->peer_port = ds->pcb.connected ? ds->pcb.rport : 0;
+}
+
+static int get_int(const struct shm_req *r, int *v)
+{
+    if (r->optlen < sizeof(int))
+        return -EINVAL;
+    memcpy(v, r->opt, sizeof(int));
+    return 0;
+}
+
+static int put_int(struct shm_cpl *c, int v)
+{
+    memcpy(c->opt, &v, sizeof(v));
+    c->optlen = sizeof(v);
+    return 0;
+}
+
+static int op_setsockopt(struct client *cl, struct dsock *ds, const struct shm_req *r)
+{
+    int v, rc = get_int(r, &v);
+    if (rc)
+        return rc;
+    if (r->arg0 == SOL_SOCKET) {
+        switch (r->arg1) {
+        case SO_REUSEADDR:
+            ds->pcb.reuseaddr = v != 0;
+            return 0;
+        case SO_BROADCAST:
+            ds->pcb.broadcast = v != 0;
+            return 0;
+        case SO_RCVBUF:
+            /* Linux doubles the value for bookkeeping; the fifo is the upper bound. */
+            if (v < 0)
+                return -EINVAL;
+            ds->rx_limit = (uint32_t)v > ds->rx_size / 2 ? ds->rx_size : (uint32_t)v * 2;
+            if (ds->rx_limit < 2304)
+                ds->rx_limit = 2304; /* SOCK_MIN_RCVBUF */
+            return 0;
+        case SO_SNDBUF:
+        case SO_KEEPALIVE:
+        case SO_PRIORITY:
+            return 0; /* accepted; no effect on a datagram fifo of fixed size */
+        default:
+            return -ENOPROTOOPT;
+        }
+    }
+    if (r->arg0 == IPPROTO_IP) {
+        switch (r->arg1) {
+        case IP_TTL:
+            if (v == -1)
+                v = cl->st->par.default_ttl;
+            if (v < 1 || v > 255)
+                return -EINVAL;
+            ds->pcb.ttl = (uint8_t)v;
+            return 0;
+        case IP_TOS:
+            ds->pcb.tos = (uint8_t)(v & 0xfc);
+            return 0;
+        default:
+            return -ENOPROTOOPT;
+        }
+    }
+    return -ENOPROTOOPT;
+}
+
+static int op_getsockopt(struct client *cl, struct dsock *ds, const struct shm_req *r,
+                         struct shm_cpl *c)
+{
+    if (r->arg0 == SOL_SOCKET) {
+        switch (r->arg1) {
+        case SO_TYPE:
+            return put_int(c, (int)ds->type);
+        case SO_DOMAIN:
+            return put_int(c, AF_INET);
+        case SO_PROTOCOL:
+            return put_int(c, IPPROTO_UDP);
+        case SO_ERROR: {
+            int e = ds->so_error;
+            ds->so_error = 0;
+            struct shm_sock *sh = shsock(cl, ds->idx);
+            __atomic_store_n(&sh->so_error, 0, __ATOMIC_RELAXED);
+            __atomic_fetch_and(&sh->events, ~(uint32_t)SHM_EV_ERR, __ATOMIC_RELEASE);
+            return put_int(c, e);
+        }
+        case SO_REUSEADDR:
+            return put_int(c, ds->pcb.reuseaddr);
+        case SO_BROADCAST:
+            return put_int(c, ds->pcb.broadcast);
+        case SO_RCVBUF:
+            return put_int(c, (int)ds->rx_limit);
+        case SO_SNDBUF:
+            return put_int(c, (int)ds->tx_size);
+        case SO_KEEPALIVE:
+            return put_int(c, 0);
+        default:
+            return -ENOPROTOOPT;
+        }
+    }
+    if (r->arg0 == IPPROTO_IP) {
+        if (r->arg1 == IP_TTL)
+            return put_int(c, ds->pcb.ttl);
+        if (r->arg1 == IP_TOS)
+            return put_int(c, ds->pcb.tos);
+    }
+    return -ENOPROTOOPT;
+}
+
+static void txq_add(struct client *cl, struct dsock *ds)
+{
+    if (ds->tx_queued)
+        return;
+    ds->tx_queued = true;
+    ds->tx_next = cl->txq;
+    cl->txq = ds;
+}
+
+/* One request; fills the completion. */
+static void handle_req(struct client *cl, const struct shm_req *r, struct shm_cpl *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->seq = r->seq;
+    c->handle = r->handle;
+    if (r->op == SHM_OP_NOP) {
+        c->result = 0;
+        return;
+    }
+    if (r->op == SHM_OP_SOCKET) {
+        c->result = op_socket(cl, r, c);
+        return;
+    }
+    if (r->op >= SHM_OP_COUNT) {
+        c->result = -EINVAL;
+        return;
+    }
+    struct dsock *ds = sock_get(cl, r->handle);
+    if (!ds) {
+        c->result = -EBADF;
+        return;
+    }
+    if (r->optlen > SHM_OPT_MAX) {
+        c->result = -EINVAL;
+        return;
+    }
+    int rc = 0;
+    switch (r->op) {
+    case SHM_OP_BIND:
+        rc = udp_bind(cl->st, &ds->pcb, r->addr, r->port);
+        publish_names(cl, ds);
+        break;
+    case SHM_OP_CONNECT:
+        rc = udp_connect(cl->st, &ds->pcb, r->addr, r->port);
+        publish_names(cl, ds);
+        break;
+    case SHM_OP_CLOSE:
+        sock_free(cl, ds, true);
+        break;
+    case SHM_OP_TX:
+        /* Clear the kick before draining: a record the client adds after our drain read
+         * its tail will see tx_kick == 0 and post a new TX (seq_cst against its exchange). */
+        __atomic_store_n(&shsock(cl, ds->idx)->tx_kick, 0, __ATOMIC_SEQ_CST);
+        txq_add(cl, ds);
+        break;
+    case SHM_OP_SETSOCKOPT:
+        rc = op_setsockopt(cl, ds, r);
+        break;
+    case SHM_OP_GETSOCKOPT:
+        rc = op_getsockopt(cl, ds, r, c);
+        break;
+    case SHM_OP_GETSOCKNAME:
+        c->addr = ds->pcb.laddr;
+        c->port = ds->pcb.lport;
+        break;
+    case SHM_OP_GETPEERNAME:
+        if (!ds->pcb.connected)
+            rc = -ENOTCONN;
+        c->addr = ds->pcb.raddr;
+        c->port = ds->pcb.rport;
+        break;
+    case SHM_OP_SHUTDOWN:
+        if (!ds->pcb.connected) {
+            rc = -ENOTCONN;
+            break;
+        }
+        if (r->arg0 < SHUT_RD || r->arg0 > SHUT_RDWR) {
+            rc = -EINVAL;
+            break;
+        }
+        if (r->arg0 != SHUT_WR) {
+            ds->shut_rd = true;
+            __atomic_fetch_or(&shsock(cl, ds->idx)->events, SHM_EV_RDHUP | SHM_EV_IN,
+                              __ATOMIC_RELEASE);
+        }
+        if (r->arg0 != SHUT_RD)
+            ds->shut_wr = true;
+        sock_notify(cl, ds);
+        break;
+    case SHM_OP_LISTEN:
+    case SHM_OP_ACCEPT:
+        rc = -EOPNOTSUPP;
+        break;
+    case SHM_OP_RX_DONE:
+        break;
+    default:
+        rc = -EINVAL;
+        break;
+    }
+    c->result = rc;
+}
+
+/* Send what the socket's TX fifo holds (up to TX_BUDGET datagrams). true when drained. */
+static bool tx_drain(struct client *cl, struct dsock *ds)
+{
+    struct shm_sock *sh = shsock(cl, ds->idx);
+    /* Acquire: the record bytes the client wrote before its release store are visible. */
+    uint32_t tail = __atomic_load_n(&sh->tx_tail, __ATOMIC_ACQUIRE);
+    const uint8_t *fifo = cl->base + ds->tx_off;
+    int n = 0;
+    bool moved = false;
+    while (n < TX_BUDGET) {
+        struct shm_dgram h;
+        uint32_t pos, next;
+        int len = shm_dgram_peek(fifo, ds->tx_size, ds->tx_head, tail, &h, &pos, &next);
+        if (len == -EAGAIN)
+            break;
+        if (len < 0) {
+            client_break(cl, "malformed TX fifo");
+            return true;
+        }
+        if (!ds->shut_wr) {
+            int rc = udp_output(cl->st, &ds->pcb, h.addr, h.port, fifo + pos % ds->tx_size,
+                                (uint32_t)len);
+            /* Sends are asynchronous: a failure shows up as SO_ERROR on the next call. */
+            if (rc && rc != -ENOBUFS)
+                set_error(cl, ds, -rc);
+            else
+                cl->stats.tx_datagrams++;
+        }
+        ds->tx_head = next;
+        moved = true;
+        n++;
+    }
+    if (moved) {
+        /* Release: our reads of the records are done before the client may reuse them. */
+        __atomic_store_n(&sh->tx_head, ds->tx_head, __ATOMIC_RELEASE);
+        sock_notify(cl, ds);   /* writers blocked on a full fifo */
+        publish_names(cl, ds); /* an implicit bind on first send */
+    }
+    return n < TX_BUDGET;
+}
+
+void client_attach(struct client *cl, struct stack *st)
+{
+    cl->st = st;
+}
+
+void client_close_all(struct client *cl)
+{
+    for (uint32_t i = 0; i < cl->nsocks; i++)
+        if (cl->socks[i].gen)
+            sock_free(cl, &cl->socks[i], false);
+    cl->txq = NULL;
+}
+
+bool client_pending(const struct client *cl)
+{
+    if (cl->broken)
+        return false;
+    return cl->carry || cl->txq || __atomic_load_n(&cl->reg->req_pending, __ATOMIC_SEQ_CST) != 0;
+}
+
+static int serve_channel(struct client *cl, uint32_t i, bool *more)
+{
+    struct shm_channel *ch = chan(cl, i);
+    int done = 0;
+    while (done < CHAN_BUDGET) {
+        /* Only take a request when its completion has room: the ring cannot overflow and
+         * a client that stops reading completions only stalls itself. */
+        uint32_t chead = __atomic_load_n(&ch->cpl_head, __ATOMIC_ACQUIRE);
+        uint32_t used = cl->cpl_tail[i] - chead;
+        if (used > SHM_RING_SIZE) {
+            client_break(cl, "impossible completion ring index");
+            return done;
+        }
+        if (used == SHM_RING_SIZE) {
+            *more = true;
+            return done;
+        }
+        struct shm_req r;
+        int rc = shm_req_pop_checked(ch, &cl->req_head[i], &r);
+        if (rc == 0)
+            return done;
+        if (rc < 0) {
+            client_break(cl, "impossible request ring index");
+            return done;
+        }
+        struct shm_cpl c;
+        handle_req(cl, &r, &c);
+        cl->stats.requests++;
+        if (shm_cpl_push_checked(ch, &cl->cpl_tail[i], &c) == 0)
+            cl->stats.completions++;
+        cl->wake |= 1ull << i;
+        done++;
+    }
+    *more = true;
+    return done;
+}
+
+int client_poll(struct client *cl, int budget)
+{
+    if (cl->broken)
+        return 0;
+    /* Acquire pairs with the client's release fetch_or: its requests are visible. The
+     * cheap relaxed peek first keeps an idle client to one shared-cache-line read. */
+    uint64_t pend = cl->carry;
+    if (__atomic_load_n(&cl->reg->req_pending, __ATOMIC_RELAXED))
+        pend |= __atomic_exchange_n(&cl->reg->req_pending, 0, __ATOMIC_ACQUIRE);
+    pend &= chan_mask(cl);
+    cl->carry = 0;
+    int work = 0;
+    while (pend && work < budget && !cl->broken) {
+        uint32_t i = (uint32_t)__builtin_ctzll(pend);
+        pend &= pend - 1;
+        bool more = false;
+        work += serve_channel(cl, i, &more);
+        if (more)
+            cl->carry |= 1ull << i;
+    }
+    cl->carry |= pend; /* budget spent: the rest next iteration */
+    /* Drain TX fifos: sockets stay queued while they have more than one batch. */
+    struct dsock **pp = &cl->txq;
+    while (*pp && !cl->broken) {
+        struct dsock *ds = *pp;
+        work++;
+        if (tx_drain(cl, ds)) {
+            *pp = ds->tx_next;
+            ds->tx_queued = false;
+        } else {
+            pp = &ds->tx_next;
+        }
+    }
+    return work;
+}
+
+size_t client_report(const struct client *cl, char *buf, size_t cap)
+{
+    int n =
+        snprintf(buf, cap,
+                 "client %u pid %d uid %u sockets %u/%u channels %u fifo %ukB/%ukB requests %llu "
+                 "rx %llu tx %llu faults %llu%s\n",
+                 cl->id, (int)cl->pid, (unsigned)cl->uid, cl->nopen, cl->nsocks, cl->nchannels,
+                 cl->fifo_used_pages * (PAGE / 1024), cl->fifo_pages * (PAGE / 1024),
+                 (unsigned long long)cl->stats.requests, (unsigned long long)cl->stats.rx_datagrams,
+                 (unsigned long long)cl->stats.tx_datagrams, (unsigned long long)cl->stats.faults,
+                 cl->broken ? " BROKEN" : "");
+    return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap;
+}
+
+size_t client_report_sockets(const struct client *cl, char *buf, size_t cap)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < cl->nsocks && n < cap; i++) {
+        const struct dsock *ds = &cl->socks[i];
+        if (!ds->gen)
+            continue;
+        const struct shm_sock *sh = shsock(cl, i);
+        uint32_t rxq = ds->rx_tail - __atomic_load_n(&sh->rx_head, __ATOMIC_RELAXED);
+        uint32_t txq = __atomic_load_n(&sh->tx_tail, __ATOMIC_RELAXED) - ds->tx_head;
+        char la[16], ra[16];
+        int w = snprintf(buf + n, cap - n,
+                         "udp client %u handle %#x local %s:%u peer %s:%u rxq %u txq %u%s\n",
+                         cl->id, shm_handle(i, ds->gen), ip4_fmt(ds->pcb.laddr, la), ds->pcb.lport,
+                         ds->pcb.connected ? ip4_fmt(ds->pcb.raddr, ra) : "*",
+                         ds->pcb.connected ? ds->pcb.rport : 0, rxq > ds->rx_size ? 0 : rxq,
+                         txq > ds->tx_size ? 0 : txq, ds->so_error ? " error" : "");
+        if (w < 0)
+            break;
+        n += (size_t)w;
+    }
+    return n < cap ? n : cap;
+}

@@ -1,0 +1,90 @@
+/* Client sessions on the worker side: each attached process has a shared-memory region
+ * (shm/shm.h), a socket table and the channels its threads use. Everything here runs on
+ * the worker thread that serves the client; the control thread creates and destroys
+ * sessions (daemon/session.c) and hands them over through the mailbox. */
+#ifndef SHMNET_DAEMON_CLIENT_H
+#define SHMNET_DAEMON_CLIENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "shm/shm.h"
+#include "stack/stack.h"
+#include "stack/udp.h"
+
+struct client;
+
+struct dsock {
+    uint32_t gen; /* 0: slot free */
+    uint32_t idx;
+    uint32_t type;
+    struct client *cl;
+    struct udp_pcb pcb;
+    /* private copies of what the region says about this socket */
+    uint32_t rx_off, rx_size, tx_off, tx_size;
+    uint32_t rx_tail, tx_head; /* our indices */
+    uint32_t rx_limit;         /* SO_RCVBUF: bytes the RX fifo may hold */
+    int32_t so_error;
+    bool shut_rd, shut_wr;
+    bool tx_queued; /* on the client's TX drain list */
+    struct dsock *tx_next;
+};
+
+struct client_stats {
+    uint64_t requests, completions, wakeups, faults, tx_datagrams, rx_datagrams;
+};
+
+struct client {
+    struct client *next;
+    uint32_t id;
+    pid_t pid;
+    uid_t uid;
+    int sess_fd; /* the control connection (owned by the control thread) */
+    struct shm_region *reg;
+    uint8_t *base;
+    size_t size;
+    uint32_t nchannels;
+    int chan_efd[SHM_MAX_CHANNELS];
+    /* daemon-private ring indices */
+    uint32_t req_head[SHM_MAX_CHANNELS], cpl_tail[SHM_MAX_CHANNELS];
+    uint64_t carry; /* channels with requests left for the next iteration */
+    uint64_t wake;  /* channels to wake at the end of this iteration */
+    struct dsock *socks;
+    uint32_t nsocks, nopen, gen_next;
+    /* fifo arena: page bitmap */
+    uint32_t fifo_off, fifo_pages;
+    uint64_t *fifo_map;
+    uint32_t fifo_used_pages;
+    uint32_t rcvbuf, sndbuf;
+    struct dsock *txq; /* sockets whose TX fifo still holds records */
+    bool broken;       /* misbehaved: no more service; the control thread detaches it */
+    struct client_stats stats;
+    struct stack *st;
+};
+
+/* Build the region layout for a new client in mem (already zeroed, `size` bytes) and
+ * the private state; the caller (control thread) maps and seals the memfd. */
+size_t client_region_size(uint32_t nchannels, uint32_t nsocks, uint32_t fifo_bytes);
+int client_init(struct client *cl, void *mem, size_t size, uint32_t id, uint32_t worker,
+                uint32_t nchannels, uint32_t nsocks, uint32_t fifo_bytes, uint32_t rcvbuf,
+                uint32_t sndbuf);
+/* Release what client_init allocated (not the mapping or the fds). */
+void client_fini(struct client *cl);
+
+/* Worker side: attach to a stack / close every socket. */
+void client_attach(struct client *cl, struct stack *st);
+void client_close_all(struct client *cl);
+
+/* Serve the client: requests (up to budget), TX drains. Returns work done. */
+int client_poll(struct client *cl, int budget);
+/* True if the client has requests waiting (checked before the worker sleeps). */
+bool client_pending(const struct client *cl);
+/* Write the eventfds of the channels that need a wake-up (end of an iteration). */
+void client_flush_wakeups(struct client *cl);
+
+/* One line for `shmnetctl clients`, and the socket lines for `shmnetctl sockets`. */
+size_t client_report(const struct client *cl, char *buf, size_t cap);
+size_t client_report_sockets(const struct client *cl, char *buf, size_t cap);
+
+#endif

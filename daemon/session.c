@@ -1,0 +1,321 @@
+/* Client sessions, control-thread side: see session.h. */
+#include "daemon/session.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "daemon/client.h"
+#include "daemon/daemon.h"
+#include "daemon/log.h"
+#include "shm/shm.h"
+
+struct session {
+    struct session *next, **pprev;
+    struct daemon *d;
+    struct worker *w;
+    int fd;
+    ev_io io;
+    void *mem;
+    size_t size;
+    struct client cl; /* used by the worker between add and remove */
+};
+
+struct sessions {
+    struct session *head;
+    unsigned n;
+    uint32_t next_id;
+    int state_fd;
+    struct shm_state *state;
+    size_t state_size;
+};
+
+static struct sessions *S(struct daemon *d)
+{
+    return d->sessions;
+}
+
+int sessions_init(struct daemon *d)
+{
+    struct sessions *ss = calloc(1, sizeof(*ss));
+    if (!ss)
+        return -ENOMEM;
+    ss->state_size = (sizeof(struct shm_state) + 4095) & ~(size_t)4095;
+    ss->state_fd = memfd_create("shmnet-state", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (ss->state_fd < 0 || ftruncate(ss->state_fd, (off_t)ss->state_size) < 0)
+        goto fail;
+    ss->state = mmap(NULL, ss->state_size, PROT_READ | PROT_WRITE, MAP_SHARED, ss->state_fd, 0);
+    if (ss->state == MAP_FAILED) {
+        ss->state = NULL;
+        goto fail;
+    }
+    ss->state->magic = SHM_MAGIC;
+    ss->state->version = SHM_LAYOUT_VERSION;
+    ss->state->nworkers = d->nworkers;
+    /* Clients may map it read-only only: FUTURE_WRITE forbids new writable mappings (ours
+     * stays); SHRINK/GROW make its size a fact we can rely on. */
+    if (fcntl(ss->state_fd, F_ADD_SEALS,
+              F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) < 0)
+        goto fail;
+    ss->next_id = 1;
+    d->sessions = ss;
+    for (unsigned i = 0; i < d->nworkers; i++)
+        worker_set_shm_sleeping(&d->workers[i], &ss->state->worker[i].sleeping);
+    return 0;
+fail : {
+    int e = -errno;
+    if (ss->state)
+        munmap(ss->state, ss->state_size);
+    if (ss->state_fd >= 0)
+        close(ss->state_fd);
+    free(ss);
+    return e ? e : -EIO;
+}
+}
+
+/* ---- worker-side steps (run through the mailbox) ---- */
+
+static int add_fn(struct worker *w, void *arg)
+{
+    struct session *s = arg;
+    client_attach(&s->cl, &w->st);
+    s->cl.next = w->clients;
+    w->clients = &s->cl;
+    return 0;
+}
+
+static int remove_fn(struct worker *w, void *arg)
+{
+    struct session *s = arg;
+    struct client **pp = &w->clients;
+    while (*pp && *pp != &s->cl)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = s->cl.next;
+    client_close_all(&s->cl);
+    return 0;
+}
+
+static void session_free(struct session *s)
+{
+    for (uint32_t i = 0; i < SHM_MAX_CHANNELS; i++)
+        if (s->cl.chan_efd[i] >= 0)
+            close(s->cl.chan_efd[i]);
+    client_fini(&s->cl);
+    if (s->mem)
+        munmap(s->mem, s->size);
+    if (s->fd >= 0)
+        close(s->fd);
+    free(s);
+}
+
+static void session_detach(struct session *s)
+{
+    struct daemon *d = s->d;
+    ev_io_stop(d->loop, &s->io);
+    *s->pprev = s->next;
+    if (s->next)
+        s->next->pprev = s->pprev;
+    S(d)->n--;
+    uint32_t nopen = s->cl.nopen; /* a racy peek, only for the log line */
+    int rc = worker_call(s->w, remove_fn, s, DAEMON_CALL_TIMEOUT_MS);
+    log_info("client %u (pid %d) detached: %u sockets closed", s->cl.id, (int)s->cl.pid, nopen);
+    if (rc < 0) {
+        /* The worker may still look at the region: leak it rather than pull it away. */
+        log_error("client %u: worker did not release it (%s); keeping its memory", s->cl.id,
+                  strerror(-rc));
+        return;
+    }
+    session_free(s);
+}
+
+static void session_io_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct session *s = io->data;
+    char buf[256];
+    ssize_t n = recv(s->fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    /* EOF (the process exited or was killed), an error, or bytes a session never sends. */
+    if (n > 0)
+        log_warn("client %u: unexpected data on the session connection", s->cl.id);
+    session_detach(s);
+}
+
+static void send_reply(int fd, const struct shm_attach_reply *r, const int *fds, int nfds)
+{
+    struct iovec iov = {.iov_base = (void *)r, .iov_len = sizeof(*r)};
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * (3 + SHM_MAX_CHANNELS))];
+        struct cmsghdr align;
+    } u;
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (nfds > 0) {
+        memset(&u, 0, sizeof(u));
+        m.msg_control = u.buf;
+        m.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    }
+    /* The connection is non-blocking; the reply is small and the buffer empty, so it goes
+     * in one call or the client is gone (then the session ends at the first EOF). */
+    if (sendmsg(fd, &m, MSG_NOSIGNAL) != (ssize_t)sizeof(*r))
+        log_debug("attach: sendmsg: %s", strerror(errno));
+}
+
+static void attach_fail(int fd, int err, const char *why, const struct ucred *cred)
+{
+    struct shm_attach_reply r = {.result = err, .version = SHM_LAYOUT_VERSION};
+    log_warn("attach from pid %d refused: %s", (int)cred->pid, why);
+    send_reply(fd, &r, NULL, 0);
+    close(fd);
+}
+
+void session_attach(struct daemon *d, int fd, const struct ucred *cred)
+{
+    struct sessions *ss = S(d);
+    const struct conf *c = d->conf;
+    int memfd = -1;
+    if (!ss) {
+        attach_fail(fd, -ENOTSUP, "sessions unavailable", cred);
+        return;
+    }
+    if (ss->n >= c->max_clients) {
+        attach_fail(fd, -EUSERS, "clients.max_clients reached", cred);
+        return;
+    }
+    struct session *s = calloc(1, sizeof(*s));
+    if (!s) {
+        attach_fail(fd, -ENOMEM, "out of memory", cred);
+        return;
+    }
+    s->d = d;
+    s->fd = -1;
+    for (uint32_t i = 0; i < SHM_MAX_CHANNELS; i++)
+        s->cl.chan_efd[i] = -1;
+    s->w = &d->workers[0]; /* one worker for now (docs/design.md) */
+    uint32_t fifo = c->fifo_mb << 20;
+    s->size = client_region_size(c->channels, c->max_sockets, fifo);
+    int rc;
+    memfd = memfd_create("shmnet-client", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (memfd < 0 || ftruncate(memfd, (off_t)s->size) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    /* The client must not shrink the file under our mapping (SIGBUS in the daemon). */
+    if (fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    s->mem = mmap(NULL, s->size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+    if (s->mem == MAP_FAILED) {
+        s->mem = NULL;
+        rc = -errno;
+        goto fail;
+    }
+    rc = client_init(&s->cl, s->mem, s->size, ss->next_id, 0, c->channels, c->max_sockets, fifo,
+                     c->rcvbuf, c->sndbuf);
+    if (rc < 0)
+        goto fail;
+    s->cl.pid = cred->pid;
+    s->cl.uid = cred->uid;
+    s->cl.sess_fd = fd;
+    int fds[3 + SHM_MAX_CHANNELS];
+    fds[0] = memfd;
+    fds[1] = ss->state_fd;
+    fds[2] = s->w->wake_fd; /* the worker's doorbell */
+    for (uint32_t i = 0; i < c->channels; i++) {
+        s->cl.chan_efd[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (s->cl.chan_efd[i] < 0) {
+            rc = -errno;
+            goto fail;
+        }
+        fds[3 + i] = s->cl.chan_efd[i];
+    }
+    rc = worker_call(s->w, add_fn, s, DAEMON_CALL_TIMEOUT_MS);
+    if (rc < 0)
+        goto fail;
+    ss->next_id++;
+    s->fd = fd;
+    s->next = ss->head;
+    if (s->next)
+        s->next->pprev = &s->next;
+    s->pprev = &ss->head;
+    ss->head = s;
+    ss->n++;
+    struct shm_attach_reply r = {
+        .result = 0,
+        .version = SHM_LAYOUT_VERSION,
+        .region_size = (uint32_t)s->size,
+        .state_size = (uint32_t)ss->state_size,
+        .nchannels = c->channels,
+        .client_id = s->cl.id,
+    };
+    send_reply(fd, &r, fds, 3 + (int)c->channels);
+    close(memfd);
+    ev_io_init(&s->io, session_io_cb, fd, EV_READ);
+    s->io.data = s;
+    ev_io_start(d->loop, &s->io);
+    log_info("client %u attached: pid %d uid %u, %u channels, %u sockets, %u MiB of fifos",
+             s->cl.id, (int)cred->pid, (unsigned)cred->uid, c->channels, c->max_sockets,
+             c->fifo_mb);
+    return;
+fail:
+    if (memfd >= 0)
+        close(memfd);
+    session_free(s);
+    attach_fail(fd, rc, strerror(-rc), cred);
+}
+
+void sessions_fini(struct daemon *d)
+{
+    struct sessions *ss = S(d);
+    if (!ss)
+        return;
+    while (ss->head)
+        session_detach(ss->head);
+    for (unsigned i = 0; i < d->nworkers; i++)
+        worker_set_shm_sleeping(&d->workers[i], NULL);
+    munmap(ss->state, ss->state_size);
+    close(ss->state_fd);
+    free(ss);
+    d->sessions = NULL;
+}
+
+struct report_arg {
+    struct sessions *ss;
+    struct strbuf *out;
+    bool sockets;
+};
+
+static int report_fn(struct worker *w, void *arg)
+{
+    struct report_arg *a = arg;
+    char buf[65536];
+    for (struct client *cl = w->clients; cl; cl = cl->next) {
+        size_t n = a->sockets ? client_report_sockets(cl, buf, sizeof(buf))
+                              : client_report(cl, buf, sizeof(buf));
+        sb_printf(a->out, "%.*s", (int)n, buf);
+    }
+    return 0;
+}
+
+int sessions_report(struct daemon *d, struct strbuf *out, bool sockets)
+{
+    struct report_arg a = {.ss = S(d), .out = out, .sockets = sockets};
+    if (!a.ss)
+        return -ENOTSUP;
+    for (unsigned i = 0; i < d->nworkers; i++) {
+        int rc = worker_call(&d->workers[i], report_fn, &a, DAEMON_CALL_TIMEOUT_MS);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
