@@ -96,8 +96,9 @@ static int remove_fn(struct worker *w, void *arg)
         pp = &(*pp)->next;
     if (*pp)
         *pp = s->cl.next;
+    int n = (int)s->cl.nopen;
     client_close_all(&s->cl);
-    return 0;
+    return n; /* sockets closed, for the log */
 }
 
 static void session_free(struct session *s)
@@ -121,15 +122,14 @@ static void session_detach(struct session *s)
     if (s->next)
         s->next->pprev = s->pprev;
     S(d)->n--;
-    uint32_t nopen = s->cl.nopen; /* a racy peek, only for the log line */
     int rc = worker_call(s->w, remove_fn, s, DAEMON_CALL_TIMEOUT_MS);
-    log_info("client %u (pid %d) detached: %u sockets closed", s->cl.id, (int)s->cl.pid, nopen);
     if (rc < 0) {
         /* The worker may still look at the region: leak it rather than pull it away. */
         log_error("client %u: worker did not release it (%s); keeping its memory", s->cl.id,
                   strerror(-rc));
         return;
     }
+    log_info("client %u (pid %d) detached: %d sockets closed", s->cl.id, (int)s->cl.pid, rc);
     session_free(s);
 }
 
