@@ -28,7 +28,7 @@ void stack_params_defaults(struct stack_params *p)
     p->arp_stale_ms = 60000;
     p->arp_retry_ms = 1000;
     p->arp_retries = 3;
-    p->arp_queue_len = 16;
+    p->arp_queue_len = 101; /* Linux unres_qlen: a 64 KiB datagram in fragments fits */
     p->arp_gratuitous = true;
     p->udp_port_min = 32768; /* Linux ip_local_port_range */
     p->udp_port_max = 60999;

@@ -115,8 +115,12 @@ Test(arp, resolves_queues_and_flushes)
 
 Test(arp, retries_then_gives_up_counting_drops)
 {
+    struct stack_params p;
+    stack_params_defaults(&p);
+    p.pktbufs = 512;
+    p.arp_queue_len = 16;
     struct stest t;
-    stest_init(&t, NULL);
+    stest_init(&t, &p);
     uint8_t out[200];
     for (int i = 0; i < 20; i++)
         stack_ping(&t.st, ST_ADDR_PEER, 7, (uint16_t)i, 8);

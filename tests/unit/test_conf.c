@@ -165,7 +165,7 @@ Test(conf, minimal_design_config)
     /* Everything not in the file keeps its default. */
     cr_assert_eq(cf->workers, 1);
     cr_assert_eq(cf->stack.pktbufs, 8192);
-    cr_assert_eq(cf->stack.arp_queue_len, 16);
+    cr_assert_eq(cf->stack.arp_queue_len, 101);
 }
 
 Test(conf, shipped_config_loads)
