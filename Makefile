@@ -36,6 +36,7 @@ TESTLIB_SRC:= $(wildcard tests/lib/*.c)
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 CORE_LIB   := $(BUILD)/libshmnet_core.a
+DAEMON_LIB := $(BUILD)/libshmnetd.a
 UNIT_BINS  := $(patsubst tests/unit/test_%.c,$(BUILD)/tests/unit_%,$(UNIT_SRC))
 
 BINS := $(BUILD)/shmnetd $(BUILD)/shmnetctl $(BUILD)/libshmnet.so $(BUILD)/libshmnet_preload.so
@@ -51,7 +52,12 @@ $(CORE_LIB): $(call obj,$(CORE_SRC) $(CONF_SRC) $(SHM_SRC))
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/shmnetd: $(call obj,$(DAEMON_SRC)) $(CORE_LIB)
+# The daemon minus main(): unit tests and fuzz targets link its parts too.
+$(DAEMON_LIB): $(call obj,$(filter-out daemon/main.c,$(DAEMON_SRC)))
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/shmnetd: $(call obj,daemon/main.c) $(DAEMON_LIB) $(CORE_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_D)
 
 $(BUILD)/shmnetctl: $(call obj,tools/shmnetctl.c)
@@ -63,7 +69,7 @@ $(BUILD)/libshmnet.so: $(call obj,$(CLIENT_SRC) $(SHM_SRC))
 $(BUILD)/libshmnet_preload.so: $(call obj,$(PRELOAD_SRC) $(CLIENT_SRC) $(SHM_SRC))
 	$(CC) $(LDFLAGS) -shared -o $@ $^ -ldl -lpthread
 
-$(BUILD)/tests/unit_%: $(call obj,tests/unit/test_%.c $(TESTLIB_SRC)) $(CORE_LIB)
+$(BUILD)/tests/unit_%: $(call obj,tests/unit/test_%.c $(TESTLIB_SRC)) $(DAEMON_LIB) $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -lcriterion $(LDLIBS_D)
 
@@ -71,7 +77,38 @@ $(BUILD)/tests/unit_%: $(call obj,tests/unit/test_%.c $(TESTLIB_SRC)) $(CORE_LIB
 deps:
 	@tests/lib/install-deps.sh
 
-unit: $(UNIT_BINS)
+unit: $(UNIT_BINS) progs
+
+# Test programs (tests/progs/<name>.c -> $(BUILD)/tests/progs/<name>) and benchmark
+# programs (bench/<name>.c -> $(BUILD)/bench/<name>), linked against $(BUILD)/libshmnet.so
+# (found through the rpath). bench/udp_bench.c is built twice: against libshmnet and, as
+# udp_bench_kernel, against the kernel's sockets (-DBENCH_KERNEL).
+PROG_SRC   := $(wildcard tests/progs/*.c)
+PROG_BINS  := $(patsubst tests/progs/%.c,$(BUILD)/tests/progs/%,$(PROG_SRC))
+BENCH_SRC  := $(wildcard bench/*.c)
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC)) \
+              $(if $(wildcard bench/udp_bench.c),$(BUILD)/bench/udp_bench_kernel)
+PROG_FLAGS  = $(CFLAGS) -Ilibclient -I.
+PROG_LIBS   = -L$(BUILD) -lshmnet -Wl,-rpath,'$$ORIGIN/../..' -Wl,-rpath,'$$ORIGIN/..' -lpthread
+
+.PHONY: progs
+progs: $(PROG_BINS) $(BENCH_BINS)
+
+$(BUILD)/tests/progs/%: tests/progs/%.c $(BUILD)/libshmnet.so
+	@mkdir -p $(dir $@)
+	$(CC) $(PROG_FLAGS) $(LDFLAGS) -o $@ $< $(PROG_LIBS)
+
+$(BUILD)/bench/udp_bench_kernel: bench/udp_bench.c
+	@mkdir -p $(dir $@)
+	$(CC) $(PROG_FLAGS) -DBENCH_KERNEL $(LDFLAGS) -o $@ $< -lpthread
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libshmnet.so
+	@mkdir -p $(dir $@)
+	$(CC) $(PROG_FLAGS) $(LDFLAGS) -o $@ $< $(PROG_LIBS)
+
+# Benchmarks against the kernel (root: namespaces, TAP); markdown table on stdout.
+bench: all progs
+	bench/run.sh $(BUILD)
 
 # The whole suite: unit tests and integration tests under the sanitizer build, the fuzz
 # smoke run, and a final "N passed, N failed" line.

@@ -15,7 +15,8 @@ struct rx {
     int full; /* simulate a full receive buffer */
 };
 
-static int on_rx(void *ctx, uint32_t src, uint16_t sport, uint32_t dst, const uint8_t *d, uint32_t len)
+static int on_rx(void *ctx, uint32_t src, uint16_t sport, uint32_t dst, const uint8_t *d,
+                 uint32_t len)
 {
     struct rx *r = ctx;
     if (r->full)
@@ -28,7 +29,10 @@ static int on_rx(void *ctx, uint32_t src, uint16_t sport, uint32_t dst, const ui
     return 0;
 }
 
-static void on_err(void *ctx, int err) { ((struct rx *)ctx)->err = err; }
+static void on_err(void *ctx, int err)
+{
+    ((struct rx *)ctx)->err = err;
+}
 
 static uint32_t udp_frame(uint8_t *f, uint32_t src, uint16_t sport, uint32_t dst, uint16_t dport,
                           const void *payload, uint32_t len, bool with_csum)
@@ -40,10 +44,12 @@ static uint32_t udp_frame(uint8_t *f, uint32_t src, uint16_t sport, uint32_t dst
     wr16(u + 6, 0);
     memcpy(u + 8, payload, len);
     if (with_csum) {
-        uint16_t c = csum_fold(csum_partial(u, 8 + len, csum_pseudo4(src, dst, 17, (uint16_t)(8 + len))));
+        uint16_t c =
+            csum_fold(csum_partial(u, 8 + len, csum_pseudo4(src, dst, 17, (uint16_t)(8 + len))));
         wr16(u + 6, c ? c : 0xffff);
     }
-    const uint8_t *dmac = dst == 0x0ac800ff ? (const uint8_t[6]){0xff, 0xff, 0xff, 0xff, 0xff, 0xff} : st_mac_a;
+    const uint8_t *dmac =
+        dst == 0x0ac800ff ? (const uint8_t[6]){0xff, 0xff, 0xff, 0xff, 0xff, 0xff} : st_mac_a;
     return build_ip4(f, dmac, st_mac_peer, src, dst, 17, 1, 0, 64, u, 8 + len);
 }
 
@@ -180,7 +186,9 @@ Test(udp, port_unreachable_reaches_connected_socket)
     memcpy(ic + 8, out + 14, 28);
     wr16(ic + 2, csum(ic, sizeof(ic)));
     uint8_t f[200];
-    stest_rx(&t, f, build_ip4(f, st_mac_a, st_mac_peer, ST_ADDR_PEER, ST_ADDR_A, 1, 5, 0, 64, ic, sizeof(ic)));
+    stest_rx(
+        &t, f,
+        build_ip4(f, st_mac_a, st_mac_peer, ST_ADDR_PEER, ST_ADDR_A, 1, 5, 0, 64, ic, sizeof(ic)));
     cr_assert_eq(r1.err, ECONNREFUSED);
     udp_close(&t.st, &a);
     stest_fini(&t);
@@ -212,7 +220,8 @@ Test(udp, output_header_checksum_and_rules)
     cr_assert_eq(u.len, 13);
     cr_assert_eq(u.sport, a.lport);
     cr_assert_eq(u.dport, 9);
-    cr_assert_eq(csum_fold(csum_partial(out + 34, 13, csum_pseudo4(ST_ADDR_A, ST_ADDR_PEER, 17, 13))), 0);
+    cr_assert_eq(
+        csum_fold(csum_partial(out + 34, 13, csum_pseudo4(ST_ADDR_A, ST_ADDR_PEER, 17, 13))), 0);
     cr_assert_eq(memcmp(out + 42, "hello", 5), 0);
     udp_close(&t.st, &a);
     stest_fini(&t);
@@ -221,7 +230,8 @@ Test(udp, output_header_checksum_and_rules)
 Test(udp, big_datagram_between_two_stacks)
 {
     static const uint8_t mac_b[6] = {2, 0, 0, 0, 0, 3};
-    struct nic_fault_params fp = {.enabled = true, .seed = 3, .reorder = 0.3, .duplicate = 0.1, .rx = true, .tx = true};
+    struct nic_fault_params fp = {
+        .enabled = true, .seed = 3, .reorder = 0.3, .duplicate = 0.1, .rx = true, .tx = true};
     struct stest a, b;
     stest_init_addr(&a, NULL, ST_ADDR_A, st_mac_a, &fp);
     stest_init_addr(&b, NULL, 0x0ac80003, mac_b, &fp);
