@@ -122,15 +122,16 @@ FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,build/fuzz/fuzz_%,$(wildcard test
 FUZZ_CFLAGS := -std=gnu11 -g -O1 -I. -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined
 .PHONY: fuzz-build
 fuzz-build: $(FUZZ_TARGETS)
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(CORE_SRC) $(CONF_SRC) $(SHM_SRC) $(wildcard */*.h)
+FUZZ_DAEMON_SRC := daemon/client.c daemon/log.c
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(CORE_SRC) $(SHM_SRC) $(FUZZ_DAEMON_SRC) $(wildcard */*.h)
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) -o $@ $< $(CORE_SRC) $(SHM_SRC) -luring
+	clang $(FUZZ_CFLAGS) -o $@ $< $(CORE_SRC) $(SHM_SRC) $(FUZZ_DAEMON_SRC) -luring
 
 # Long fuzzing by hand: make fuzz FUZZ_SECONDS=3600
 FUZZ_SECONDS ?= 600
 fuzz: fuzz-build
 	@for f in $(FUZZ_TARGETS); do mkdir -p build/fuzz/corpus-$$(basename $$f); \
-	  $$f -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus-$$(basename $$f) tests/fuzz/seeds || exit 1; done
+	  $$f -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus-$$(basename $$f) tests/fuzz/seeds/$$(basename $$f) || exit 1; done
 
 run: all
 	tests/lib/demo.sh $(BUILD)
