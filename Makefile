@@ -22,7 +22,7 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -fPIC -I. -MMD -MP \
            -D_GNU_SOURCE $(SANFLAGS)
 LDFLAGS += $(SANFLAGS)
-LDLIBS_D := -luring -lev -lconfig -lpthread
+LDLIBS_D := -luring -lev -lconfig -lpthread -lm
 
 CORE_SRC   := $(wildcard stack/*.c) $(wildcard nic/*.c)
 CONF_SRC   := $(wildcard conf/*.c)
@@ -125,7 +125,7 @@ fuzz-build: $(FUZZ_TARGETS)
 FUZZ_DAEMON_SRC := daemon/client.c daemon/log.c
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(CORE_SRC) $(SHM_SRC) $(FUZZ_DAEMON_SRC) $(wildcard */*.h)
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) -o $@ $< $(CORE_SRC) $(SHM_SRC) $(FUZZ_DAEMON_SRC) -luring
+	clang $(FUZZ_CFLAGS) -o $@ $< $(CORE_SRC) $(SHM_SRC) $(FUZZ_DAEMON_SRC) -luring -lm
 
 # Long fuzzing by hand: make fuzz FUZZ_SECONDS=3600
 FUZZ_SECONDS ?= 600

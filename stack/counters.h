@@ -111,6 +111,33 @@
     X(tcp_drop_csum)                                                                               \
     X(tcp_drop_no_port)                                                                            \
     X(tcp_tx_rst)                                                                                  \
+    X(tcp_tx)                                                                                      \
+    X(tcp_rx_data_bytes)                                                                           \
+    X(tcp_tx_data_bytes)                                                                           \
+    X(tcp_active_opens)                                                                            \
+    X(tcp_passive_opens)                                                                           \
+    X(tcp_established)                                                                             \
+    X(tcp_retrans_segs)                                                                            \
+    X(tcp_rto)                                                                                     \
+    X(tcp_fast_retrans)                                                                            \
+    X(tcp_sack_recovery)                                                                           \
+    X(tcp_syncookies_sent)                                                                         \
+    X(tcp_syncookies_ok)                                                                           \
+    X(tcp_challenge_ack)                                                                           \
+    X(tcp_rx_rst)                                                                                  \
+    X(tcp_timeouts)                                                                                \
+    X(tcp_tw_reuse)                                                                                \
+    X(tcp_drop_bad_off)       /* data offset beyond the segment */                                 \
+    X(tcp_drop_out_of_window) /* sequence number outside the window (ACKed) */                     \
+    X(tcp_drop_paws)          /* timestamp older than ts_recent (RFC 7323) */                      \
+    X(tcp_drop_bad_ack)       /* ACK outside the acceptable range (RFC 5961) */                    \
+    X(tcp_drop_rst_inwindow)  /* RST not at RCV.NXT: challenge ACK (RFC 5961) */                   \
+    X(tcp_drop_syn_inwindow)  /* SYN on a synchronized connection (RFC 5961) */                    \
+    X(tcp_drop_listen_overflow)/* SYN or ACK when the queues are full */                           \
+    X(tcp_drop_bad_cookie)    /* ACK to a listener that is not a valid SYN cookie */               \
+    X(tcp_drop_ooo_full)      /* out-of-order data beyond the ranges we track */                   \
+    X(tcp_drop_no_mem)        /* no connection object left */                                      \
+    X(tcp_drop_rcv_closed)    /* data after shutdown(SHUT_RD) or close */                          \
     X(timer_fired)
 // clang-format on
 

@@ -165,11 +165,6 @@ void ip4_local_deliver(struct stack *st, struct pktbuf *pb, const struct ip4_vie
         rc = st->l4_input[ip->proto](st, pb, ip);
         if (rc == 0)
             return;
-    } else if (ip->proto == IPPROTO_TCP_) {
-        if (tcp_closed_input(st, pb, ip) == 0)
-            return;
-        pktbuf_free(pb);
-        return;
     } else if (ip->proto == IPPROTO_UDP_) {
         struct udp_view u;
         if (udp_parse(l4, l4len, &u)) {

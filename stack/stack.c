@@ -1,5 +1,6 @@
 /* Stack instance: set-up, the poll/rx/flush entry points the worker loop calls, reports. */
 #include "stack/stack_impl.h"
+#include "stack/tcp.h"
 #include "stack/udp.h"
 
 #include <errno.h>
@@ -32,6 +33,23 @@ void stack_params_defaults(struct stack_params *p)
     p->arp_gratuitous = true;
     p->udp_port_min = 32768; /* Linux ip_local_port_range */
     p->udp_port_max = 60999;
+    p->tcp_sack = p->tcp_timestamps = p->tcp_window_scaling = p->tcp_syncookies = true;
+    snprintf(p->tcp_cc, sizeof(p->tcp_cc), "cubic");
+    p->tcp_time_wait_ms = 60000; /* Linux TCP_TIMEWAIT_LEN */
+    p->tcp_fin_timeout_ms = 60000;
+    p->tcp_syn_retries = 6;
+    p->tcp_synack_retries = 5;
+    p->tcp_retries2 = 15;
+    p->tcp_rto_min_ms = 200; /* Linux TCP_RTO_MIN (RFC 6298 2.4 says 1 s; Linux's 200 ms is the norm) */
+    p->tcp_rto_max_ms = 120000;
+    p->tcp_rto_init_ms = 1000; /* RFC 6298 2.1 */
+    p->tcp_delack_ms = 40;
+    p->tcp_keepalive_time_s = 7200;
+    p->tcp_keepalive_intvl_s = 75;
+    p->tcp_keepalive_probes = 9;
+    p->tcp_max_syn_backlog = 256;
+    p->tcp_max_conns = 262144;
+    p->tcp_rcv_wscale = 7;
 }
 
 int stack_init(struct stack *st, const struct stack_params *p, uint64_t now)
@@ -52,7 +70,8 @@ int stack_init(struct stack *st, const struct stack_params *p, uint64_t now)
     rc = pktbuf_pool_init(&st->large, nlarge, 65536 + 2 * PKTBUF_HEADROOM);
     if (rc)
         goto fail;
-    if ((rc = arp_init(st)) || (rc = ip4_frag_init(st)) || (rc = udp_init(st)))
+    if ((rc = arp_init(st)) || (rc = ip4_frag_init(st)) || (rc = udp_init(st)) ||
+        (rc = tcp_init(st)))
         goto fail;
     for (uint32_t i = 0; i < p->n_routes; i++)
         if ((rc = route_add(&st->rt, &p->routes[i])))
@@ -117,6 +136,7 @@ void stack_destroy(struct stack *st)
             pktbuf_free(ifp->tx[k]);
         ifp->ntx = 0;
     }
+    tcp_destroy(st);
     udp_destroy(st);
     ip4_frag_destroy(st);
     arp_destroy(st);
@@ -208,6 +228,24 @@ void stack_apply_tunables(struct stack *st, const struct stack_params *p)
     c->arp_retry_ms = p->arp_retry_ms;
     c->arp_retries = p->arp_retries;
     c->arp_queue_len = p->arp_queue_len;
+    c->tcp_sack = p->tcp_sack;
+    c->tcp_timestamps = p->tcp_timestamps;
+    c->tcp_window_scaling = p->tcp_window_scaling;
+    c->tcp_syncookies = p->tcp_syncookies;
+    memcpy(c->tcp_cc, p->tcp_cc, sizeof(c->tcp_cc));
+    c->tcp_time_wait_ms = p->tcp_time_wait_ms;
+    c->tcp_fin_timeout_ms = p->tcp_fin_timeout_ms;
+    c->tcp_syn_retries = p->tcp_syn_retries;
+    c->tcp_synack_retries = p->tcp_synack_retries;
+    c->tcp_retries2 = p->tcp_retries2;
+    c->tcp_rto_min_ms = p->tcp_rto_min_ms;
+    c->tcp_rto_max_ms = p->tcp_rto_max_ms;
+    c->tcp_rto_init_ms = p->tcp_rto_init_ms;
+    c->tcp_delack_ms = p->tcp_delack_ms;
+    c->tcp_keepalive_time_s = p->tcp_keepalive_time_s;
+    c->tcp_keepalive_intvl_s = p->tcp_keepalive_intvl_s;
+    c->tcp_keepalive_probes = p->tcp_keepalive_probes;
+    c->tcp_max_syn_backlog = p->tcp_max_syn_backlog;
     c->n_rules = p->n_rules;
     memcpy(c->rules, p->rules, sizeof(c->rules));
 }

@@ -77,6 +77,19 @@ struct stack_params {
         arp_queue_len;
     bool arp_gratuitous;
     uint16_t udp_port_min, udp_port_max; /* ephemeral range (RFC 6056), default 32768-60999 */
+    /* TCP (defaults as Linux where it has one) */
+    bool tcp_sack, tcp_timestamps, tcp_window_scaling, tcp_syncookies;
+    char tcp_cc[16];                     /* "cubic" (default) | "newreno" */
+    uint32_t tcp_time_wait_ms;           /* 2*MSL, default 60000 */
+    uint32_t tcp_fin_timeout_ms;         /* orphaned FIN_WAIT_2, default 60000 */
+    uint32_t tcp_syn_retries, tcp_synack_retries, tcp_retries2; /* 6, 5, 15 */
+    uint32_t tcp_rto_min_ms, tcp_rto_max_ms, tcp_rto_init_ms;   /* 200, 120000, 1000 */
+    uint32_t tcp_delack_ms;              /* 40 */
+    uint32_t tcp_keepalive_time_s, tcp_keepalive_intvl_s, tcp_keepalive_probes; /* 7200 75 9 */
+    uint32_t tcp_max_syn_backlog;        /* SYN queue per listener before cookies, 256 */
+    uint32_t tcp_max_conns;              /* connection objects per worker, default 262144 */
+    uint8_t tcp_rcv_wscale;              /* window scale we offer, default 7 */
+    uint64_t secret[2];                  /* ISN and SYN cookie key (the daemon fills it) */
     struct route_entry routes[STACK_MAX_ROUTES]; /* static routes (connected ones are added) */
     uint32_t n_routes;
     struct hook_rule rules[STACK_MAX_RULES];
@@ -97,6 +110,7 @@ struct stack_if {
 struct arp_cache;
 struct ip4_frag_table;
 struct udp_table;
+struct tcp_table;
 struct route_table {
     struct route_entry e[STACK_MAX_ROUTES + STACK_MAX_IFS]; /* sorted: longest prefix first */
     uint32_t n;
@@ -122,6 +136,7 @@ struct stack {
     struct arp_cache *arp;
     struct ip4_frag_table *frag;
     struct udp_table *udp;
+    struct tcp_table *tcp;
     struct timer_wheel tw;
     struct pktbuf_pool pool;  /* frames */
     struct pktbuf_pool large; /* reassembled datagrams */

@@ -65,8 +65,6 @@ void icmp_input(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip);
 void icmp_send_error(struct stack *st, const struct pktbuf *orig, uint8_t type, uint8_t code,
                      uint32_t info);
 
-/* tcp_closed.c: answer segments to closed ports with RST (RFC 9293 3.10.7.1). */
-int tcp_closed_input(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip);
 
 static inline bool ip4_is_mcast(uint32_t a)
 {

@@ -1,0 +1,602 @@
+/* TCP: connection table, objects, ISNs, SYN cookies, the owner's API. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "stack/tcp_impl.h"
+
+#define TCP_CHUNK 256
+
+const char *tcp_state_name(enum tcp_state s)
+{
+    static const char *const n[] = {"CLOSED",  "LISTEN",     "SYN-SENT",   "SYN-RECV",
+                                    "ESTAB",   "FIN-WAIT-1", "FIN-WAIT-2", "CLOSE-WAIT",
+                                    "CLOSING", "LAST-ACK",   "TIME-WAIT"};
+    return (unsigned)s < sizeof(n) / sizeof(n[0]) ? n[s] : "?";
+}
+
+/* ---- SipHash-2-4: keyed hash for ISNs (RFC 6528) and SYN cookies ---- */
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                                   \
+    do {                                                                                           \
+        v0 += v1;                                                                                  \
+        v1 = ROTL(v1, 13);                                                                         \
+        v1 ^= v0;                                                                                  \
+        v0 = ROTL(v0, 32);                                                                         \
+        v2 += v3;                                                                                  \
+        v3 = ROTL(v3, 16);                                                                         \
+        v3 ^= v2;                                                                                  \
+        v0 += v3;                                                                                  \
+        v3 = ROTL(v3, 21);                                                                         \
+        v3 ^= v0;                                                                                  \
+        v2 += v1;                                                                                  \
+        v1 = ROTL(v1, 17);                                                                         \
+        v1 ^= v2;                                                                                  \
+        v2 = ROTL(v2, 32);                                                                         \
+    } while (0)
+
+static uint64_t siphash2(const uint64_t key[2], uint64_t m0, uint64_t m1)
+{
+    uint64_t v0 = 0x736f6d6570736575ull ^ key[0], v1 = 0x646f72616e646f6dull ^ key[1];
+    uint64_t v2 = 0x6c7967656e657261ull ^ key[0], v3 = 0x7465646279746573ull ^ key[1];
+    uint64_t m[3] = {m0, m1, 16ull << 56};
+    for (int i = 0; i < 3; i++) {
+        v3 ^= m[i];
+        SIPROUND;
+        SIPROUND;
+        v0 ^= m[i];
+    }
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+static uint64_t tuple_hash(const struct stack *st, uint32_t la, uint16_t lp, uint32_t ra,
+                           uint16_t rp, uint64_t extra)
+{
+    return siphash2(st->par.secret, (uint64_t)la << 32 | ra,
+                    ((uint64_t)lp << 16 | rp) ^ extra << 32);
+}
+
+uint32_t tcp_isn(const struct stack *st, uint32_t la, uint16_t lp, uint32_t ra, uint16_t rp)
+{
+    /* RFC 6528: ISN = M + F(4-tuple, secret), M a 4 microsecond clock. */
+    return (uint32_t)(st->now / 4000) + (uint32_t)tuple_hash(st, la, lp, ra, rp, 0);
+}
+
+/* SYN cookies (RFC 4987 3.6): the ISN carries a 6-bit time counter (64 s each), a 2-bit
+ * MSS index and a 24-bit keyed hash; the ACK that completes the handshake proves it. */
+static const uint16_t cookie_mss[4] = {536, 1300, 1440, 1460};
+
+static uint32_t cookie_hash(const struct stack *st, const struct tcp_seg *s, uint32_t t,
+                            uint32_t seq)
+{
+    return (uint32_t)tuple_hash(st, s->dst, s->h.dport, s->src, s->h.sport,
+                                (uint64_t)t << 32 | seq) &
+           0xffffffu;
+}
+
+uint32_t tcp_cookie_make(const struct stack *st, const struct tcp_seg *s, uint16_t mss)
+{
+    uint32_t idx = 0;
+    for (uint32_t i = 0; i < 4; i++)
+        if (cookie_mss[i] <= mss)
+            idx = i;
+    uint32_t t = (uint32_t)(st->now / (64 * NS_PER_SEC)) & 0x3f;
+    return t << 26 | idx << 24 | ((cookie_hash(st, s, t, s->seq) + idx) & 0xffffffu);
+}
+
+uint16_t tcp_cookie_check(const struct stack *st, const struct tcp_seg *s)
+{
+    uint32_t c = s->ack - 1, seq = s->seq - 1;
+    uint32_t t = c >> 26, idx = c >> 24 & 3;
+    uint32_t now_t = (uint32_t)(st->now / (64 * NS_PER_SEC)) & 0x3f;
+    /* Valid for the current and the previous counter value: 64 to 128 seconds. */
+    if (t != now_t && t != ((now_t - 1) & 0x3f))
+        return 0;
+    if (((cookie_hash(st, s, t, seq) + idx) & 0xffffffu) != (c & 0xffffffu))
+        return 0;
+    return cookie_mss[idx];
+}
+
+/* ---- table ---- */
+
+static uint32_t conn_hash(uint32_t la, uint16_t lp, uint32_t ra, uint16_t rp)
+{
+    uint32_t h = la * 0x9e3779b1u ^ ra * 0x85ebca6bu ^ ((uint32_t)lp << 16 | rp) * 0xc2b2ae35u;
+    return (h ^ h >> 15) & (TCP_HASH - 1);
+}
+
+int tcp_init(struct stack *st)
+{
+    st->tcp = calloc(1, sizeof(*st->tcp));
+    if (!st->tcp)
+        return -ENOMEM;
+    st->tcp->port_cursor = (uint32_t)(st->now / 1000u);
+    st->tcp->chal_tokens = 1000;
+    st->l4_input[IPPROTO_TCP_] = tcp_input;
+    st->l4_err[IPPROTO_TCP_] = tcp_err_input;
+    return 0;
+}
+
+void tcp_destroy(struct stack *st)
+{
+    struct tcp_table *t = st->tcp;
+    if (!t)
+        return;
+    for (uint32_t i = 0; i < t->nchunks; i++)
+        free(t->chunks[i]);
+    free(t->chunks);
+    free(t);
+    st->tcp = NULL;
+}
+
+struct tcp_pcb *tcp_alloc(struct stack *st)
+{
+    struct tcp_table *t = st->tcp;
+    if (!t->free) {
+        /* Objects come in chunks: no allocation per connection in steady state, and a
+         * SYN flood is bounded by tcp_max_conns (then SYN cookies take over). */
+        if (t->allocated + TCP_CHUNK > st->par.tcp_max_conns)
+            return NULL;
+        struct tcp_pcb *c = calloc(TCP_CHUNK, sizeof(*c));
+        void **nc = realloc(t->chunks, (t->nchunks + 1) * sizeof(void *));
+        if (!c || !nc) {
+            free(c);
+            if (nc)
+                t->chunks = nc;
+            return NULL;
+        }
+        t->chunks = nc;
+        t->chunks[t->nchunks++] = c;
+        for (int i = TCP_CHUNK - 1; i >= 0; i--) {
+            c[i].fnext = t->free;
+            t->free = &c[i];
+        }
+        t->allocated += TCP_CHUNK;
+    }
+    struct tcp_pcb *p = t->free;
+    t->free = p->fnext;
+    memset(p, 0, sizeof(*p));
+    t->in_use++;
+    tcp_init_pcb_timers(p);
+    p->ssthresh = 0xffffffffu;
+    p->rto_ms = st->par.tcp_rto_init_ms;
+    p->mss = TCP_DEFAULT_MSS;
+    p->nodelay = false;
+    p->keep_idle_s = st->par.tcp_keepalive_time_s;
+    p->keep_intvl_s = st->par.tcp_keepalive_intvl_s;
+    p->keep_cnt = st->par.tcp_keepalive_probes;
+    p->cc = tcp_cc_find(st->par.tcp_cc);
+    return p;
+}
+
+void tcp_free(struct stack *st, struct tcp_pcb *pcb)
+{
+    tcp_unhash(st, pcb);
+    timer_cancel(&st->tw, &pcb->t_rtx);
+    timer_cancel(&st->tw, &pcb->t_delack);
+    timer_cancel(&st->tw, &pcb->t_keep);
+    pcb->state = TCP_CLOSED;
+    pcb->fnext = st->tcp->free;
+    st->tcp->free = pcb;
+    st->tcp->in_use--;
+}
+
+void tcp_hash_conn(struct stack *st, struct tcp_pcb *pcb)
+{
+    struct tcp_pcb **b = &st->tcp->conn[conn_hash(pcb->laddr, pcb->lport, pcb->raddr, pcb->rport)];
+    pcb->hnext = *b;
+    *b = pcb;
+    pcb->hashed = true;
+    st->tcp->count++;
+}
+
+void tcp_unhash(struct stack *st, struct tcp_pcb *pcb)
+{
+    struct tcp_pcb **pp;
+    if (pcb->hashed) {
+        pp = &st->tcp->conn[conn_hash(pcb->laddr, pcb->lport, pcb->raddr, pcb->rport)];
+        while (*pp && *pp != pcb)
+            pp = &(*pp)->hnext;
+        if (*pp)
+            *pp = pcb->hnext;
+        pcb->hashed = false;
+        st->tcp->count--;
+    }
+    if (pcb->listen_hashed) {
+        pp = &st->tcp->lis[pcb->lport & (TCP_LHASH - 1)];
+        while (*pp && *pp != pcb)
+            pp = &(*pp)->hnext;
+        if (*pp)
+            *pp = pcb->hnext;
+        pcb->listen_hashed = false;
+    }
+    pcb->hnext = NULL;
+}
+
+struct tcp_pcb *tcp_lookup(struct stack *st, uint32_t laddr, uint16_t lport, uint32_t raddr,
+                           uint16_t rport)
+{
+    for (struct tcp_pcb *p = st->tcp->conn[conn_hash(laddr, lport, raddr, rport)]; p; p = p->hnext)
+        if (p->lport == lport && p->rport == rport && p->raddr == raddr && p->laddr == laddr)
+            return p;
+    return NULL;
+}
+
+struct tcp_pcb *tcp_lookup_listener(struct stack *st, uint32_t laddr, uint16_t lport)
+{
+    struct tcp_pcb *best = NULL;
+    for (struct tcp_pcb *p = st->tcp->lis[lport & (TCP_LHASH - 1)]; p; p = p->hnext) {
+        if (p->lport != lport || (p->laddr && p->laddr != laddr))
+            continue;
+        if (p->laddr)
+            return p; /* exact address beats the wildcard */
+        best = p;
+    }
+    return best;
+}
+
+uint32_t tcp_count(const struct stack *st)
+{
+    return st->tcp ? st->tcp->count : 0;
+}
+
+bool tcp_challenge_ok(struct stack *st)
+{
+    /* RFC 5961 7: limit challenge ACKs (1000 per second, like Linux). */
+    struct tcp_table *t = st->tcp;
+    if (st->now - t->chal_ts >= NS_PER_SEC) {
+        t->chal_ts = st->now;
+        t->chal_tokens = 1000;
+    }
+    if (!t->chal_tokens)
+        return false;
+    t->chal_tokens--;
+    return true;
+}
+
+uint16_t tcp_route_mss(struct stack *st, uint32_t dst)
+{
+    int ifidx;
+    uint32_t nh;
+    if (route_lookup(st, dst, &ifidx, &nh))
+        return TCP_DEFAULT_MSS;
+    return (uint16_t)(st->ifs[ifidx].p.mtu - IP4_HLEN - TCP_HLEN);
+}
+
+void tcp_notify_closed(struct tcp_pcb *pcb, int err)
+{
+    if (pcb->closed_sent || !pcb->ev)
+        return;
+    pcb->closed_sent = true;
+    pcb->ev(pcb->ctx, pcb, TCP_EV_CLOSED, err);
+    pcb->buf = NULL; /* the owner's buffers are no longer ours to touch */
+}
+
+static void listener_drop_children(struct stack *st, struct tcp_pcb *l);
+
+void tcp_set_closed(struct stack *st, struct tcp_pcb *pcb, int err)
+{
+    if (pcb->state == TCP_LISTEN)
+        listener_drop_children(st, pcb);
+    if (pcb->parent) { /* still in a listener's SYN queue */
+        struct tcp_pcb **pp = &pcb->parent->syn_q;
+        while (*pp && *pp != pcb)
+            pp = &(*pp)->qnext;
+        if (*pp) {
+            *pp = pcb->qnext;
+            pcb->parent->syn_qlen--;
+        }
+        pcb->parent = NULL;
+    }
+    if (pcb->in_accept_q && pcb->parent) { /* reset before the application took it */
+        struct tcp_pcb *l = pcb->parent, **pp = &l->acc_head, *prev = NULL;
+        while (*pp && *pp != pcb) {
+            prev = *pp;
+            pp = &(*pp)->qnext;
+        }
+        if (*pp) {
+            *pp = pcb->qnext;
+            if (l->acc_tail == pcb)
+                l->acc_tail = prev;
+            l->acc_qlen--;
+        }
+        pcb->in_accept_q = false;
+        pcb->parent = NULL;
+    }
+    pcb->state = TCP_CLOSED;
+    tcp_unhash(st, pcb);
+    timer_cancel(&st->tw, &pcb->t_rtx);
+    timer_cancel(&st->tw, &pcb->t_delack);
+    timer_cancel(&st->tw, &pcb->t_keep);
+    tcp_notify_closed(pcb, err);
+    if (!pcb->owned && !pcb->in_accept_q)
+        tcp_free(st, pcb);
+}
+
+void tcp_enter_time_wait(struct stack *st, struct tcp_pcb *pcb)
+{
+    pcb->state = TCP_TIME_WAIT;
+    timer_cancel(&st->tw, &pcb->t_delack);
+    timer_cancel(&st->tw, &pcb->t_keep);
+    pcb->persist = false;
+    timer_arm(&st->tw, &pcb->t_rtx, st->now + (uint64_t)st->par.tcp_time_wait_ms * NS_PER_MS);
+    /* Everything we sent is acknowledged: the owner's buffers are free. */
+    tcp_notify_closed(pcb, 0);
+}
+
+static void listener_drop_children(struct stack *st, struct tcp_pcb *l)
+{
+    while (l->syn_q) {
+        struct tcp_pcb *c = l->syn_q;
+        l->syn_q = c->qnext;
+        l->syn_qlen--;
+        c->parent = NULL;
+        tcp_set_closed(st, c, 0);
+    }
+    while (l->acc_head) {
+        struct tcp_pcb *c = l->acc_head;
+        l->acc_head = c->qnext;
+        l->acc_qlen--;
+        c->in_accept_q = false;
+        c->parent = NULL;
+        /* Accepted by the stack, never by the application: reset it (RFC 2525 2.17). */
+        tcp_send_rst(st, c);
+        tcp_set_closed(st, c, ECONNABORTED);
+    }
+    l->acc_tail = NULL;
+}
+
+void tcp_init_pcb_timers(struct tcp_pcb *pcb)
+{
+    timer_init(&pcb->t_rtx, tcp_rtx_timer);
+    timer_init(&pcb->t_delack, tcp_delack_timer);
+    timer_init(&pcb->t_keep, tcp_keep_timer);
+}
+
+/* ---- owner API ---- */
+
+struct tcp_pcb *tcp_new(struct stack *st, const struct tcp_buf_ops *buf, tcp_event_fn ev, void *ctx)
+{
+    struct tcp_pcb *p = tcp_alloc(st);
+    if (!p)
+        return NULL;
+    p->buf = buf;
+    p->ev = ev;
+    p->ctx = ctx;
+    p->owned = true;
+    return p;
+}
+
+static bool port_busy(struct stack *st, uint32_t addr, uint16_t port)
+{
+    for (struct tcp_pcb *p = st->tcp->lis[port & (TCP_LHASH - 1)]; p; p = p->hnext)
+        if (p->lport == port && (!p->laddr || !addr || p->laddr == addr))
+            return true;
+    return false;
+}
+
+int tcp_bind(struct stack *st, struct tcp_pcb *pcb, uint32_t addr, uint16_t port)
+{
+    if (pcb->state != TCP_CLOSED || pcb->lport)
+        return -EINVAL;
+    if (addr && !ip4_is_local(st, addr))
+        return -EADDRNOTAVAIL;
+    if (port && port_busy(st, addr, port))
+        return -EADDRINUSE;
+    pcb->laddr = addr;
+    pcb->lport = port; /* 0: chosen at listen/connect */
+    return 0;
+}
+
+int tcp_listen(struct stack *st, struct tcp_pcb *pcb, int backlog, tcp_accept_fn accept_cb,
+               void *lctx)
+{
+    if (pcb->state == TCP_LISTEN) {
+        pcb->backlog = (uint16_t)(backlog < 1 ? 1 : backlog > 65535 ? 65535 : backlog);
+        return 0;
+    }
+    if (pcb->state != TCP_CLOSED)
+        return -EINVAL;
+    if (!pcb->lport) {
+        for (uint32_t i = 0; i < 28232 && !pcb->lport; i++) {
+            uint16_t cand = (uint16_t)(32768 + (st->tcp->port_cursor++ % 28232));
+            if (!port_busy(st, pcb->laddr, cand))
+                pcb->lport = cand;
+        }
+        if (!pcb->lport)
+            return -EADDRINUSE;
+    }
+    if (port_busy(st, pcb->laddr, pcb->lport))
+        return -EADDRINUSE;
+    pcb->state = TCP_LISTEN;
+    pcb->backlog = (uint16_t)(backlog < 1 ? 1 : backlog > 65535 ? 65535 : backlog);
+    pcb->accept_cb = accept_cb;
+    pcb->lctx = lctx;
+    struct tcp_pcb **b = &st->tcp->lis[pcb->lport & (TCP_LHASH - 1)];
+    pcb->hnext = *b;
+    *b = pcb;
+    pcb->listen_hashed = true;
+    return 0;
+}
+
+struct tcp_pcb *tcp_accept(struct stack *st, struct tcp_pcb *l)
+{
+    struct tcp_pcb *c = l->acc_head;
+    if (!c)
+        return NULL;
+    l->acc_head = c->qnext;
+    if (!l->acc_head)
+        l->acc_tail = NULL;
+    l->acc_qlen--;
+    c->qnext = NULL;
+    c->in_accept_q = false;
+    c->parent = NULL;
+    c->owned = true;
+    return c;
+}
+
+/* RFC 6056 algorithm 3: a per-destination offset, so many connections to one peer spread
+ * over the whole range and a port can be reused toward other peers. */
+static int pick_port(struct stack *st, struct tcp_pcb *pcb)
+{
+    const uint32_t lo = st->par.udp_port_min, span = st->par.udp_port_max - lo + 1u;
+    uint32_t off = (uint32_t)tuple_hash(st, pcb->laddr, 0, pcb->raddr, pcb->rport, 1);
+    for (uint32_t i = 0; i < span; i++) {
+        uint16_t cand = (uint16_t)(lo + (off + st->tcp->port_cursor + i) % span);
+        if (!tcp_lookup(st, pcb->laddr, cand, pcb->raddr, pcb->rport) && !port_busy(st, 0, cand)) {
+            st->tcp->port_cursor += i + 1;
+            pcb->lport = cand;
+            return 0;
+        }
+    }
+    return -EADDRNOTAVAIL;
+}
+
+int tcp_connect(struct stack *st, struct tcp_pcb *pcb, uint32_t addr, uint16_t port)
+{
+    if (pcb->state == TCP_SYN_SENT)
+        return -EALREADY;
+    if (pcb->state != TCP_CLOSED)
+        return pcb->state == TCP_LISTEN ? -EINVAL : -EISCONN;
+    if (!port || !addr)
+        return -EINVAL;
+    if (ip4_is_bcast(st, addr) || ip4_is_mcast(addr))
+        return -ENETUNREACH;
+    int ifidx;
+    uint32_t nh;
+    if (route_lookup(st, addr, &ifidx, &nh))
+        return -ENETUNREACH;
+    pcb->raddr = addr;
+    pcb->rport = port;
+    if (!pcb->laddr)
+        pcb->laddr = st->ifs[ifidx].p.addr;
+    if (!pcb->lport) {
+        int rc = pick_port(st, pcb);
+        if (rc)
+            return rc;
+    } else if (tcp_lookup(st, pcb->laddr, pcb->lport, addr, port)) {
+        return -EADDRINUSE;
+    }
+    pcb->iss = tcp_isn(st, pcb->laddr, pcb->lport, pcb->raddr, pcb->rport);
+    pcb->snd_una = pcb->snd_nxt = pcb->snd_max = pcb->iss;
+    pcb->adv_mss = tcp_route_mss(st, addr);
+    pcb->mss = pcb->adv_mss < TCP_DEFAULT_MSS ? pcb->adv_mss : TCP_DEFAULT_MSS;
+    pcb->rcv_wscale = st->par.tcp_window_scaling ? st->par.tcp_rcv_wscale : 0;
+    pcb->ts_off = (uint32_t)tuple_hash(st, pcb->laddr, pcb->lport, addr, port, 2);
+    pcb->state = TCP_SYN_SENT;
+    tcp_hash_conn(st, pcb);
+    CNT_INC(&st->cnt, tcp_active_opens);
+    tcp_send_syn(st, pcb);
+    return 0;
+}
+
+int tcp_shutdown(struct stack *st, struct tcp_pcb *pcb, int how)
+{
+    if (how < 0 || how > 2)
+        return -EINVAL;
+    switch (pcb->state) {
+    case TCP_ESTABLISHED:
+    case TCP_CLOSE_WAIT:
+    case TCP_SYN_RECEIVED:
+    case TCP_FIN_WAIT_1:
+    case TCP_FIN_WAIT_2:
+    case TCP_CLOSING:
+    case TCP_LAST_ACK:
+    case TCP_TIME_WAIT:
+        break;
+    case TCP_SYN_SENT:
+        if (how != 0) { /* no connection yet: nothing to half-close */
+            tcp_set_closed(st, pcb, 0);
+            return 0;
+        }
+        break;
+    default:
+        return -ENOTCONN;
+    }
+    if (how != 1)
+        pcb->shut_rd = true;
+    if (how != 0 && !pcb->fin_queued) {
+        pcb->fin_queued = true;
+        if (pcb->state == TCP_ESTABLISHED || pcb->state == TCP_SYN_RECEIVED)
+            pcb->state = TCP_FIN_WAIT_1;
+        else if (pcb->state == TCP_CLOSE_WAIT)
+            pcb->state = TCP_LAST_ACK;
+        tcp_output(st, pcb);
+    }
+    return 0;
+}
+
+void tcp_close(struct stack *st, struct tcp_pcb *pcb)
+{
+    pcb->owned = false;
+    pcb->closed_by_app = true;
+    switch (pcb->state) {
+    case TCP_CLOSED:
+    case TCP_LISTEN:
+    case TCP_SYN_SENT:
+        tcp_set_closed(st, pcb, 0);
+        return;
+    case TCP_TIME_WAIT:
+        return; /* the timer frees it */
+    default:
+        break;
+    }
+    pcb->shut_rd = true;
+    if (!pcb->fin_queued)
+        tcp_shutdown(st, pcb, 1);
+    if (pcb->state == TCP_FIN_WAIT_2) /* orphaned: do not wait forever for the peer's FIN */
+        timer_arm(&st->tw, &pcb->t_rtx, st->now + (uint64_t)st->par.tcp_fin_timeout_ms * NS_PER_MS);
+}
+
+void tcp_abort(struct stack *st, struct tcp_pcb *pcb)
+{
+    pcb->owned = false;
+    pcb->closed_sent = true; /* no events */
+    pcb->buf = NULL;
+    if (pcb->state != TCP_CLOSED && pcb->state != TCP_LISTEN && pcb->state != TCP_SYN_SENT &&
+        pcb->state != TCP_TIME_WAIT)
+        tcp_send_rst(st, pcb);
+    tcp_set_closed(st, pcb, 0);
+}
+
+int tcp_set_cc(struct tcp_pcb *pcb, const char *name)
+{
+    const struct tcp_cc_ops *cc = tcp_cc_find(name);
+    if (!cc || strcmp(cc->name, name))
+        return -ENOENT;
+    pcb->cc = cc;
+    if (pcb->state >= TCP_ESTABLISHED)
+        cc->init(pcb);
+    return 0;
+}
+
+size_t tcp_report(struct stack *st, char *buf, size_t cap)
+{
+    size_t n = 0;
+    char la[16], ra[16];
+    for (uint32_t b = 0; b < TCP_HASH + TCP_LHASH && n < cap; b++) {
+        struct tcp_pcb *p = b < TCP_HASH ? st->tcp->conn[b] : st->tcp->lis[b - TCP_HASH];
+        for (; p && n < cap; p = p->hnext) {
+            uint32_t sendq = p->state == TCP_LISTEN ? p->backlog : tcp_flight(p);
+            uint32_t recvq = p->state == TCP_LISTEN ? p->acc_qlen : 0;
+            int w =
+                snprintf(buf + n, cap - n,
+                         "%-10s %6u %6u %s:%u %s:%u rtt %.3f/%.3f ms cwnd %u ssthresh %u mss %u "
+                         "retrans %u %s\n",
+                         tcp_state_name(p->state), recvq, sendq, ip4_fmt(p->laddr, la), p->lport,
+                         p->state == TCP_LISTEN ? "*" : ip4_fmt(p->raddr, ra), p->rport,
+                         p->srtt_us / 1000.0, p->rttvar_us / 1000.0, p->mss ? p->cwnd / p->mss : 0,
+                         p->ssthresh == 0xffffffffu ? 0 : p->ssthresh / (p->mss ? p->mss : 1),
+                         p->mss, p->total_retrans, p->cc ? p->cc->name : "");
+            if (w < 0)
+                return n;
+            n += (size_t)w;
+        }
+    }
+    return n < cap ? n : cap;
+}

@@ -1,0 +1,466 @@
+/* TCP output: segment building (options, window, checksum), the send loop (windows,
+ * Nagle, cork, SWS avoidance, recovery), control segments. */
+#include <errno.h>
+
+#include "stack/tcp_impl.h"
+
+#define OPT_EOL       0
+#define OPT_NOP       1
+#define OPT_MSS       2
+#define OPT_WS        3
+#define OPT_SACK_PERM 4
+#define OPT_SACK      5
+#define OPT_TS        8
+
+int tcp_parse_opts(const uint8_t *p, uint32_t len, bool syn, struct tcp_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    uint32_t i = 0;
+    while (i < len) {
+        uint8_t kind = p[i];
+        if (kind == OPT_EOL)
+            break;
+        if (kind == OPT_NOP) {
+            i++;
+            continue;
+        }
+        if (i + 1 >= len || p[i + 1] < 2 || i + p[i + 1] > len)
+            return -EBADMSG; /* malformed: RFC 9293 3.1 says ignore the rest; we stop */
+        uint8_t olen = p[i + 1];
+        const uint8_t *v = p + i + 2;
+        switch (kind) {
+        case OPT_MSS:
+            if (olen == 4 && syn) {
+                o->mss_ok = true;
+                o->mss = rd16(v);
+            }
+            break;
+        case OPT_WS:
+            if (olen == 3 && syn) {
+                o->ws_ok = true;
+                o->ws = v[0] > 14 ? 14 : v[0]; /* RFC 7323 2.3: larger shifts mean 14 */
+            }
+            break;
+        case OPT_SACK_PERM:
+            if (olen == 2 && syn)
+                o->sack_perm = true;
+            break;
+        case OPT_TS:
+            if (olen == 10) {
+                o->ts_ok = true;
+                o->tsval = rd32(v);
+                o->tsecr = rd32(v + 4);
+            }
+            break;
+        case OPT_SACK:
+            if (olen >= 10 && (olen - 2) % 8 == 0 && !syn) {
+                for (uint32_t k = 0; k < (olen - 2u) / 8 && o->nsack < 4; k++) {
+                    o->sack[o->nsack].start = rd32(v + 8 * k);
+                    o->sack[o->nsack].end = rd32(v + 8 * k + 4);
+                    o->nsack++;
+                }
+            }
+            break;
+        default:
+            break; /* unknown options are ignored (RFC 9293 3.2) */
+        }
+        i += olen;
+    }
+    return 0;
+}
+
+/* The window to advertise: free receive space, with receiver-side SWS avoidance (RFC 9293
+ * 3.8.6.2.2): the right edge moves only in steps of at least min(space/2, MSS), and never
+ * moves left. */
+uint32_t tcp_rcv_window(struct tcp_pcb *pcb)
+{
+    if (!pcb->buf) /* a handshake in progress has no buffer yet: offer one unscaled window */
+        return pcb->state == TCP_SYN_RECEIVED ? TCP_MAX_WIN : 0;
+    uint32_t space = pcb->buf->rcv_space(pcb->ctx);
+    uint32_t max = TCP_MAX_WIN << pcb->rcv_wscale;
+    if (space > max)
+        space = max;
+    uint32_t cur = SEQ_GT(pcb->rcv_adv, pcb->rcv_nxt) ? pcb->rcv_adv - pcb->rcv_nxt : 0;
+    if (space <= cur)
+        return cur;
+    uint32_t step = pcb->mss < space / 2 ? pcb->mss : space / 2;
+    if (space - cur < step && cur > 0)
+        return cur;
+    /* Round down to the scale unit so the advertised edge is exact. */
+    return space & ~((1u << pcb->rcv_wscale) - 1);
+}
+
+static uint32_t build_opts(struct stack *st, struct tcp_pcb *pcb, uint8_t flags, uint8_t *o)
+{
+    uint32_t n = 0;
+    if (flags & TCP_SYN) {
+        o[n++] = OPT_MSS;
+        o[n++] = 4;
+        wr16(o + n, pcb->adv_mss);
+        n += 2;
+        bool syn_only = !(flags & TCP_ACK);
+        if (syn_only ? st->par.tcp_sack : pcb->sack_ok) {
+            o[n++] = OPT_SACK_PERM;
+            o[n++] = 2;
+        } else {
+            o[n++] = OPT_NOP;
+            o[n++] = OPT_NOP;
+        }
+        if (syn_only ? st->par.tcp_timestamps : pcb->ts_ok) {
+            o[n++] = OPT_TS;
+            o[n++] = 10;
+            wr32(o + n, tcp_tsval(st, pcb));
+            wr32(o + n + 4, syn_only ? 0 : pcb->ts_recent);
+            n += 8;
+        }
+        if (syn_only ? st->par.tcp_window_scaling : pcb->ws_ok) {
+            o[n++] = OPT_NOP;
+            o[n++] = OPT_WS;
+            o[n++] = 3;
+            o[n++] = pcb->rcv_wscale;
+        }
+        while (n & 3)
+            o[n++] = OPT_NOP;
+        return n;
+    }
+    if (pcb->ts_ok) {
+        o[n++] = OPT_NOP;
+        o[n++] = OPT_NOP;
+        o[n++] = OPT_TS;
+        o[n++] = 10;
+        wr32(o + n, tcp_tsval(st, pcb));
+        wr32(o + n + 4, pcb->ts_recent);
+        n += 8;
+    }
+    if (pcb->sack_ok && pcb->nooo && !(flags & TCP_RST)) {
+        /* RFC 2018 4: the block with the most recent data first; we keep ranges in
+         * sequence order and report the first ones (the holes the sender must fill). */
+        uint32_t max = (TCP_OPT_SPACE - n - 4) / 8;
+        uint32_t k = pcb->nooo < max ? pcb->nooo : max;
+        o[n++] = OPT_NOP;
+        o[n++] = OPT_NOP;
+        o[n++] = OPT_SACK;
+        o[n++] = (uint8_t)(2 + 8 * k);
+        for (uint32_t i = 0; i < k; i++) {
+            wr32(o + n, pcb->ooo[i].start);
+            wr32(o + n + 4, pcb->ooo[i].end);
+            n += 8;
+        }
+    }
+    return n;
+}
+
+/* Build and send one segment: seq, flags, and len data bytes taken at seq from the send
+ * buffer. Returns 0 or -errno. */
+static int tcp_xmit(struct stack *st, struct tcp_pcb *pcb, uint32_t seq, uint8_t flags,
+                    uint32_t len)
+{
+    struct pktbuf *pb = pktbuf_alloc(&st->pool);
+    if (!pb) {
+        CNT_INC(&st->cnt, ip4_drop_nobuf);
+        return -ENOBUFS;
+    }
+    uint8_t opts[TCP_OPT_SPACE];
+    uint32_t olen = build_opts(st, pcb, flags, opts);
+    uint32_t hl = TCP_HLEN + olen;
+    uint8_t *h = pktbuf_put(pb, hl + len);
+    if (!h) {
+        pktbuf_free(pb);
+        return -EMSGSIZE;
+    }
+    uint32_t wnd = 0;
+    if (!(flags & TCP_RST)) {
+        wnd = tcp_rcv_window(pcb);
+        pcb->rcv_adv = pcb->rcv_nxt + wnd;
+    }
+    /* RFC 7323 2.2: the window in a SYN is never scaled. */
+    uint32_t wfield =
+        (flags & TCP_SYN) ? (wnd > TCP_MAX_WIN ? TCP_MAX_WIN : wnd) : wnd >> pcb->rcv_wscale;
+    if (wfield > TCP_MAX_WIN)
+        wfield = TCP_MAX_WIN;
+    wr16(h, pcb->lport);
+    wr16(h + 2, pcb->rport);
+    wr32(h + 4, seq);
+    wr32(h + 8, (flags & TCP_ACK) ? pcb->rcv_nxt : 0);
+    h[12] = (uint8_t)((hl / 4) << 4);
+    h[13] = flags;
+    wr16(h + 14, (uint16_t)wfield);
+    wr16(h + 16, 0);
+    wr16(h + 18, 0);
+    memcpy(h + TCP_HLEN, opts, olen);
+    if (len)
+        pcb->buf->snd_copy(pcb->ctx, seq - pcb->snd_una, len, h + hl);
+    wr16(h + 16, csum_fold(csum_partial(
+                     h, hl + len,
+                     csum_pseudo4(pcb->laddr, pcb->raddr, IPPROTO_TCP_, (uint16_t)(hl + len)))));
+    if (flags & TCP_ACK) {
+        pcb->ack_now = false;
+        pcb->unacked_segs = 0;
+        timer_cancel(&st->tw, &pcb->t_delack);
+    }
+    pcb->segs_out++;
+    CNT_INC(&st->cnt, tcp_tx);
+    if (len)
+        CNT_ADD(&st->cnt, tcp_tx_data_bytes, len);
+    /* DF: path MTU discovery (RFC 1191); frag-needed lowers pcb->mss. */
+    return ip4_output(st, pb, pcb->laddr, pcb->raddr, IPPROTO_TCP_, st->par.default_ttl, 0, true);
+}
+
+void tcp_arm_rtx(struct stack *st, struct tcp_pcb *pcb)
+{
+    uint64_t rto = (uint64_t)pcb->rto_ms << (pcb->rtx_count < 16 ? pcb->rtx_count : 16);
+    if (rto > st->par.tcp_rto_max_ms)
+        rto = st->par.tcp_rto_max_ms;
+    pcb->persist = false;
+    timer_arm(&st->tw, &pcb->t_rtx, st->now + rto * NS_PER_MS);
+}
+
+void tcp_send_syn(struct stack *st, struct tcp_pcb *pcb)
+{
+    uint8_t flags = pcb->state == TCP_SYN_RECEIVED ? (TCP_SYN | TCP_ACK) : TCP_SYN;
+    if (pcb->state == TCP_SYN_RECEIVED && pcb->from_cookie)
+        return;
+    tcp_xmit(st, pcb, pcb->iss, flags, 0);
+    if (pcb->snd_max == pcb->iss)
+        pcb->snd_nxt = pcb->snd_max = pcb->iss + 1;
+    if (!pcb->rtt_ts && pcb->rtx_count == 0) {
+        pcb->rtt_ts = st->now;
+        pcb->rtt_seq = pcb->iss;
+    }
+    tcp_arm_rtx(st, pcb);
+}
+
+void tcp_send_synack_stateless(struct stack *st, struct tcp_pcb *tmp)
+{
+    tcp_xmit(st, tmp, tmp->iss, TCP_SYN | TCP_ACK, 0);
+}
+
+void tcp_send_ack(struct stack *st, struct tcp_pcb *pcb)
+{
+    tcp_xmit(st, pcb, pcb->snd_nxt, TCP_ACK, 0);
+}
+
+void tcp_send_rst(struct stack *st, struct tcp_pcb *pcb)
+{
+    CNT_INC(&st->cnt, tcp_tx_rst);
+    tcp_xmit(st, pcb, pcb->snd_nxt, TCP_RST | TCP_ACK, 0);
+}
+
+/* Keepalive and zero-window probe: an ACK with SEQ = SND.UNA - 1 (RFC 9293 3.8.4 and
+ * 3.8.6.1: the peer must answer with an ACK showing its current window). */
+void tcp_send_probe(struct stack *st, struct tcp_pcb *pcb)
+{
+    tcp_xmit(st, pcb, pcb->snd_una - 1, TCP_ACK, 0);
+}
+
+void tcp_send_rst_for(struct stack *st, const struct tcp_seg *s)
+{
+    if (s->flags & TCP_RST)
+        return; /* never answer a reset */
+    struct tcp_pcb tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    tmp.laddr = s->dst;
+    tmp.raddr = s->src;
+    tmp.lport = s->h.dport;
+    tmp.rport = s->h.sport;
+    uint8_t flags;
+    uint32_t seq;
+    if (s->flags & TCP_ACK) {
+        seq = s->ack; /* <SEQ=SEG.ACK><CTL=RST> */
+        flags = TCP_RST;
+    } else {
+        seq = 0; /* <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK> */
+        tmp.rcv_nxt = s->seq + s->len + !!(s->flags & TCP_SYN) + !!(s->flags & TCP_FIN);
+        flags = TCP_RST | TCP_ACK;
+    }
+    CNT_INC(&st->cnt, tcp_tx_rst);
+    tcp_xmit(st, &tmp, seq, flags, 0);
+}
+
+uint32_t tcp_retransmit(struct stack *st, struct tcp_pcb *pcb, uint32_t seq, uint32_t end)
+{
+    uint32_t data_end = pcb->snd_una + (pcb->buf ? pcb->buf->snd_len(pcb->ctx) : 0);
+    if (SEQ_GT(end, data_end))
+        end = data_end;
+    uint32_t len = SEQ_GT(end, seq) ? end - seq : 0;
+    if (len > pcb->mss)
+        len = pcb->mss;
+    uint8_t flags = TCP_ACK;
+    /* The FIN rides on the last byte again if it was sent. */
+    if (pcb->fin_sent && seq + len == pcb->fin_seq && SEQ_LT(seq, pcb->fin_seq + 1))
+        flags |= TCP_FIN;
+    if (!len && !(flags & TCP_FIN))
+        return 0;
+    if (len)
+        flags |= TCP_PSH;
+    if (tcp_xmit(st, pcb, seq, flags, len) == 0) {
+        pcb->total_retrans++;
+        CNT_INC(&st->cnt, tcp_retrans_segs);
+    }
+    /* Karn: never time a retransmitted segment. */
+    if (pcb->rtt_ts && SEQ_GEQ(pcb->rtt_seq, seq) && SEQ_LT(pcb->rtt_seq, seq + len + 1))
+        pcb->rtt_ts = 0;
+    return len + ((flags & TCP_FIN) ? 1 : 0);
+}
+
+/* The next hole to retransmit in SACK recovery: the first byte at or after high_rxt that
+ * no SACK block covers, below the highest SACKed byte (RFC 6675 NextSeg rule 1). */
+static bool next_hole(const struct tcp_pcb *pcb, uint32_t *start, uint32_t *end)
+{
+    uint32_t s = SEQ_GT(pcb->high_rxt, pcb->snd_una) ? pcb->high_rxt : pcb->snd_una;
+    for (uint32_t i = 0; i < pcb->nsacked; i++) {
+        const struct tcp_range *r = &pcb->sacked[i];
+        if (SEQ_LEQ(r->end, s))
+            continue;
+        if (SEQ_LEQ(r->start, s)) {
+            s = r->end;
+            continue;
+        }
+        *start = s;
+        *end = r->start;
+        return true;
+    }
+    return false;
+}
+
+/* RFC 6675 SetPipe, simplified: what is in the network = sent - SACKed - lost holes not yet
+ * retransmitted (holes below the highest SACK count as lost). */
+static uint32_t sack_pipe(const struct tcp_pcb *pcb)
+{
+    uint32_t out = tcp_flight(pcb) - tcp_sacked_bytes(pcb);
+    uint32_t s = SEQ_GT(pcb->high_rxt, pcb->snd_una) ? pcb->high_rxt : pcb->snd_una;
+    uint32_t lost = 0;
+    for (uint32_t i = 0; i < pcb->nsacked; i++) {
+        const struct tcp_range *r = &pcb->sacked[i];
+        if (SEQ_GT(r->start, s))
+            lost += r->start - s;
+        if (SEQ_GT(r->end, s))
+            s = r->end;
+    }
+    return out > lost ? out - lost : 0;
+}
+
+void tcp_output(struct stack *st, struct tcp_pcb *pcb)
+{
+    switch (pcb->state) {
+    case TCP_ESTABLISHED:
+    case TCP_CLOSE_WAIT:
+    case TCP_FIN_WAIT_1:
+    case TCP_CLOSING:
+    case TCP_LAST_ACK:
+        break;
+    case TCP_FIN_WAIT_2:
+    case TCP_TIME_WAIT:
+        if (pcb->ack_now)
+            tcp_send_ack(st, pcb);
+        return;
+    case TCP_SYN_RECEIVED:
+        if (pcb->ack_now && !pcb->from_cookie)
+            tcp_send_syn(st, pcb);
+        return;
+    default:
+        return;
+    }
+    if (!pcb->buf) {
+        if (pcb->ack_now)
+            tcp_send_ack(st, pcb);
+        return;
+    }
+    bool sent = false;
+    uint32_t total = pcb->buf->snd_len(pcb->ctx); /* bytes from snd_una on */
+
+    /* Loss recovery with SACK (RFC 6675): holes first, then new data, while pipe < cwnd. */
+    if (pcb->in_recovery && pcb->sack_ok) {
+        uint32_t pipe = sack_pipe(pcb);
+        for (int guard = 0; guard < 64 && pipe + pcb->mss <= pcb->cwnd; guard++) {
+            uint32_t hs, he;
+            if (!next_hole(pcb, &hs, &he))
+                break;
+            uint32_t n = tcp_retransmit(st, pcb, hs, he);
+            if (!n)
+                break;
+            pcb->high_rxt = hs + n;
+            pipe += n;
+            sent = true;
+        }
+        if (pipe + pcb->mss > pcb->cwnd)
+            goto done;
+    }
+
+    for (int guard = 0; guard < 4096; guard++) {
+        uint32_t off = pcb->snd_nxt - pcb->snd_una;
+        if (pcb->fin_sent && SEQ_GT(pcb->snd_nxt, pcb->fin_seq))
+            break; /* everything including the FIN is out */
+        uint32_t unsent = total > off ? total - off : 0;
+        uint32_t inflight =
+            pcb->in_recovery && pcb->sack_ok ? sack_pipe(pcb) : pcb->snd_nxt - pcb->snd_una;
+        uint32_t cwnd = pcb->cwnd;
+        /* RFC 3042 limited transmit: one new segment per duplicate ACK, up to two. */
+        if (!pcb->in_recovery && pcb->dupacks > 0 && pcb->dupacks < 3)
+            cwnd += pcb->dupacks * pcb->mss;
+        /* Window edge relative to snd_una for the receive window; cwnd limits in flight. */
+        uint32_t rwnd_room = SEQ_GT(pcb->snd_una + pcb->snd_wnd, pcb->snd_nxt)
+                                 ? pcb->snd_una + pcb->snd_wnd - pcb->snd_nxt
+                                 : 0;
+        uint32_t cwnd_room = cwnd > inflight ? cwnd - inflight : 0;
+        uint32_t room = rwnd_room < cwnd_room ? rwnd_room : cwnd_room;
+        uint32_t len = unsent < pcb->mss ? unsent : pcb->mss;
+        if (len > room)
+            len = room;
+        bool fin = pcb->fin_queued && !pcb->fin_sent && len == unsent;
+        if (len == 0 && !fin)
+            break;
+        if (len == 0 && fin && cwnd_room == 0 && inflight > 0)
+            break; /* a lone FIN waits for room like data */
+        if (len < pcb->mss && !fin) {
+            /* Cork holds partial segments; Nagle (RFC 896) holds them while data is
+             * unacknowledged; sender SWS (RFC 9293 3.8.6.2.1) holds window-limited
+             * runts unless they are half the largest window seen. */
+            if (pcb->cork)
+                break;
+            if (len < unsent) {
+                if (len < pcb->max_snd_wnd / 2)
+                    break;
+            } else if (!pcb->nodelay && pcb->snd_nxt != pcb->snd_una) {
+                break;
+            }
+        }
+        uint8_t flags = TCP_ACK;
+        if (len && len == unsent)
+            flags |= TCP_PSH;
+        if (fin)
+            flags |= TCP_FIN;
+        bool is_new = SEQ_GEQ(pcb->snd_nxt, pcb->snd_max);
+        if (tcp_xmit(st, pcb, pcb->snd_nxt, flags, len))
+            break;
+        if (!is_new) {
+            pcb->total_retrans++;
+            CNT_INC(&st->cnt, tcp_retrans_segs);
+        }
+        if (!pcb->rtt_ts && is_new && len) {
+            pcb->rtt_ts = st->now;
+            pcb->rtt_seq = pcb->snd_nxt;
+        }
+        pcb->snd_nxt += len;
+        if (fin) {
+            pcb->fin_sent = true;
+            pcb->fin_seq = pcb->snd_nxt;
+            pcb->snd_nxt++;
+        }
+        if (SEQ_GT(pcb->snd_nxt, pcb->snd_max))
+            pcb->snd_max = pcb->snd_nxt;
+        if (!timer_armed(&pcb->t_rtx) || pcb->persist)
+            tcp_arm_rtx(st, pcb);
+        sent = true;
+    }
+done:
+    /* Data waiting but the peer's window is closed: probe it (RFC 9293 3.8.6.1). */
+    if (pcb->snd_wnd == 0 && pcb->snd_una == pcb->snd_max && total > pcb->snd_nxt - pcb->snd_una &&
+        !timer_armed(&pcb->t_rtx)) {
+        pcb->persist = true;
+        uint64_t rto = pcb->rto_ms;
+        timer_arm(&st->tw, &pcb->t_rtx, st->now + rto * NS_PER_MS);
+    }
+    if (!sent && pcb->ack_now)
+        tcp_send_ack(st, pcb);
+}

@@ -1,0 +1,134 @@
+/* TCP timers: retransmission (RFC 6298 5), persist (RFC 9293 3.8.6.1), delayed ACK,
+ * keepalive (RFC 9293 3.8.4, RFC 1122 4.2.3.6), TIME_WAIT and orphaned FIN_WAIT_2. */
+#include <errno.h>
+
+#include "stack/tcp_impl.h"
+
+static void timeout_close(struct stack *st, struct tcp_pcb *pcb)
+{
+    CNT_INC(&st->cnt, tcp_timeouts);
+    tcp_set_closed(st, pcb, pcb->soft_err ? pcb->soft_err : ETIMEDOUT);
+}
+
+static bool user_timeout_hit(struct stack *st, struct tcp_pcb *pcb)
+{
+    /* TCP_USER_TIMEOUT (RFC 5482): data unacknowledged for longer than this aborts. */
+    return pcb->user_timeout_ms && pcb->first_rtx_ns &&
+           st->now - pcb->first_rtx_ns >= (uint64_t)pcb->user_timeout_ms * NS_PER_MS;
+}
+
+void tcp_rtx_timer(struct timer *t, void *ctx, uint64_t now)
+{
+    struct stack *st = ctx;
+    struct tcp_pcb *pcb = container_of(t, struct tcp_pcb, t_rtx);
+    switch (pcb->state) {
+    case TCP_TIME_WAIT:
+        tcp_set_closed(st, pcb, 0);
+        return;
+    case TCP_FIN_WAIT_2:
+        if (pcb->closed_by_app) { /* the peer never sent its FIN (tcp_fin_timeout) */
+            tcp_set_closed(st, pcb, 0);
+            return;
+        }
+        break;
+    case TCP_SYN_SENT:
+    case TCP_SYN_RECEIVED: {
+        uint32_t max =
+            pcb->state == TCP_SYN_SENT ? st->par.tcp_syn_retries : st->par.tcp_synack_retries;
+        if (pcb->rtx_count >= max) {
+            timeout_close(st, pcb);
+            return;
+        }
+        pcb->rtx_count++;
+        pcb->rtt_ts = 0;
+        CNT_INC(&st->cnt, tcp_rto);
+        tcp_send_syn(st, pcb);
+        return;
+    }
+    default:
+        break;
+    }
+    if (pcb->persist) {
+        /* Zero-window probe; backs off like the RTO and never gives up on its own (RFC
+         * 1122 4.2.2.17), only through TCP_USER_TIMEOUT. */
+        if (!pcb->first_rtx_ns)
+            pcb->first_rtx_ns = now;
+        if (user_timeout_hit(st, pcb)) {
+            timeout_close(st, pcb);
+            return;
+        }
+        tcp_send_probe(st, pcb);
+        if (pcb->rtx_count < 10)
+            pcb->rtx_count++;
+        uint64_t rto = (uint64_t)pcb->rto_ms << pcb->rtx_count;
+        if (rto > 60000)
+            rto = 60000;
+        timer_arm(&st->tw, &pcb->t_rtx, now + rto * NS_PER_MS);
+        return;
+    }
+    if (pcb->snd_una == pcb->snd_max)
+        return; /* nothing outstanding */
+    if (!pcb->first_rtx_ns)
+        pcb->first_rtx_ns = now;
+    if (pcb->rtx_count >= st->par.tcp_retries2 || user_timeout_hit(st, pcb)) {
+        timeout_close(st, pcb);
+        return;
+    }
+    /* RFC 6298 5.5-5.7 and RFC 5681 3.1: back off, collapse cwnd, go back to snd_una. */
+    CNT_INC(&st->cnt, tcp_rto);
+    pcb->rtx_count++;
+    pcb->cc->on_rto(pcb, now);
+    pcb->in_recovery = false;
+    pcb->recover = pcb->snd_max;
+    pcb->dupacks = 0;
+    pcb->nsacked = 0; /* the receiver may have reneged (RFC 2018 8) */
+    pcb->high_rxt = pcb->snd_una;
+    pcb->rtt_ts = 0;
+    pcb->lost++;
+    pcb->snd_nxt = pcb->snd_una;
+    if (pcb->fin_sent && SEQ_LEQ(pcb->snd_nxt, pcb->fin_seq))
+        pcb->fin_sent = false; /* the FIN goes out again with the data */
+    tcp_output(st, pcb);
+    if (pcb->state != TCP_CLOSED && !timer_armed(&pcb->t_rtx))
+        tcp_arm_rtx(st, pcb);
+}
+
+void tcp_delack_timer(struct timer *t, void *ctx, uint64_t now)
+{
+    struct stack *st = ctx;
+    struct tcp_pcb *pcb = container_of(t, struct tcp_pcb, t_delack);
+    if (pcb->state == TCP_CLOSED || pcb->state == TCP_LISTEN)
+        return;
+    pcb->ack_now = true;
+    tcp_output(st, pcb);
+}
+
+void tcp_arm_keepalive(struct stack *st, struct tcp_pcb *pcb)
+{
+    if (!pcb->keepalive) {
+        timer_cancel(&st->tw, &pcb->t_keep);
+        return;
+    }
+    timer_arm(&st->tw, &pcb->t_keep, pcb->last_rx_ns + (uint64_t)pcb->keep_idle_s * NS_PER_SEC);
+}
+
+void tcp_keep_timer(struct timer *t, void *ctx, uint64_t now)
+{
+    struct stack *st = ctx;
+    struct tcp_pcb *pcb = container_of(t, struct tcp_pcb, t_keep);
+    if (!pcb->keepalive || (pcb->state != TCP_ESTABLISHED && pcb->state != TCP_CLOSE_WAIT &&
+                            pcb->state != TCP_FIN_WAIT_2))
+        return;
+    uint64_t idle = now - pcb->last_rx_ns;
+    if (idle < (uint64_t)pcb->keep_idle_s * NS_PER_SEC) {
+        tcp_arm_keepalive(st, pcb);
+        return;
+    }
+    if (pcb->keep_probes >= pcb->keep_cnt) {
+        timeout_close(st, pcb);
+        return;
+    }
+    pcb->keep_probes++;
+    tcp_send_probe(st, pcb);
+    timer_arm(&st->tw, &pcb->t_keep, now + (uint64_t)pcb->keep_intvl_s * NS_PER_SEC);
+}
