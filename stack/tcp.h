@@ -62,8 +62,6 @@ typedef void (*tcp_event_fn)(void *ctx, struct tcp_pcb *pcb, enum tcp_event ev, 
  * Return 0, or -ENOBUFS to refuse it (the peer gets a RST). */
 typedef int (*tcp_accept_fn)(void *lctx, struct tcp_pcb *listener, struct tcp_pcb *child);
 
-#endif
-
 #define TCP_MAX_SACK 8 /* ranges the sender remembers as SACKed */
 #define TCP_MAX_OOO  8 /* out-of-order ranges the receiver holds in the fifo */
 #define TCP_CC_PRIV  48
@@ -132,6 +130,7 @@ struct tcp_pcb {
     struct timer t_delack;
     struct timer t_keep; /* keepalive */
     bool persist;        /* t_rtx is the zero-window probe timer */
+    bool force_runt;     /* the SWS override timer fired: send a window-limited runt */
 
     /* ACK generation */
     bool ack_now;
@@ -207,3 +206,5 @@ int tcp_set_cc(struct tcp_pcb *pcb, const char *name);
 uint32_t tcp_count(const struct stack *st);
 /* One line per connection like `ss -tan`. */
 size_t tcp_report(struct stack *st, char *buf, size_t cap);
+
+#endif

@@ -150,6 +150,18 @@ static uint32_t build_opts(struct stack *st, struct tcp_pcb *pcb, uint8_t flags,
     return n;
 }
 
+/* Data bytes per segment: the MSS less the options every segment carries (RFC 9293
+ * 3.7.1: the MSS does not include options). */
+static uint32_t seg_size(const struct tcp_pcb *pcb)
+{
+    uint32_t o = pcb->ts_ok ? 12 : 0;
+    if (pcb->sack_ok && pcb->nooo) {
+        uint32_t max = (TCP_OPT_SPACE - o - 4) / 8;
+        o += 4 + 8 * (pcb->nooo < max ? pcb->nooo : max);
+    }
+    return pcb->mss > o + 64 ? pcb->mss - o : 64;
+}
+
 /* Build and send one segment: seq, flags, and len data bytes taken at seq from the send
  * buffer. Returns 0 or -errno. */
 static int tcp_xmit(struct stack *st, struct tcp_pcb *pcb, uint32_t seq, uint8_t flags,
@@ -283,8 +295,8 @@ uint32_t tcp_retransmit(struct stack *st, struct tcp_pcb *pcb, uint32_t seq, uin
     if (SEQ_GT(end, data_end))
         end = data_end;
     uint32_t len = SEQ_GT(end, seq) ? end - seq : 0;
-    if (len > pcb->mss)
-        len = pcb->mss;
+    if (len > seg_size(pcb))
+        len = seg_size(pcb);
     uint8_t flags = TCP_ACK;
     /* The FIN rides on the last byte again if it was sent. */
     if (pcb->fin_sent && seq + len == pcb->fin_seq && SEQ_LT(seq, pcb->fin_seq + 1))
@@ -404,7 +416,8 @@ void tcp_output(struct stack *st, struct tcp_pcb *pcb)
                                  : 0;
         uint32_t cwnd_room = cwnd > inflight ? cwnd - inflight : 0;
         uint32_t room = rwnd_room < cwnd_room ? rwnd_room : cwnd_room;
-        uint32_t len = unsent < pcb->mss ? unsent : pcb->mss;
+        uint32_t smss = seg_size(pcb);
+        uint32_t len = unsent < smss ? unsent : smss;
         if (len > room)
             len = room;
         bool fin = pcb->fin_queued && !pcb->fin_sent && len == unsent;
@@ -412,14 +425,14 @@ void tcp_output(struct stack *st, struct tcp_pcb *pcb)
             break;
         if (len == 0 && fin && cwnd_room == 0 && inflight > 0)
             break; /* a lone FIN waits for room like data */
-        if (len < pcb->mss && !fin) {
+        if (len < smss && !fin) {
             /* Cork holds partial segments; Nagle (RFC 896) holds them while data is
              * unacknowledged; sender SWS (RFC 9293 3.8.6.2.1) holds window-limited
              * runts unless they are half the largest window seen. */
             if (pcb->cork)
                 break;
             if (len < unsent) {
-                if (len < pcb->max_snd_wnd / 2)
+                if (len < pcb->max_snd_wnd / 2 && !pcb->force_runt)
                     break;
             } else if (!pcb->nodelay && pcb->snd_nxt != pcb->snd_una) {
                 break;
@@ -454,13 +467,30 @@ void tcp_output(struct stack *st, struct tcp_pcb *pcb)
         sent = true;
     }
 done:
-    /* Data waiting but the peer's window is closed: probe it (RFC 9293 3.8.6.1). */
-    if (pcb->snd_wnd == 0 && pcb->snd_una == pcb->snd_max && total > pcb->snd_nxt - pcb->snd_una &&
-        !timer_armed(&pcb->t_rtx)) {
+    /* Data waiting, nothing in flight, and the peer's window closed or too small for a
+     * segment: the persist timer probes it (RFC 9293 3.8.6.1) or, when the window is open
+     * but small, sends the runt anyway (the SWS override timeout, 3.8.6.2.1). */
+    if (pcb->snd_una == pcb->snd_max && total > pcb->snd_nxt - pcb->snd_una &&
+        pcb->snd_wnd < seg_size(pcb) && !timer_armed(&pcb->t_rtx)) {
         pcb->persist = true;
         uint64_t rto = pcb->rto_ms;
         timer_arm(&st->tw, &pcb->t_rtx, st->now + rto * NS_PER_MS);
     }
     if (!sent && pcb->ack_now)
         tcp_send_ack(st, pcb);
+}
+
+void tcp_rcvd(struct stack *st, struct tcp_pcb *pcb)
+{
+    if (pcb->state != TCP_ESTABLISHED && pcb->state != TCP_FIN_WAIT_1 &&
+        pcb->state != TCP_FIN_WAIT_2)
+        return;
+    /* A window update is worth a segment when it opens the window by two segments, or
+     * reopens a window smaller than one segment (RFC 9293 3.8.6.2.2, like Linux). */
+    uint32_t cur = SEQ_GT(pcb->rcv_adv, pcb->rcv_nxt) ? pcb->rcv_adv - pcb->rcv_nxt : 0;
+    uint32_t nw = tcp_rcv_window(pcb);
+    if (nw >= cur + 2u * pcb->mss || (cur < pcb->mss && nw >= pcb->mss)) {
+        pcb->ack_now = true;
+        tcp_output(st, pcb);
+    }
 }

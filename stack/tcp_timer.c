@@ -57,6 +57,17 @@ void tcp_rtx_timer(struct timer *t, void *ctx, uint64_t now)
             timeout_close(st, pcb);
             return;
         }
+        if (pcb->snd_wnd) {
+            /* Open but small: send what fits (SWS override), then go on as usual. */
+            pcb->persist = false;
+            pcb->force_runt = true;
+            tcp_output(st, pcb);
+            pcb->force_runt = false;
+            if (pcb->state != TCP_CLOSED && !timer_armed(&pcb->t_rtx) &&
+                pcb->snd_una != pcb->snd_max)
+                tcp_arm_rtx(st, pcb);
+            return;
+        }
         tcp_send_probe(st, pcb);
         if (pcb->rtx_count < 10)
             pcb->rtx_count++;
