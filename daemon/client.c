@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,7 +214,7 @@ void client_flush_wakeups(struct client *cl)
 static struct dsock *sock_get(struct client *cl, uint32_t handle)
 {
     uint32_t idx = shm_handle_idx(handle), gen = shm_handle_gen(handle);
-    if (idx >= cl->nsocks || !gen || cl->socks[idx].gen != gen)
+    if (idx >= cl->nsocks || !gen || cl->socks[idx].gen != gen || cl->socks[idx].closing)
         return NULL;
     return &cl->socks[idx];
 }
@@ -266,6 +267,7 @@ static void sock_free(struct client *cl, struct dsock *ds, bool release)
 {
     if (ds->type == SOCK_DGRAM)
         udp_close(cl->st, &ds->pcb);
+    ds->tcp = NULL;
     fifo_free(cl, ds->rx_off, ds->rx_size, release);
     fifo_free(cl, ds->tx_off, ds->tx_size, release);
     if (ds->tx_queued) {
@@ -284,33 +286,170 @@ static void sock_free(struct client *cl, struct dsock *ds, bool release)
     cl->nopen--;
 }
 
-static int op_socket(struct client *cl, const struct shm_req *r, struct shm_cpl *c)
+static void publish_names(struct client *cl, struct dsock *ds);
+static bool tx_drain(struct client *cl, struct dsock *ds);
+static struct dsock *sock_alloc(struct client *cl, uint32_t type, int *err);
+
+/* ---- TCP over the socket's fifos ----
+ * TX fifo: [tx_head, tail) holds the bytes not yet acknowledged (sent or not); tx_head is
+ * SND.UNA's place, so acknowledged bytes are released by moving it. RX fifo: bytes up to
+ * rx_tail are readable; out-of-order data is written beyond rx_tail, inside the window,
+ * and committed when the hole fills. Client-written indices are read once and checked. */
+static uint32_t tx_tail_checked(struct dsock *ds)
 {
-    int type = r->arg0 & 0xf; /* SOCK_NONBLOCK/SOCK_CLOEXEC are the client's business */
-    if (type == SOCK_STREAM)
-        return -EPROTONOSUPPORT; /* TCP sockets come with the TCP work */
-    if (type != SOCK_DGRAM)
-        return -ESOCKTNOSUPPORT;
-    if (r->arg1 != 0 && r->arg1 != IPPROTO_UDP)
-        return -EPROTONOSUPPORT;
-    if (cl->nopen >= cl->nsocks)
-        return -EMFILE; /* clients.max_sockets */
+    /* Acquire: the bytes the client wrote before its release store are visible. */
+    uint32_t tail = __atomic_load_n(&shsock(ds->cl, ds->idx)->tx_tail, __ATOMIC_ACQUIRE);
+    if (tail - ds->tx_head > ds->tx_size) {
+        client_break(ds->cl, "impossible TX fifo index");
+        return ds->tx_head;
+    }
+    return tail;
+}
+
+static uint32_t tcp_snd_len(void *ctx)
+{
+    struct dsock *ds = ctx;
+    return tx_tail_checked(ds) - ds->tx_head;
+}
+
+static void tcp_snd_copy(void *ctx, uint32_t off, uint32_t len, uint8_t *dst)
+{
+    struct dsock *ds = ctx;
+    shm_fifo_get(ds->cl->base + ds->tx_off, ds->tx_size, ds->tx_head + off, dst, len);
+}
+
+static void tcp_snd_ack(void *ctx, uint32_t n)
+{
+    struct dsock *ds = ctx;
+    ds->tx_head += n;
+    /* Release: our reads of the acknowledged bytes are done before the client reuses them. */
+    __atomic_store_n(&shsock(ds->cl, ds->idx)->tx_head, ds->tx_head, __ATOMIC_RELEASE);
+}
+
+static uint32_t tcp_rcv_space(void *ctx)
+{
+    struct dsock *ds = ctx;
+    uint32_t head = __atomic_load_n(&shsock(ds->cl, ds->idx)->rx_head, __ATOMIC_ACQUIRE);
+    uint32_t used = ds->rx_tail - head;
+    if (used > ds->rx_size) {
+        client_break(ds->cl, "impossible RX fifo index");
+        return 0;
+    }
+    return ds->rx_size - used;
+}
+
+static void tcp_rcv_write_at(void *ctx, uint32_t off, const uint8_t *data, uint32_t len)
+{
+    struct dsock *ds = ctx;
+    shm_fifo_put(ds->cl->base + ds->rx_off, ds->rx_size, ds->rx_tail + off, data, len);
+}
+
+static void tcp_rcv_commit(void *ctx, uint32_t n)
+{
+    struct dsock *ds = ctx;
+    struct shm_sock *sh = shsock(ds->cl, ds->idx);
+    uint32_t head = __atomic_load_n(&sh->rx_head, __ATOMIC_RELAXED);
+    bool was_empty = ds->rx_tail == head;
+    ds->rx_tail += n;
+    /* Release: the bytes are visible before the new tail. */
+    __atomic_store_n(&sh->rx_tail, ds->rx_tail, __ATOMIC_RELEASE);
+    if (was_empty)
+        sock_notify(ds->cl, ds);
+}
+
+static const struct tcp_buf_ops tcp_fifo_ops = {tcp_snd_len,   tcp_snd_copy,     tcp_snd_ack,
+                                                tcp_rcv_space, tcp_rcv_write_at, tcp_rcv_commit};
+
+static void set_events(struct dsock *ds, uint32_t set)
+{
+    __atomic_fetch_or(&shsock(ds->cl, ds->idx)->events, set, __ATOMIC_RELEASE);
+    sock_notify(ds->cl, ds);
+}
+
+static void tcp_event_cb(void *ctx, struct tcp_pcb *pcb, enum tcp_event ev, int err)
+{
+    struct dsock *ds = ctx;
+    struct client *cl = ds->cl;
+    switch (ev) {
+    case TCP_EV_CONNECTED:
+        publish_names(cl, ds);
+        set_events(ds, SHM_EV_OUT);
+        break;
+    case TCP_EV_READABLE:
+        break; /* tcp_rcv_commit notified on the empty -> non-empty edge */
+    case TCP_EV_WRITABLE:
+        sock_notify(cl, ds);
+        break;
+    case TCP_EV_FIN:
+        set_events(ds, SHM_EV_RDHUP | SHM_EV_IN);
+        break;
+    case TCP_EV_ACCEPTABLE:
+        set_events(ds, SHM_EV_IN);
+        break;
+    case TCP_EV_CLOSED:
+        /* The stack is done with our fifos. */
+        ds->tcp = NULL;
+        if (ds->closing || ds->unaccepted) {
+            sock_free(cl, ds, true);
+            return;
+        }
+        if (err) {
+            ds->so_error = err;
+            __atomic_store_n(&shsock(cl, ds->idx)->so_error, err, __ATOMIC_RELAXED);
+        }
+        set_events(ds, SHM_EV_HUP | SHM_EV_RDHUP | SHM_EV_IN | (err ? SHM_EV_ERR : 0));
+        break;
+    }
+}
+
+/* A connection completed its handshake on a listener: give it a slot and fifos now, so
+ * data can arrive before the application calls accept. */
+static int tcp_accept_cb(void *lctx, struct tcp_pcb *listener, struct tcp_pcb *child)
+{
+    struct dsock *l = lctx;
+    struct client *cl = l->cl;
+    int err = 0;
+    if (cl->broken)
+        return -ENOBUFS;
+    struct dsock *ds = sock_alloc(cl, SOCK_STREAM, &err);
+    if (!ds)
+        return err;
+    ds->tcp = child;
+    ds->unaccepted = true;
+    child->buf = &tcp_fifo_ops;
+    child->ctx = ds;
+    child->ev = tcp_event_cb;
+    publish_names(cl, ds);
+    set_events(ds, SHM_EV_OUT);
+    return 0;
+}
+
+/* A socket slot with its two fifos, published in the region; NULL with *err set. */
+static struct dsock *sock_alloc(struct client *cl, uint32_t type, int *err)
+{
+    if (cl->nopen >= cl->nsocks) {
+        *err = -EMFILE; /* clients.max_sockets */
+        return NULL;
+    }
     uint32_t idx = 0;
     while (idx < cl->nsocks && cl->socks[idx].gen)
         idx++;
-    if (idx == cl->nsocks)
-        return -EMFILE;
+    if (idx == cl->nsocks) {
+        *err = -EMFILE;
+        return NULL;
+    }
     uint32_t rx = fifo_alloc(cl, cl->rcvbuf);
     uint32_t tx = rx ? fifo_alloc(cl, cl->sndbuf) : 0;
     if (!tx) {
         fifo_free(cl, rx, cl->rcvbuf, false);
-        return -ENOBUFS; /* clients.fifo_mb exhausted */
+        *err = -ENOBUFS; /* clients.fifo_mb exhausted */
+        return NULL;
     }
     struct dsock *ds = &cl->socks[idx];
     memset(ds, 0, sizeof(*ds));
     ds->idx = idx;
     ds->cl = cl;
-    ds->type = SOCK_DGRAM;
+    ds->type = type;
     ds->rx_off = rx;
     ds->rx_size = cl->rcvbuf;
     ds->tx_off = tx;
@@ -318,25 +457,57 @@ static int op_socket(struct client *cl, const struct shm_req *r, struct shm_cpl 
     ds->rx_limit = cl->rcvbuf;
     ds->gen = cl->gen_next;
     cl->gen_next = cl->gen_next == 0x7fff ? 1 : cl->gen_next + 1; /* handle < 2^31 */
-    udp_pcb_init(cl->st, &ds->pcb, udp_deliver_cb, udp_err_cb, ds);
     struct shm_sock *sh = shsock(cl, idx);
     memset(sh, 0, sizeof(*sh));
-    sh->type = SOCK_DGRAM;
+    sh->type = type;
     sh->rx_off = rx;
     sh->rx_size = ds->rx_size;
     sh->tx_off = tx;
     sh->tx_size = ds->tx_size;
-    sh->events = SHM_EV_OUT;
-    /* The client learns the handle from the completion, published with release after this. */
+    sh->events = type == SOCK_DGRAM ? SHM_EV_OUT : 0;
+    /* The client learns the handle from a completion, published with release after this. */
     sh->gen = ds->gen;
     cl->nopen++;
-    c->handle = shm_handle(idx, ds->gen);
+    return ds;
+}
+
+static int op_socket(struct client *cl, const struct shm_req *r, struct shm_cpl *c)
+{
+    int type = r->arg0 & 0xf; /* SOCK_NONBLOCK/SOCK_CLOEXEC are the client's business */
+    if (type != SOCK_DGRAM && type != SOCK_STREAM)
+        return -ESOCKTNOSUPPORT;
+    if (r->arg1 != 0 && r->arg1 != (type == SOCK_DGRAM ? IPPROTO_UDP : IPPROTO_TCP))
+        return -EPROTONOSUPPORT;
+    int err = 0;
+    struct dsock *ds = sock_alloc(cl, (uint32_t)type, &err);
+    if (!ds)
+        return err;
+    if (type == SOCK_DGRAM) {
+        udp_pcb_init(cl->st, &ds->pcb, udp_deliver_cb, udp_err_cb, ds);
+    } else {
+        ds->tcp = tcp_new(cl->st, &tcp_fifo_ops, tcp_event_cb, ds);
+        if (!ds->tcp) {
+            sock_free(cl, ds, true);
+            return -ENOBUFS;
+        }
+    }
+    c->handle = shm_handle(ds->idx, ds->gen);
     return (int)c->handle; /* the result is the handle too (shm.h) */
 }
 
 static void publish_names(struct client *cl, struct dsock *ds)
 {
     struct shm_sock *sh = shsock(cl, ds->idx);
+    if (ds->type == SOCK_STREAM) {
+        if (!ds->tcp)
+            return;
+        bool conn = ds->tcp->state != TCPS_CLOSED && ds->tcp->state != TCPS_LISTEN;
+        sh->local_addr = ds->tcp->laddr;
+        sh->local_port = ds->tcp->lport;
+        sh->peer_addr = conn ? ds->tcp->raddr : 0;
+        sh->peer_port = conn ? ds->tcp->rport : 0;
+        return;
+    }
     sh->local_addr = ds->pcb.laddr;
     sh->local_port = ds->pcb.lport;
     sh->peer_addr = ds->pcb.connected ? ds->pcb.raddr : 0;
@@ -358,8 +529,176 @@ static int put_int(struct shm_cpl *c, int v)
     return 0;
 }
 
+static int tcp_setsockopt(struct client *cl, struct dsock *ds, const struct shm_req *r)
+{
+    struct tcp_pcb *t = ds->tcp;
+    if (r->arg0 == SOL_SOCKET && r->arg1 == SO_LINGER) {
+        struct linger lg;
+        if (r->optlen < sizeof(lg))
+            return -EINVAL;
+        memcpy(&lg, r->opt, sizeof(lg));
+        ds->linger0 = lg.l_onoff && lg.l_linger == 0;
+        return 0;
+    }
+    if (r->arg0 == IPPROTO_TCP && r->arg1 == TCP_CONGESTION) {
+        char name[17] = {0};
+        memcpy(name, r->opt, r->optlen < 16 ? r->optlen : 16);
+        return t ? tcp_set_cc(t, name) : -ENOTCONN;
+    }
+    int v, rc = get_int(r, &v);
+    if (rc)
+        return rc;
+    if (!t)
+        return -EINVAL;
+    if (r->arg0 == SOL_SOCKET) {
+        switch (r->arg1) {
+        case SO_KEEPALIVE:
+            t->keepalive = v != 0;
+            tcp_arm_keepalive(cl->st, t);
+            return 0;
+        case SO_REUSEADDR:
+        case SO_RCVBUF:
+        case SO_SNDBUF:
+        case SO_PRIORITY:
+            return 0; /* fifos have their size; TIME_WAIT never blocks a listener's bind */
+        default:
+            return -ENOPROTOOPT;
+        }
+    }
+    if (r->arg0 == IPPROTO_TCP) {
+        switch (r->arg1) {
+        case TCP_NODELAY:
+            t->nodelay = v != 0;
+            tcp_output(cl->st, t);
+            return 0;
+        case TCP_CORK:
+            t->cork = v != 0;
+            if (!t->cork)
+                tcp_output(cl->st, t); /* uncorking sends what was held */
+            return 0;
+        case TCP_KEEPIDLE:
+        case TCP_KEEPINTVL:
+        case TCP_KEEPCNT:
+            if (v < 1 || v > 32767)
+                return -EINVAL;
+            if (r->arg1 == TCP_KEEPIDLE)
+                t->keep_idle_s = (uint32_t)v;
+            else if (r->arg1 == TCP_KEEPINTVL)
+                t->keep_intvl_s = (uint32_t)v;
+            else
+                t->keep_cnt = (uint32_t)v;
+            tcp_arm_keepalive(cl->st, t);
+            return 0;
+        case TCP_USER_TIMEOUT:
+            if (v < 0)
+                return -EINVAL;
+            t->user_timeout_ms = (uint32_t)v;
+            return 0;
+        case TCP_QUICKACK:
+            return 0;
+        default:
+            return -ENOPROTOOPT;
+        }
+    }
+    if (r->arg0 == IPPROTO_IP && (r->arg1 == IP_TOS || r->arg1 == IP_TTL))
+        return 0;
+    return -ENOPROTOOPT;
+}
+
+static int tcp_getsockopt(struct client *cl, struct dsock *ds, const struct shm_req *r,
+                          struct shm_cpl *c)
+{
+    struct tcp_pcb *t = ds->tcp;
+    if (r->arg0 == SOL_SOCKET) {
+        switch (r->arg1) {
+        case SO_TYPE:
+            return put_int(c, SOCK_STREAM);
+        case SO_DOMAIN:
+            return put_int(c, AF_INET);
+        case SO_PROTOCOL:
+            return put_int(c, IPPROTO_TCP);
+        case SO_ERROR: {
+            int e = ds->so_error;
+            ds->so_error = 0;
+            __atomic_store_n(&shsock(cl, ds->idx)->so_error, 0, __ATOMIC_RELAXED);
+            __atomic_fetch_and(&shsock(cl, ds->idx)->events, ~(uint32_t)SHM_EV_ERR,
+                               __ATOMIC_RELEASE);
+            return put_int(c, e);
+        }
+        case SO_KEEPALIVE:
+            return put_int(c, t && t->keepalive);
+        case SO_RCVBUF:
+            return put_int(c, (int)ds->rx_size);
+        case SO_SNDBUF:
+            return put_int(c, (int)ds->tx_size);
+        case SO_REUSEADDR:
+            return put_int(c, 0);
+        case SO_ACCEPTCONN:
+            return put_int(c, t && t->state == TCPS_LISTEN);
+        case SO_LINGER: {
+            struct linger lg = {.l_onoff = ds->linger0, .l_linger = 0};
+            memcpy(c->opt, &lg, sizeof(lg));
+            c->optlen = sizeof(lg);
+            return 0;
+        }
+        default:
+            return -ENOPROTOOPT;
+        }
+    }
+    if (r->arg0 != IPPROTO_TCP)
+        return -ENOPROTOOPT;
+    if (!t)
+        return r->arg1 == TCP_INFO ? (c->optlen = 0, 0) : -ENOTCONN;
+    switch (r->arg1) {
+    case TCP_NODELAY:
+        return put_int(c, t->nodelay);
+    case TCP_CORK:
+        return put_int(c, t->cork);
+    case TCP_MAXSEG:
+        return put_int(c, t->mss);
+    case TCP_KEEPIDLE:
+        return put_int(c, (int)t->keep_idle_s);
+    case TCP_KEEPINTVL:
+        return put_int(c, (int)t->keep_intvl_s);
+    case TCP_KEEPCNT:
+        return put_int(c, (int)t->keep_cnt);
+    case TCP_USER_TIMEOUT:
+        return put_int(c, (int)t->user_timeout_ms);
+    case TCP_CONGESTION:
+        c->optlen = (uint16_t)strlen(t->cc->name);
+        memcpy(c->opt, t->cc->name, c->optlen);
+        return 0;
+    case TCP_INFO: {
+        /* Linux's tcpi_state numbering: ESTABLISHED = 1 ... (see linux/tcp.h) */
+        static const uint8_t linux_state[] = {7, 10, 2, 3, 1, 4, 5, 8, 11, 9, 6};
+        struct shm_tcp_info ti = {
+            .state = linux_state[t->state],
+            .ca_state = t->in_recovery ? 3 : 0,
+            .retransmits = (uint8_t)(t->rtx_count > 255 ? 255 : t->rtx_count),
+            .options = (uint8_t)((t->ts_ok ? 1 : 0) | (t->sack_ok ? 2 : 0) | (t->ws_ok ? 4 : 0)),
+            .snd_wscale = t->snd_wscale,
+            .rcv_wscale = t->rcv_wscale,
+            .rto_us = t->rto_ms * 1000,
+            .snd_mss = t->mss,
+            .rtt_us = t->srtt_us,
+            .rttvar_us = t->rttvar_us,
+            .snd_cwnd = t->mss ? t->cwnd / t->mss : 0,
+            .snd_ssthresh =
+                t->ssthresh == 0xffffffffu ? 0x7fffffff : t->ssthresh / (t->mss ? t->mss : 1),
+        };
+        memcpy(c->opt, &ti, sizeof(ti));
+        c->optlen = sizeof(ti);
+        return 0;
+    }
+    default:
+        return -ENOPROTOOPT;
+    }
+}
+
 static int op_setsockopt(struct client *cl, struct dsock *ds, const struct shm_req *r)
 {
+    if (ds->type == SOCK_STREAM)
+        return tcp_setsockopt(cl, ds, r);
     int v, rc = get_int(r, &v);
     if (rc)
         return rc;
@@ -409,6 +748,8 @@ static int op_setsockopt(struct client *cl, struct dsock *ds, const struct shm_r
 static int op_getsockopt(struct client *cl, struct dsock *ds, const struct shm_req *r,
                          struct shm_cpl *c)
 {
+    if (ds->type == SOCK_STREAM)
+        return tcp_getsockopt(cl, ds, r, c);
     if (r->arg0 == SOL_SOCKET) {
         switch (r->arg1) {
         case SO_TYPE:
@@ -457,6 +798,117 @@ static void txq_add(struct client *cl, struct dsock *ds)
     cl->txq = ds;
 }
 
+static void tcp_close_sock(struct client *cl, struct dsock *ds, bool abort)
+{
+    struct shm_sock *sh = shsock(cl, ds->idx);
+    __atomic_store_n(&sh->gen, 0, __ATOMIC_RELEASE); /* the client's handle is dead now */
+    if (!ds->tcp) {
+        sock_free(cl, ds, true);
+        return;
+    }
+    struct tcp_pcb *t = ds->tcp;
+    /* Unread data at close means the peer's data was lost: RST, not FIN (RFC 2525 2.17). */
+    uint32_t unread = ds->rx_tail - __atomic_load_n(&sh->rx_head, __ATOMIC_ACQUIRE);
+    if (abort || ds->linger0 || (unread && unread <= ds->rx_size) || t->state == TCPS_LISTEN ||
+        t->state == TCPS_SYN_SENT || t->state == TCPS_CLOSED) {
+        if (t->state == TCPS_LISTEN || t->state == TCPS_CLOSED || t->state == TCPS_SYN_SENT)
+            tcp_close(cl->st, t);
+        else
+            tcp_abort(cl->st, t);
+        ds->tcp = NULL;
+        sock_free(cl, ds, true);
+        return;
+    }
+    ds->closing = true;
+    tcp_close(cl->st, t); /* EV_CLOSED frees the slot once the data is delivered */
+}
+
+static int handle_tcp(struct client *cl, struct dsock *ds, const struct shm_req *r,
+                      struct shm_cpl *c)
+{
+    struct tcp_pcb *t = ds->tcp;
+    int rc = 0;
+    switch (r->op) {
+    case SHM_OP_CLOSE:
+        tcp_close_sock(cl, ds, false);
+        return 0;
+    case SHM_OP_GETSOCKOPT:
+        return op_getsockopt(cl, ds, r, c);
+    case SHM_OP_SETSOCKOPT:
+        return op_setsockopt(cl, ds, r);
+    default:
+        break;
+    }
+    if (!t) { /* the connection is gone (reset, timed out): only close and options work */
+        if (r->op == SHM_OP_TX || r->op == SHM_OP_RX_DONE)
+            return 0;
+        if (r->op == SHM_OP_GETSOCKNAME || r->op == SHM_OP_GETPEERNAME) {
+            struct shm_sock *sh = shsock(cl, ds->idx);
+            c->addr = r->op == SHM_OP_GETSOCKNAME ? sh->local_addr : sh->peer_addr;
+            c->port = r->op == SHM_OP_GETSOCKNAME ? sh->local_port : sh->peer_port;
+            return r->op == SHM_OP_GETPEERNAME ? -ENOTCONN : 0;
+        }
+        return -ENOTCONN;
+    }
+    switch (r->op) {
+    case SHM_OP_BIND:
+        rc = tcp_bind(cl->st, t, r->addr, r->port);
+        publish_names(cl, ds);
+        shsock(cl, ds->idx)->local_addr = t->laddr;
+        shsock(cl, ds->idx)->local_port = t->lport;
+        return rc;
+    case SHM_OP_LISTEN:
+        rc = tcp_listen(cl->st, t, r->arg0, tcp_accept_cb, ds);
+        shsock(cl, ds->idx)->local_port = t->lport;
+        return rc;
+    case SHM_OP_CONNECT:
+        rc = tcp_connect(cl->st, t, r->addr, r->port);
+        publish_names(cl, ds);
+        return rc == 0 ? -EINPROGRESS : rc;
+    case SHM_OP_ACCEPT: {
+        if (t->state != TCPS_LISTEN)
+            return -EINVAL;
+        struct tcp_pcb *child = tcp_accept(cl->st, t);
+        if (!t->acc_head)
+            __atomic_fetch_and(&shsock(cl, ds->idx)->events, ~(uint32_t)SHM_EV_IN,
+                               __ATOMIC_RELEASE);
+        if (!child)
+            return -EAGAIN;
+        struct dsock *cds = child->ctx;
+        cds->unaccepted = false;
+        c->handle = shm_handle(cds->idx, cds->gen);
+        c->addr = child->raddr;
+        c->port = child->rport;
+        return (int)c->handle;
+    }
+    case SHM_OP_TX:
+        __atomic_store_n(&shsock(cl, ds->idx)->tx_kick, 0, __ATOMIC_SEQ_CST);
+        tcp_output(cl->st, t);
+        return 0;
+    case SHM_OP_RX_DONE:
+        __atomic_store_n(&shsock(cl, ds->idx)->rx_kick, 0, __ATOMIC_SEQ_CST);
+        tcp_rcvd(cl->st, t);
+        return 0;
+    case SHM_OP_SHUTDOWN:
+        rc = tcp_shutdown(cl->st, t, r->arg0);
+        if (rc == 0 && r->arg0 != SHUT_WR)
+            set_events(ds, SHM_EV_RDHUP | SHM_EV_IN);
+        return rc;
+    case SHM_OP_GETSOCKNAME:
+        c->addr = t->laddr;
+        c->port = t->lport;
+        return 0;
+    case SHM_OP_GETPEERNAME:
+        if (t->state == TCPS_CLOSED || t->state == TCPS_LISTEN || t->state == TCPS_SYN_SENT)
+            return -ENOTCONN;
+        c->addr = t->raddr;
+        c->port = t->rport;
+        return 0;
+    default:
+        return -EINVAL;
+    }
+}
+
 /* One request; fills the completion. */
 static void handle_req(struct client *cl, const struct shm_req *r, struct shm_cpl *c)
 {
@@ -484,6 +936,10 @@ static void handle_req(struct client *cl, const struct shm_req *r, struct shm_cp
         c->result = -EINVAL;
         return;
     }
+    if (ds->type == SOCK_STREAM) {
+        c->result = handle_tcp(cl, ds, r, c);
+        return;
+    }
     int rc = 0;
     switch (r->op) {
     case SHM_OP_BIND:
@@ -491,10 +947,16 @@ static void handle_req(struct client *cl, const struct shm_req *r, struct shm_cp
         publish_names(cl, ds);
         break;
     case SHM_OP_CONNECT:
-        rc = udp_connect(cl->st, &ds->pcb, r->addr, r->port);
+        if (r->flags & SHM_REQ_UNSPEC)
+            rc = udp_connect(cl->st, &ds->pcb, 0, 0);
+        else
+            rc = r->addr || r->port ? udp_connect(cl->st, &ds->pcb, r->addr, r->port) : -EINVAL;
         publish_names(cl, ds);
         break;
     case SHM_OP_CLOSE:
+        /* Datagrams sent before close still go out (as with the kernel's socket). */
+        while (!cl->broken && !tx_drain(cl, ds))
+            ;
         sock_free(cl, ds, true);
         break;
     case SHM_OP_TX:
@@ -520,14 +982,13 @@ static void handle_req(struct client *cl, const struct shm_req *r, struct shm_cp
         c->port = ds->pcb.rport;
         break;
     case SHM_OP_SHUTDOWN:
-        if (!ds->pcb.connected) {
-            rc = -ENOTCONN;
-            break;
-        }
         if (r->arg0 < SHUT_RD || r->arg0 > SHUT_RDWR) {
             rc = -EINVAL;
             break;
         }
+        /* Like Linux: ENOTCONN on an unconnected socket, but the shutdown still applies. */
+        if (!ds->pcb.connected)
+            rc = -ENOTCONN;
         if (r->arg0 != SHUT_WR) {
             ds->shut_rd = true;
             __atomic_fetch_or(&shsock(cl, ds->idx)->events, SHM_EV_RDHUP | SHM_EV_IN,
@@ -598,9 +1059,25 @@ void client_attach(struct client *cl, struct stack *st)
 
 void client_close_all(struct client *cl)
 {
-    for (uint32_t i = 0; i < cl->nsocks; i++)
-        if (cl->socks[i].gen)
-            sock_free(cl, &cl->socks[i], false);
+    /* The process is gone: its connections are reset (DESIGN.md 4), nothing lingers on
+     * memory that is about to be unmapped. */
+    for (uint32_t i = 0; i < cl->nsocks; i++) {
+        struct dsock *ds = &cl->socks[i];
+        if (!ds->gen)
+            continue;
+        if (ds->type == SOCK_DGRAM && !cl->broken)
+            while (!cl->broken && !tx_drain(cl, ds))
+                ; /* what a process sent before it exited still goes out */
+        if (ds->tcp) {
+            struct tcp_pcb *t = ds->tcp;
+            ds->tcp = NULL;
+            if (t->state == TCPS_LISTEN)
+                tcp_close(cl->st, t);
+            else
+                tcp_abort(cl->st, t);
+        }
+        sock_free(cl, ds, false);
+    }
     cl->txq = NULL;
 }
 

@@ -454,7 +454,9 @@ static int cmd_ping(struct ctl_client *c, int argc, char **argv)
 
 static int cmd_attach(struct ctl_client *c, int argc, char **argv)
 {
-    if (argc != 2 || strcmp(argv[1], "1")) {
+    char want[16];
+    snprintf(want, sizeof(want), "%u", SHM_LAYOUT_VERSION);
+    if (argc != 2 || strcmp(argv[1], want)) {
         sb_printf(&c->out, "error: attach: this daemon speaks layout version %u\n",
                   SHM_LAYOUT_VERSION);
         return 0;

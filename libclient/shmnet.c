@@ -1,6 +1,1671 @@
+/* libshmnet: the native client API over the shared-memory contract (shm/shm.h).
+ * Design, threading and the wake-up protocol: docs/libshmnet.md.
+ *
+ * Objects:
+ *   struct attach  one session with shmnetd: control socket, mapped region and state page,
+ *                  eventfds, client-private ring indices per channel. Refcounted (the
+ *                  current-session pointer, every socket and every thread's channel hold a
+ *                  reference), so a dead session stays mapped until its last socket goes.
+ *   struct csock   one socket: handle, private fifo indices (under rx_lock / tx_lock),
+ *                  flags. Found through a two-level fd table under a rwlock.
+ * Internal functions return a value >= 0 or -errno; the exported wrappers set errno. */
 #include "libclient/shmnet.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shm/shm.h"
+#include "shm/shm_ring.h"
+
+#define SPIN_NS          50000ll      /* busy-wait before sleeping (about 50 us) */
+#define SHARED_CAP_NS    1000000ll    /* sleep cap on a shared channel (see docs) */
+#define ALIVE_CHECK_NS   100000000ll  /* non-blocking paths poll the control fd this often */
+#define ATTACH_TIMEOUT_S 5            /* the attach handshake never hangs longer */
+#define CLOSE_LINGER_NS  1000000000ll /* close waits this long for the TX fifo to drain */
+#define FDT_PAGE         1024
+#define FDT_PAGES        1024 /* fds below 1M can be shmnet sockets */
+
+#if defined(__x86_64__) || defined(__i386__)
+#define cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define cpu_relax() __asm__ __volatile__("" ::: "memory")
+#endif
+
+/* Internal result for "the session with the daemon is gone"; callers turn it into the
+ * errno POSIX would give for a reset connection (ECONNRESET / EPIPE / ENOTCONN). */
+#define E_DEAD (-ESHUTDOWN)
+
+struct chan_priv {
+    pthread_mutex_t lock; /* request posting and the wait for its completion */
+    uint32_t req_tail;    /* private producer index of the request ring */
+    uint32_t cpl_head;    /* private consumer index of the completion ring */
+    uint32_t seq;
+    int users; /* threads on this channel (atomic); > 1 means shared */
+};
+
+struct attach {
+    int refs; /* atomic */
+    int dead; /* atomic: 1 once the control connection is known to be gone */
+    int ctl_fd, doorbell_fd;
+    int chan_fd[SHM_MAX_CHANNELS];
+    uint32_t nchannels, nsocks, worker;
+    struct shm_region *region;
+    size_t region_size;
+    const struct shm_state *state;
+    size_t state_size;
+    struct shm_channel *chans;
+    struct shm_sock *socks;
+    uint64_t chan_used;  /* atomic: channels claimed by one thread each */
+    uint32_t next_share; /* atomic: round robin once all channels are taken */
+    int64_t last_check;  /* atomic: last liveness poll of ctl_fd (ns) */
+    struct chan_priv cp[SHM_MAX_CHANNELS];
+};
+
+struct csock {
+    int refs; /* atomic: the fd table's reference + one per call in progress */
+    int fd;   /* the placeholder kernel fd */
+    int type;
+    int nonblock; /* atomic */
+    int closed;   /* atomic */
+    int shut;     /* atomic: bit 0 SHUT_RD, bit 1 SHUT_WR, as set by this client */
+    int connected;
+    uint32_t handle;
+    struct attach *att;
+    struct shm_sock *sh;
+    pthread_mutex_t rx_lock, tx_lock; /* RX consumer state / TX producer state */
+    uint32_t rx_head;                 /* private, under rx_lock (read atomically by poll) */
+    uint32_t tx_tail;                 /* private, under tx_lock (read atomically by waits) */
+    uint8_t *rx_base, *tx_base;
+    uint32_t rx_size, tx_size;
+    int64_t rcvtimeo, sndtimeo; /* ns; 0 = none, < 0 = expire at once */
+};
+
+/* ------------------------------------------------------------------ small helpers */
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+static long ret_errno(long r)
+{
+    if (r < 0) {
+        errno = (int)-r;
+        return -1;
+    }
+    return r;
+}
+
+static void put_sockaddr(struct sockaddr *sa, socklen_t *len, uint32_t addr, uint16_t port)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+
+    sin.sin_addr.s_addr = htonl(addr);
+    sin.sin_port = htons(port);
+    memcpy(sa, &sin, *len < sizeof(sin) ? *len : sizeof(sin));
+    *len = sizeof(sin);
+}
+
+/* Validate a caller's (addr, addrlen) result pair. */
+static int check_out_addr(const struct sockaddr *sa, const socklen_t *len)
+{
+    if (!sa || !len)
+        return -EFAULT;
+    if ((int)*len < 0)
+        return -EINVAL;
+    return 0;
+}
+
+/* Parse an AF_INET address argument into host-order addr/port. */
+static int get_sockaddr(const struct sockaddr *sa, socklen_t len, uint32_t *addr, uint16_t *port)
+{
+    struct sockaddr_in sin;
+
+    if (!sa)
+        return -EFAULT;
+    if (len < sizeof(sa_family_t))
+        return -EINVAL;
+    if (sa->sa_family != AF_INET)
+        return -EAFNOSUPPORT;
+    if (len < sizeof(sin))
+        return -EINVAL;
+    memcpy(&sin, sa, sizeof(sin));
+    *addr = ntohl(sin.sin_addr.s_addr);
+    *port = ntohs(sin.sin_port);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ sessions */
+
+static pthread_mutex_t att_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct attach *att_cur; /* under att_lock; holds one reference */
+static int att_warned;         /* atomic: the "cannot reach" line was printed */
+
+static void att_ref(struct attach *a)
+{
+    __atomic_fetch_add(&a->refs, 1, __ATOMIC_RELAXED);
+}
+
+static void att_free(struct attach *a)
+{
+    for (uint32_t i = 0; i < a->nchannels; i++) {
+        close(a->chan_fd[i]);
+        pthread_mutex_destroy(&a->cp[i].lock);
+    }
+    if (a->region)
+        munmap(a->region, a->region_size);
+    if (a->state)
+        munmap((void *)a->state, a->state_size);
+    if (a->doorbell_fd >= 0)
+        close(a->doorbell_fd);
+    if (a->ctl_fd >= 0)
+        close(a->ctl_fd);
+    free(a);
+}
+
+static void att_unref(struct attach *a)
+{
+    /* acq_rel: every holder's use of the mapping happens before the last one unmaps it. */
+    if (__atomic_sub_fetch(&a->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        att_free(a);
+}
+
+static bool att_dead(const struct attach *a)
+{
+    return __atomic_load_n(&a->dead, __ATOMIC_ACQUIRE);
+}
+
+static void att_mark_dead(struct attach *a)
+{
+    /* release: pairs with att_dead's acquire (nothing else to publish, but cheap). */
+    __atomic_store_n(&a->dead, 1, __ATOMIC_RELEASE);
+}
+
+/* The control socket reported revents: hang-up, error or EOF ends the session. The daemon
+ * sends nothing after the attach reply; stray bytes are read and ignored. */
+static void att_ctl_event(struct attach *a, short revents)
+{
+    char buf[64];
+    ssize_t n;
+
+    if (revents & (POLLHUP | POLLERR | POLLNVAL)) {
+        att_mark_dead(a);
+        return;
+    }
+    if (!(revents & POLLIN))
+        return;
+    n = recv(a->ctl_fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+        att_mark_dead(a);
+}
+
+/* Is the session alive? Polls the control fd (one system call) when forced or when the
+ * last check is older than ALIVE_CHECK_NS; otherwise trusts the dead flag. */
+static bool att_alive(struct attach *a, bool force)
+{
+    if (att_dead(a))
+        return false;
+    int64_t t = now_ns();
+    if (!force && t - __atomic_load_n(&a->last_check, __ATOMIC_RELAXED) < ALIVE_CHECK_NS)
+        return true;
+    __atomic_store_n(&a->last_check, t, __ATOMIC_RELAXED);
+    struct pollfd p = {.fd = a->ctl_fd, .events = POLLIN};
+    if (poll(&p, 1, 0) > 0)
+        att_ctl_event(a, p.revents);
+    return !att_dead(a);
+}
+
+static void warn_once(const char *path, int err)
+{
+    if (__atomic_exchange_n(&att_warned, 1, __ATOMIC_RELAXED) == 0)
+        fprintf(stderr, "shmnet: cannot attach to shmnetd at %s: %s\n", path, strerror(err));
+}
+
+static int att_validate(struct attach *a, const struct shm_attach_reply *rep)
+{
+    const struct shm_region *r = a->region;
+    uint64_t end;
+
+    if (r->magic != SHM_MAGIC || r->version != SHM_LAYOUT_VERSION || r->size != a->region_size)
+        return -EPROTO;
+    if (r->nchannels != rep->nchannels || r->worker >= SHM_MAX_WORKERS)
+        return -EPROTO;
+    if (a->state_size < sizeof(struct shm_state) || a->state->magic != SHM_MAGIC ||
+        a->state->version != SHM_LAYOUT_VERSION)
+        return -EPROTO;
+    end = (uint64_t)r->chan_off + (uint64_t)r->nchannels * sizeof(struct shm_channel);
+    if (r->chan_off % SHM_CACHELINE || end > r->size)
+        return -EPROTO;
+    end = (uint64_t)r->sock_off + (uint64_t)r->nsocks * sizeof(struct shm_sock);
+    if (r->sock_off % SHM_CACHELINE || end > r->size || r->nsocks > 0x10000)
+        return -EPROTO;
+    a->nchannels = r->nchannels;
+    a->nsocks = r->nsocks;
+    a->worker = r->worker;
+    a->chans = (struct shm_channel *)((uint8_t *)a->region + r->chan_off);
+    a->socks = (struct shm_sock *)((uint8_t *)a->region + r->sock_off);
+    return 0;
+}
+
+static void *map_fd(int fd, size_t size, int prot)
+{
+    struct stat st;
+
+    if (size == 0 || fstat(fd, &st) < 0 || (uint64_t)st.st_size < size)
+        return NULL;
+    void *p = mmap(NULL, size, prot, MAP_SHARED, fd, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* Receive the attach reply and its fds. Returns the number of fds placed in fds[]. */
+static int recv_reply(int fd, struct shm_attach_reply *rep, int *fds, int maxfds)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * (3 + SHM_MAX_CHANNELS))];
+        struct cmsghdr align;
+    } cm;
+    struct iovec iov = {.iov_base = rep, .iov_len = sizeof(*rep)};
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf, .msg_controllen = sizeof(cm.buf)};
+    int nfds = 0;
+    ssize_t n;
+
+    do {
+        n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno == EAGAIN ? -ETIMEDOUT : -errno;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        for (int i = 0; i < k; i++) {
+            int f;
+            memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(f));
+            if (nfds < maxfds)
+                fds[nfds++] = f;
+            else
+                close(f);
+        }
+    }
+    if (n == 0 || (mh.msg_flags & MSG_CTRUNC)) {
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
+        return n == 0 ? -ECONNREFUSED : -EPROTO;
+    }
+    /* A stream may split the reply: the fds came with the first byte, read the rest. */
+    for (size_t got = (size_t)n; got < sizeof(*rep);) {
+        n = recv(fd, (char *)rep + got, sizeof(*rep) - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            for (int i = 0; i < nfds; i++)
+                close(fds[i]);
+            return n == 0 ? -ECONNREFUSED : -errno;
+        }
+        got += (size_t)n;
+    }
+    return nfds;
+}
+
+static int att_open(struct attach **out)
+{
+    const char *path = getenv(SHM_SOCKET_ENV);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    struct timeval tv = {.tv_sec = ATTACH_TIMEOUT_S};
+    struct shm_attach_reply rep;
+    int fds[3 + SHM_MAX_CHANNELS], nfds = 0, err;
+    struct attach *a = NULL;
+
+    if (!path || !*path)
+        path = SHM_DEFAULT_SOCKET;
+    if (strlen(path) >= sizeof(sun.sun_path)) {
+        warn_once(path, ENAMETOOLONG);
+        return -ENAMETOOLONG;
+    }
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    a = calloc(1, sizeof(*a));
+    if (!a)
+        return -ENOMEM;
+    a->refs = 1;
+    a->doorbell_fd = -1;
+    a->ctl_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (a->ctl_fd < 0) {
+        err = -errno;
+        free(a);
+        return err;
+    }
+    if (connect(a->ctl_fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+        err = errno;
+        goto fail_connect;
+    }
+    /* Bounded handshake: a wedged daemon must not hang the caller. */
+    setsockopt(a->ctl_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(a->ctl_fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (send(a->ctl_fd, SHM_ATTACH_LINE, strlen(SHM_ATTACH_LINE), MSG_NOSIGNAL) !=
+        (ssize_t)strlen(SHM_ATTACH_LINE)) {
+        err = errno ? errno : EPIPE;
+        goto fail_connect;
+    }
+    nfds = recv_reply(a->ctl_fd, &rep, fds, (int)(sizeof(fds) / sizeof(fds[0])));
+    if (nfds < 0) {
+        err = -nfds;
+        nfds = 0;
+        goto fail_connect;
+    }
+    if (rep.result < 0) {
+        err = -rep.result;
+        goto fail_connect;
+    }
+    if (rep.version != SHM_LAYOUT_VERSION || rep.nchannels == 0 ||
+        rep.nchannels > SHM_MAX_CHANNELS || nfds != 3 + (int)rep.nchannels) {
+        err = EPROTO;
+        goto fail_connect;
+    }
+    tv.tv_sec = 0;
+    setsockopt(a->ctl_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(a->ctl_fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    a->region_size = rep.region_size;
+    a->state_size = rep.state_size;
+    a->region = map_fd(fds[0], rep.region_size, PROT_READ | PROT_WRITE);
+    a->state = map_fd(fds[1], rep.state_size, PROT_READ);
+    close(fds[0]);
+    close(fds[1]);
+    a->doorbell_fd = fds[2];
+    a->nchannels = rep.nchannels; /* so att_free closes the channel fds */
+    for (uint32_t i = 0; i < rep.nchannels; i++) {
+        a->chan_fd[i] = fds[3 + i];
+        /* Non-blocking reads: two threads sharing a channel may race for one wake-up.
+         * (Status flags are shared with the daemon's copy; its writes never block.) */
+        fcntl(a->chan_fd[i], F_SETFL, fcntl(a->chan_fd[i], F_GETFL) | O_NONBLOCK);
+        pthread_mutex_init(&a->cp[i].lock, NULL);
+    }
+    nfds = 0;
+    err = !a->region || !a->state ? ENOMEM : -att_validate(a, &rep);
+    if (err) {
+        warn_once(path, err);
+        att_free(a);
+        return -err;
+    }
+    for (uint32_t i = 0; i < a->nchannels; i++) {
+        /* Start from what the daemon initialised ([C] fields, written before the reply). */
+        a->cp[i].req_tail = __atomic_load_n(&a->chans[i].req_tail, __ATOMIC_RELAXED);
+        a->cp[i].cpl_head = __atomic_load_n(&a->chans[i].cpl_head, __ATOMIC_RELAXED);
+    }
+    a->last_check = now_ns();
+    *out = a;
+    return 0;
+
+fail_connect:
+    for (int i = 0; i < nfds; i++)
+        close(fds[i]);
+    warn_once(path, err);
+    close(a->ctl_fd);
+    free(a);
+    if (err == ENOENT || err == ENOTDIR || err == ECONNREFUSED || err == ECONNRESET || err == EPIPE)
+        err = ECONNREFUSED;
+    return -err;
+}
+
+/* A referenced live session, attaching (again) if there is none or the last one died. */
+static int att_get(struct attach **out)
+{
+    int r = 0;
+
+    pthread_mutex_lock(&att_lock);
+    if (att_cur && !att_alive(att_cur, true)) {
+        att_unref(att_cur);
+        att_cur = NULL;
+    }
+    if (!att_cur)
+        r = att_open(&att_cur);
+    if (r == 0) {
+        att_ref(att_cur);
+        *out = att_cur;
+    }
+    pthread_mutex_unlock(&att_lock);
+    return r;
+}
+
+/* ------------------------------------------------------------------ channels */
+
+/* This thread's channel in one session. The reference to the session keeps the channel's
+ * memory mapped while the thread may still touch it. */
+static __thread struct {
+    struct attach *att;
+    int ch;
+    bool exclusive;
+} tls;
+static pthread_key_t tls_key;
+static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
+
+static void tls_release(void)
+{
+    struct attach *a = tls.att;
+
+    if (!a)
+        return;
+    __atomic_fetch_sub(&a->cp[tls.ch].users, 1, __ATOMIC_RELAXED);
+    /* release: our last uses of the channel's private state happen before the next thread
+     * claims it (its CAS acquires). */
+    if (tls.exclusive)
+        __atomic_fetch_and(&a->chan_used, ~(1ull << tls.ch), __ATOMIC_RELEASE);
+    tls.att = NULL;
+    att_unref(a);
+}
+
+static void tls_destructor(void *unused)
+{
+    tls_release();
+}
+
+static void tls_init(void)
+{
+    pthread_key_create(&tls_key, tls_destructor);
+}
+
+static int tls_channel(struct attach *a)
+{
+    uint64_t mask, used;
+    int ch = -1;
+
+    if (tls.att == a)
+        return tls.ch;
+    tls_release();
+    pthread_once(&tls_once, tls_init);
+    mask = a->nchannels >= 64 ? ~0ull : (1ull << a->nchannels) - 1;
+    used = __atomic_load_n(&a->chan_used, __ATOMIC_RELAXED);
+    while (~used & mask) {
+        int c = __builtin_ctzll(~used & mask);
+        /* acquire: see the previous owner's private state (pairs with tls_release). */
+        if (__atomic_compare_exchange_n(&a->chan_used, &used, used | 1ull << c, false,
+                                        __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+            ch = c;
+            break;
+        }
+    }
+    tls.exclusive = ch >= 0;
+    if (ch < 0) /* every channel is owned: share one (docs/libshmnet.md) */
+        ch = (int)(__atomic_fetch_add(&a->next_share, 1, __ATOMIC_RELAXED) % a->nchannels);
+    __atomic_fetch_add(&a->cp[ch].users, 1, __ATOMIC_RELAXED);
+    att_ref(a);
+    tls.att = a;
+    tls.ch = ch;
+    pthread_setspecific(tls_key, &tls); /* any non-NULL value runs the destructor */
+    return ch;
+}
+
+/* Sleep on channel ch's eventfd and the control socket until either fires or timeout_ns
+ * passes (< 0: no timeout). On a shared channel another thread may consume our wake-up,
+ * so the sleep is capped. Returns 0, -EINTR, or E_DEAD. */
+static int chan_sleep(struct attach *a, int ch, int64_t timeout_ns)
+{
+    struct pollfd p[2] = {{.fd = a->chan_fd[ch], .events = POLLIN},
+                          {.fd = a->ctl_fd, .events = POLLIN}};
+    struct timespec ts, *tsp = NULL;
+    uint64_t v;
+
+    if (__atomic_load_n(&a->cp[ch].users, __ATOMIC_RELAXED) > 1 &&
+        (timeout_ns < 0 || timeout_ns > SHARED_CAP_NS))
+        timeout_ns = SHARED_CAP_NS;
+    if (timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000ll;
+        ts.tv_nsec = timeout_ns % 1000000000ll;
+        tsp = &ts;
+    }
+    int n = ppoll(p, 2, tsp, NULL);
+    if (n < 0)
+        return errno == EINTR ? -EINTR : 0;
+    if (p[0].revents & POLLIN && read(a->chan_fd[ch], &v, sizeof(v)) < 0) {
+        /* EAGAIN: a thread sharing the channel took the wake-up; nothing to do */
+    }
+    if (p[1].revents)
+        att_ctl_event(a, p[1].revents);
+    return att_dead(a) ? E_DEAD : 0;
+}
+
+/* Tell the daemon that channel ch has requests. */
+static void chan_kick(struct attach *a, int ch)
+{
+    /* release: the requests (published by shm_req_push's release store of req_tail) are
+     * visible to the daemon once it sees the bit (it exchanges with acquire). */
+    __atomic_fetch_or(&a->region->req_pending, 1ull << ch, __ATOMIC_RELEASE);
+    /* seq_cst fence: orders the req_pending store before the load of `sleeping` below.
+     * The worker stores sleeping = 1 (seq_cst) and then re-checks req_pending; with both
+     * fences at least one side sees the other, so a request is never left unseen by a
+     * sleeping worker (Dekker). */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&a->state->worker[a->worker].sleeping, __ATOMIC_SEQ_CST)) {
+        uint64_t one = 1;
+        if (write(a->doorbell_fd, &one, sizeof(one)) < 0) {
+            /* EAGAIN: the counter is saturated, so the worker is awake anyway */
+        }
+    }
+}
+
+/* Wait on the channel for the completion with sequence `seq` (any completion if
+ * any_seq). Called with the channel lock held. Completions for other sequences (TX kicks
+ * nobody waits for) are dropped. Returns 0 or E_DEAD. */
+static int chan_wait_cpl(struct attach *a, int ch, uint32_t seq, bool any_seq, struct shm_cpl *out)
+{
+    struct shm_channel *c = &a->chans[ch];
+    struct chan_priv *cp = &a->cp[ch];
+    int64_t spin_end = now_ns() + SPIN_NS;
+    struct shm_cpl cpl = {0};
+
+    for (;;) {
+        while (shm_cpl_pop(c, &cp->cpl_head, &cpl)) {
+            if (any_seq || cpl.seq == seq) {
+                if (out)
+                    *out = cpl;
+                return 0;
+            }
+        }
+        if (att_dead(a))
+            return E_DEAD;
+        if (now_ns() < spin_end) {
+            for (int i = 0; i < 64; i++)
+                cpu_relax();
+            continue;
+        }
+        /* seq_cst store + fence, then re-check the ring: the daemon publishes cpl_tail and
+         * then (seq_cst) reads client_sleeping, so either it sees us asleep and writes the
+         * eventfd, or we see its completion here (Dekker). */
+        __atomic_store_n(&c->client_sleeping, 1, __ATOMIC_SEQ_CST);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        int r = 0;
+        if (shm_load_acq(&c->cpl_tail) == cp->cpl_head)
+            r = chan_sleep(a, ch, -1);
+        __atomic_store_n(&c->client_sleeping, 0, __ATOMIC_RELAXED);
+        if (r == E_DEAD)
+            return E_DEAD;
+    }
+}
+
+/* Post one request on this thread's channel; with out != NULL wait for its completion.
+ * Returns 0 (out filled) or E_DEAD. */
+static int att_call(struct attach *a, struct shm_req *req, struct shm_cpl *out)
+{
+    struct shm_cpl stray;
+    int ch, r = 0;
+
+    if (att_dead(a))
+        return E_DEAD;
+    ch = tls_channel(a);
+    struct chan_priv *cp = &a->cp[ch];
+    struct shm_channel *c = &a->chans[ch];
+    pthread_mutex_lock(&cp->lock);
+    while (shm_cpl_pop(c, &cp->cpl_head, &stray)) {
+        /* late completions of TX kicks: nobody waits for them */
+    }
+    /* At most SHM_RING_SIZE requests without their completion consumed: then the
+     * daemon's completion ring can never be full, and neither can the request ring. */
+    while (r == 0 && cp->req_tail - cp->cpl_head >= SHM_RING_SIZE)
+        r = chan_wait_cpl(a, ch, 0, true, NULL);
+    if (r == 0) {
+        req->seq = ++cp->seq;
+        while (shm_req_push(c, &cp->req_tail, req) < 0 && r == 0)
+            r = chan_wait_cpl(a, ch, 0, true, NULL); /* only if the daemon lags */
+    }
+    if (r == 0) {
+        chan_kick(a, ch);
+        if (out)
+            r = chan_wait_cpl(a, ch, req->seq, false, out);
+    }
+    pthread_mutex_unlock(&cp->lock);
+    return r;
+}
+
+/* ------------------------------------------------------------------ the fd table */
+
+static struct csock **fdt[FDT_PAGES];
+static pthread_rwlock_t fdt_lock = PTHREAD_RWLOCK_INITIALIZER;
+
+static void csock_free(struct csock *s)
+{
+    pthread_mutex_destroy(&s->rx_lock);
+    pthread_mutex_destroy(&s->tx_lock);
+    att_unref(s->att);
+    free(s);
+}
+
+static void sock_put(struct csock *s)
+{
+    /* acq_rel: all users' accesses happen before the free. */
+    if (__atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        csock_free(s);
+}
+
+static struct csock *fdt_lookup(int fd)
+{
+    struct csock *s = NULL;
+
+    if (fd < 0 || fd >= FDT_PAGE * FDT_PAGES)
+        return NULL;
+    pthread_rwlock_rdlock(&fdt_lock);
+    struct csock **page = fdt[fd / FDT_PAGE];
+    if (page)
+        s = page[fd % FDT_PAGE];
+    if (s)
+        __atomic_fetch_add(&s->refs, 1, __ATOMIC_RELAXED);
+    pthread_rwlock_unlock(&fdt_lock);
+    return s;
+}
+
+static int fdt_insert(int fd, struct csock *s)
+{
+    int r = 0;
+
+    if (fd >= FDT_PAGE * FDT_PAGES)
+        return -EMFILE;
+    pthread_rwlock_wrlock(&fdt_lock);
+    struct csock ***page = &fdt[fd / FDT_PAGE];
+    if (!*page)
+        *page = calloc(FDT_PAGE, sizeof(**page));
+    if (*page)
+        (*page)[fd % FDT_PAGE] = s;
+    else
+        r = -ENOMEM;
+    pthread_rwlock_unlock(&fdt_lock);
+    return r;
+}
+
+static struct csock *fdt_remove(int fd)
+{
+    struct csock *s = NULL;
+
+    if (fd < 0 || fd >= FDT_PAGE * FDT_PAGES)
+        return NULL;
+    pthread_rwlock_wrlock(&fdt_lock);
+    struct csock **page = fdt[fd / FDT_PAGE];
+    if (page) {
+        s = page[fd % FDT_PAGE];
+        page[fd % FDT_PAGE] = NULL;
+    }
+    pthread_rwlock_unlock(&fdt_lock);
+    return s;
+}
+
+/* The socket behind fd, referenced (sock_put when done), or -EBADF / -ENOTSOCK. */
+static int sock_get(int fd, struct csock **out)
+{
+    *out = fdt_lookup(fd);
+    if (*out)
+        return 0;
+    if (fd < 0 || fcntl(fd, F_GETFD) < 0)
+        return -EBADF;
+    return -ENOTSOCK;
+}
+
+/* ------------------------------------------------------------------ socket helpers */
+
+static bool sock_closed(const struct csock *s)
+{
+    return __atomic_load_n(&s->closed, __ATOMIC_ACQUIRE);
+}
+
+static int sock_shut(const struct csock *s)
+{
+    return __atomic_load_n(&s->shut, __ATOMIC_ACQUIRE);
+}
+
+static bool sock_nonblock(const struct csock *s, int flags)
+{
+    return (flags & MSG_DONTWAIT) || __atomic_load_n(&s->nonblock, __ATOMIC_RELAXED);
+}
+
+/* errno for an operation on a socket whose session died (as for a reset connection). */
+enum op_kind { OP_OTHER, OP_SEND, OP_RECV };
+static int dead_err(const struct csock *s, enum op_kind k)
+{
+    if (k == OP_SEND)
+        return -EPIPE;
+    if (k == OP_RECV && __atomic_load_n(&s->connected, __ATOMIC_RELAXED))
+        return -ECONNRESET;
+    return -ENOTCONN;
+}
+
+/* One request about socket s, waiting for the completion. Returns 0 (cpl filled) or the
+ * errno for a dead session. */
+static int sock_call(struct csock *s, struct shm_req *req, struct shm_cpl *cpl, enum op_kind k)
+{
+    req->handle = s->handle;
+    if (att_call(s->att, req, cpl) < 0)
+        return dead_err(s, k);
+    return 0;
+}
+
+/* Wake this process's threads blocked on s (close, shutdown): their channel eventfds. */
+static void sock_wake_local(struct csock *s)
+{
+    uint64_t w = __atomic_load_n(&s->sh->waiters, __ATOMIC_SEQ_CST);
+    uint64_t one = 1;
+
+    while (w) {
+        int i = __builtin_ctzll(w);
+        w &= w - 1;
+        if ((uint32_t)i < s->att->nchannels && write(s->att->chan_fd[i], &one, sizeof(one)) < 0) {
+            /* saturated: that thread will wake anyway */
+        }
+    }
+}
+
+/* Report and clear a pending asynchronous error (SO_ERROR), as Linux does on the next
+ * send/recv. The daemon owns the value: asking it with GETSOCKOPT SO_ERROR clears it. */
+static int sock_take_error(struct csock *s)
+{
+    struct shm_req req = {.op = SHM_OP_GETSOCKOPT, .arg0 = SOL_SOCKET, .arg1 = SO_ERROR};
+    struct shm_cpl cpl = {0};
+    int e;
+
+    if (!__atomic_load_n(&s->sh->so_error, __ATOMIC_RELAXED))
+        return 0;
+    if (sock_call(s, &req, &cpl, OP_OTHER) < 0)
+        return 0; /* the session died: the caller finds out next */
+    if (cpl.result < 0 || cpl.optlen < sizeof(int))
+        return __atomic_load_n(&s->sh->so_error, __ATOMIC_RELAXED);
+    memcpy(&e, cpl.opt, sizeof(e));
+    return e > 0 ? e : 0;
+}
+
+typedef bool (*ready_fn)(struct csock *s, uint32_t arg);
+
+/* Block until ready(s, arg) or the deadline (0 = none). Spins first, then announces the
+ * sleep (waiters bit, client_sleeping) and sleeps on the channel eventfd. Returns 0 (the
+ * caller re-checks), -EAGAIN (deadline), -EINTR, or E_DEAD. */
+static int sock_wait(struct csock *s, ready_fn ready, uint32_t arg, int64_t deadline)
+{
+    struct attach *a = s->att;
+    int64_t spin_end = now_ns() + SPIN_NS, t;
+    int r = 0;
+
+    while ((t = now_ns()) < spin_end && (!deadline || t < deadline)) {
+        if (ready(s, arg))
+            return 0;
+        for (int i = 0; i < 64; i++)
+            cpu_relax();
+    }
+    if (deadline && t >= deadline)
+        return -EAGAIN;
+    if (att_dead(a))
+        return E_DEAD;
+    int ch = tls_channel(a);
+    struct shm_channel *c = &a->chans[ch];
+    uint64_t bit = 1ull << ch;
+    /* seq_cst: the waiters bit and client_sleeping are stored before the re-check of the
+     * fifo below (fence); the daemon publishes fifo indices/so_error and then reads
+     * waiters and client_sleeping with seq_cst. Either it sees us and writes the channel
+     * eventfd, or we see its update in ready() (Dekker, no lost wake-up). */
+    __atomic_fetch_or(&s->sh->waiters, bit, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&c->client_sleeping, 1, __ATOMIC_SEQ_CST);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (!ready(s, arg))
+        r = chan_sleep(a, ch, deadline ? deadline - now_ns() : -1);
+    __atomic_store_n(&c->client_sleeping, 0, __ATOMIC_RELAXED);
+    /* relaxed: the bit is only a hint for the daemon; a stale one costs a spurious wake. */
+    __atomic_fetch_and(&s->sh->waiters, ~bit, __ATOMIC_RELAXED);
+    if (r == 0 && deadline && now_ns() >= deadline && !ready(s, arg))
+        r = -EAGAIN;
+    return r;
+}
+
+static int64_t deadline_of(int64_t timeo)
+{
+    if (timeo == 0)
+        return 0;
+    return now_ns() + (timeo < 0 ? 1 : timeo);
+}
+
+/* Free bytes in the TX fifo (the daemon's tx_head with acquire: it has finished reading
+ * the space before it published the new head). */
+static uint32_t tx_free(struct csock *s, uint32_t tail)
+{
+    uint32_t used = tail - shm_load_acq(&s->sh->tx_head);
+    return used > s->tx_size ? 0 : s->tx_size - used;
+}
+
+static bool rx_nonempty(struct csock *s)
+{
+    return shm_load_acq(&s->sh->rx_tail) != __atomic_load_n(&s->rx_head, __ATOMIC_RELAXED);
+}
+
+static bool sock_errored(struct csock *s)
+{
+    return __atomic_load_n(&s->sh->so_error, __ATOMIC_RELAXED) != 0;
+}
+
+static bool rx_ready(struct csock *s, uint32_t unused)
+{
+    return rx_nonempty(s) || sock_closed(s) || (sock_shut(s) & 1) || sock_errored(s) ||
+           att_dead(s->att);
+}
+
+static bool tx_ready(struct csock *s, uint32_t len)
+{
+    uint32_t tail = __atomic_load_n(&s->tx_tail, __ATOMIC_RELAXED);
+    return tx_free(s, tail) >= shm_dgram_need(s->tx_size, tail, len) || sock_closed(s) ||
+           (sock_shut(s) & 2) || sock_errored(s) || att_dead(s->att);
+}
+
+/* Every record in the TX fifo was taken by the daemon (or waiting is pointless). */
+static bool tx_drained(struct csock *s, uint32_t unused)
+{
+    return shm_load_acq(&s->sh->tx_head) == __atomic_load_n(&s->tx_tail, __ATOMIC_RELAXED) ||
+           att_dead(s->att);
+}
+
+/* ------------------------------------------------------------------ the API */
 
 const char *shmnet_version(void)
 {
     return "0.1.0";
+}
+
+int shmnet_is_socket(int fd)
+{
+    struct csock *s = fdt_lookup(fd);
+
+    if (!s)
+        return 0;
+    sock_put(s);
+    return 1;
+}
+
+static bool fifo_ok(const struct attach *a, uint32_t off, uint32_t size)
+{
+    return size >= SHM_FIFO_ALIGN && size % SHM_FIFO_ALIGN == 0 && off % SHM_FIFO_ALIGN == 0 &&
+           (uint64_t)off + size <= a->region_size;
+}
+
+static int do_socket(int domain, int type, int protocol)
+{
+    int base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
+    struct shm_req req = {.op = SHM_OP_SOCKET};
+    struct shm_cpl cpl = {0};
+    struct attach *a = NULL;
+    struct csock *s;
+    int r, fd;
+
+    if (domain != AF_INET)
+        return -EAFNOSUPPORT;
+    if (base == SOCK_DGRAM) {
+        if (protocol != 0 && protocol != IPPROTO_UDP)
+            return -EPROTONOSUPPORT;
+    } else if (base == SOCK_STREAM) {
+        /* TCP arrives later; the rest of the library already branches on the type. */
+        return -EPROTONOSUPPORT;
+    } else {
+        return base <= 0 || base > SOCK_PACKET ? -EINVAL : -EPROTONOSUPPORT;
+    }
+    req.arg0 = base;
+    req.arg1 = protocol;
+    for (int attempt = 0;; attempt++) {
+        r = att_get(&a);
+        if (r < 0)
+            return r;
+        if (att_call(a, &req, &cpl) == 0)
+            break;
+        att_unref(a);
+        if (attempt) /* the daemon died twice in a row */
+            return -ECONNREFUSED;
+    }
+    if (cpl.result < 0) {
+        att_unref(a);
+        return cpl.result;
+    }
+    uint32_t h = (uint32_t)cpl.result, idx = shm_handle_idx(h);
+    struct shm_sock *sh = idx < a->nsocks ? &a->socks[idx] : NULL;
+    /* The slot was filled before the completion was published; the acquire load of
+     * cpl_tail in shm_cpl_pop makes it visible here. */
+    if (!sh || sh->gen != shm_handle_gen(h) || !fifo_ok(a, sh->rx_off, sh->rx_size) ||
+        !fifo_ok(a, sh->tx_off, sh->tx_size)) {
+        struct shm_req cl = {.op = SHM_OP_CLOSE, .handle = h};
+        att_call(a, &cl, &cpl);
+        att_unref(a);
+        return -EPROTO;
+    }
+    fd = eventfd(0, EFD_CLOEXEC);
+    s = fd < 0 ? NULL : calloc(1, sizeof(*s));
+    if (!s) {
+        r = fd < 0 ? -errno : -ENOMEM;
+        if (fd >= 0)
+            close(fd);
+        struct shm_req cl = {.op = SHM_OP_CLOSE, .handle = h};
+        att_call(a, &cl, &cpl);
+        att_unref(a);
+        return r;
+    }
+    s->refs = 1;
+    s->fd = fd;
+    s->type = base;
+    s->nonblock = !!(type & SOCK_NONBLOCK);
+    s->handle = h;
+    s->att = a; /* takes att_get's reference */
+    s->sh = sh;
+    pthread_mutex_init(&s->rx_lock, NULL);
+    pthread_mutex_init(&s->tx_lock, NULL);
+    /* Our indices start where the daemon initialised the [C] fields of the slot. */
+    s->rx_head = __atomic_load_n(&sh->rx_head, __ATOMIC_RELAXED);
+    s->tx_tail = __atomic_load_n(&sh->tx_tail, __ATOMIC_RELAXED);
+    s->rx_base = (uint8_t *)a->region + sh->rx_off;
+    s->rx_size = sh->rx_size;
+    s->tx_base = (uint8_t *)a->region + sh->tx_off;
+    s->tx_size = sh->tx_size;
+    r = fdt_insert(fd, s);
+    if (r < 0) {
+        struct shm_req cl = {.op = SHM_OP_CLOSE, .handle = h};
+        att_call(a, &cl, &cpl);
+        close(fd);
+        sock_put(s);
+        return r;
+    }
+    return fd;
+}
+
+int shmnet_socket(int domain, int type, int protocol)
+{
+    return (int)ret_errno(do_socket(domain, type, protocol));
+}
+
+/* Common frame of the fd-taking calls: look up, run, release. */
+#define WITH_SOCK(fd, s, expr)                                                                     \
+    ({                                                                                             \
+        struct csock *s;                                                                           \
+        long r_ = sock_get(fd, &s);                                                                \
+        if (r_ == 0) {                                                                             \
+            r_ = (expr);                                                                           \
+            sock_put(s);                                                                           \
+        }                                                                                          \
+        ret_errno(r_);                                                                             \
+    })
+
+static int do_bind(struct csock *s, const struct sockaddr *sa, socklen_t len)
+{
+    struct shm_req req = {.op = SHM_OP_BIND};
+    struct shm_cpl cpl = {0};
+    int r = get_sockaddr(sa, len, &req.addr, &req.port);
+
+    if (r == 0)
+        r = sock_call(s, &req, &cpl, OP_OTHER);
+    return r < 0 ? r : (cpl.result < 0 ? cpl.result : 0);
+}
+
+int shmnet_bind(int fd, const struct sockaddr *addr, socklen_t addrlen)
+{
+    return (int)WITH_SOCK(fd, s, do_bind(s, addr, addrlen));
+}
+
+static int do_connect(struct csock *s, const struct sockaddr *sa, socklen_t len)
+{
+    struct shm_req req = {.op = SHM_OP_CONNECT};
+    struct shm_cpl cpl = {0};
+    bool dissolve = false;
+    int r;
+
+    if (!sa)
+        return -EFAULT;
+    if (len >= sizeof(sa_family_t) && sa->sa_family == AF_UNSPEC) {
+        /* Dissolve the association (UDP connect(AF_UNSPEC)). */
+        req.flags = SHM_REQ_UNSPEC;
+        dissolve = true;
+        r = 0;
+    } else {
+        r = get_sockaddr(sa, len, &req.addr, &req.port);
+    }
+    if (r == 0)
+        r = sock_call(s, &req, &cpl, OP_OTHER);
+    if (r < 0)
+        return r;
+    if (cpl.result < 0)
+        return cpl.result;
+    __atomic_store_n(&s->connected, !dissolve, __ATOMIC_RELAXED);
+    return 0;
+}
+
+int shmnet_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
+{
+    return (int)WITH_SOCK(fd, s, do_connect(s, addr, addrlen));
+}
+
+static int do_listen(struct csock *s, int backlog)
+{
+    struct shm_req req = {.op = SHM_OP_LISTEN, .arg0 = backlog};
+    struct shm_cpl cpl = {0};
+    int r;
+
+    if (s->type != SOCK_STREAM)
+        return -EOPNOTSUPP;
+    r = sock_call(s, &req, &cpl, OP_OTHER);
+    return r < 0 ? r : (cpl.result < 0 ? cpl.result : 0);
+}
+
+int shmnet_listen(int fd, int backlog)
+{
+    return (int)WITH_SOCK(fd, s, do_listen(s, backlog));
+}
+
+static int do_accept(struct csock *s, struct sockaddr *sa, socklen_t *len)
+{
+    if (s->type != SOCK_STREAM)
+        return -EOPNOTSUPP;
+    if (sa || len) {
+        int r = check_out_addr(sa, len);
+        if (r < 0)
+            return r;
+    }
+    /* TCP: SHM_OP_ACCEPT, sock_wait(rx_ready) on -EAGAIN, a new csock for the handle. */
+    return -EOPNOTSUPP;
+}
+
+int shmnet_accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
+{
+    return (int)WITH_SOCK(fd, s, do_accept(s, addr, addrlen));
+}
+
+static ssize_t do_sendto(struct csock *s, const void *buf, size_t len, int flags,
+                         const struct sockaddr *dst, socklen_t dlen)
+{
+    struct shm_dgram h = {0};
+    int64_t deadline = 0;
+    int r;
+
+    if (s->type != SOCK_DGRAM)
+        return -EOPNOTSUPP; /* TCP: the byte-fifo path */
+    if (flags & MSG_OOB)
+        return -EOPNOTSUPP;
+    if (len > SHM_DGRAM_MAX)
+        return -EMSGSIZE;
+    if (!buf && len)
+        return -EFAULT;
+    if (dst) {
+        r = get_sockaddr(dst, dlen, &h.addr, &h.port);
+        if (r < 0)
+            return r;
+        if (h.port == 0)
+            return -EINVAL;
+    } else if (!__atomic_load_n(&s->connected, __ATOMIC_RELAXED)) {
+        return -EDESTADDRREQ;
+    }
+    h.len = (uint32_t)len;
+    if (sock_closed(s))
+        return -EBADF;
+    if (!att_alive(s->att, false))
+        return -EPIPE;
+    if (sock_shut(s) & 2)
+        return -EPIPE;
+    r = sock_take_error(s);
+    if (r)
+        return -r;
+    if (shm_dgram_space(h.len) > s->tx_size)
+        return -EMSGSIZE;
+
+    pthread_mutex_lock(&s->tx_lock);
+    for (;;) {
+        uint32_t head = shm_load_acq(&s->sh->tx_head);
+        if (s->tx_tail - head > s->tx_size) {
+            r = -EIO; /* the daemon published an impossible head */
+            break;
+        }
+        r = shm_dgram_write(s->tx_base, s->tx_size, &s->tx_tail, head, &h, buf, NULL, 0);
+        if (r == 0)
+            break;
+        /* A record that does not fit even in the empty fifo at this position (it would
+         * need a wrap marker plus itself) can never be sent: see docs/libshmnet.md. */
+        if (shm_dgram_need(s->tx_size, s->tx_tail, h.len) > s->tx_size) {
+            r = -EMSGSIZE;
+            break;
+        }
+        if (sock_nonblock(s, flags)) {
+            r = -EAGAIN;
+            break;
+        }
+        if (!deadline)
+            deadline = deadline_of(s->sndtimeo);
+        pthread_mutex_unlock(&s->tx_lock);
+        r = sock_wait(s, tx_ready, h.len, deadline);
+        pthread_mutex_lock(&s->tx_lock);
+        if (r == E_DEAD || att_dead(s->att))
+            r = -EPIPE;
+        else if (sock_closed(s))
+            r = -EBADF;
+        else if (sock_shut(s) & 2)
+            r = -EPIPE;
+        else if (r == 0 && sock_errored(s)) {
+            pthread_mutex_unlock(&s->tx_lock);
+            r = sock_take_error(s);
+            pthread_mutex_lock(&s->tx_lock);
+            r = -r;
+        }
+        if (r < 0)
+            break;
+    }
+    if (r == 0) {
+        /* release: the record's bytes are visible before the daemon sees the new tail. The
+         * atomic store also lets tx_ready read tx_tail without the lock. */
+        __atomic_store_n(&s->tx_tail, s->tx_tail, __ATOMIC_RELAXED);
+        shm_store_rel(&s->sh->tx_tail, s->tx_tail);
+    }
+    pthread_mutex_unlock(&s->tx_lock);
+    if (r < 0)
+        return r;
+    /* seq_cst fence: the tx_tail store is ordered before the tx_kick exchange. The daemon
+     * clears tx_kick (seq_cst) and then loads tx_tail, so if we see the kick still set it
+     * will see our record when it drains (Dekker); if we see 0 we post a kick. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_exchange_n(&s->sh->tx_kick, 1, __ATOMIC_SEQ_CST) == 0) {
+        struct shm_req req = {.op = SHM_OP_TX, .handle = s->handle};
+        if (att_call(s->att, &req, NULL) < 0)
+            return -EPIPE;
+    }
+    return (ssize_t)len;
+}
+
+ssize_t shmnet_sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *dest,
+                      socklen_t destlen)
+{
+    return WITH_SOCK(fd, s, do_sendto(s, buf, len, flags, dest, destlen));
+}
+
+ssize_t shmnet_send(int fd, const void *buf, size_t len, int flags)
+{
+    return WITH_SOCK(fd, s, do_sendto(s, buf, len, flags, NULL, 0));
+}
+
+static ssize_t do_recvfrom(struct csock *s, void *buf, size_t len, int flags, struct sockaddr *src,
+                           socklen_t *srclen)
+{
+    int64_t deadline = 0;
+    ssize_t r;
+
+    if (s->type != SOCK_DGRAM)
+        return -EOPNOTSUPP; /* TCP: the byte-fifo path */
+    if (!buf && len)
+        return -EFAULT;
+    if (src && !srclen)
+        return -EFAULT;
+    if (src && (int)*srclen < 0)
+        return -EINVAL;
+
+    pthread_mutex_lock(&s->rx_lock);
+    for (;;) {
+        struct shm_dgram h;
+        uint32_t pos, next;
+
+        if (sock_closed(s)) {
+            r = -EBADF;
+            break;
+        }
+        if (sock_errored(s)) {
+            /* Linux reports a pending error before queued data. */
+            int e = sock_take_error(s);
+            if (e) {
+                r = -e;
+                break;
+            }
+        }
+        /* acquire: the record's bytes written by the daemon are visible after this load. */
+        uint32_t tail = shm_load_acq(&s->sh->rx_tail);
+        r = shm_dgram_peek(s->rx_base, s->rx_size, s->rx_head, tail, &h, &pos, &next);
+        if (r >= 0) {
+            size_t n = (size_t)r < len ? (size_t)r : len;
+            if (n)
+                shm_fifo_get(s->rx_base, s->rx_size, pos, buf, (uint32_t)n);
+            if (src)
+                put_sockaddr(src, srclen, h.addr, h.port);
+            if (!(flags & MSG_PEEK)) {
+                __atomic_store_n(&s->rx_head, next, __ATOMIC_RELAXED);
+                /* release: we are done reading the record before the daemon may reuse
+                 * its space. */
+                shm_store_rel(&s->sh->rx_head, next);
+            }
+            if (!(flags & MSG_TRUNC))
+                r = (ssize_t)n;
+            break;
+        }
+        if (r == -EFAULT) {
+            r = -EIO; /* the daemon published an impossible record */
+            break;
+        }
+        if (sock_shut(s) & 1) {
+            r = 0;
+            break;
+        }
+        if (!att_alive(s->att, false)) {
+            r = dead_err(s, OP_RECV);
+            break;
+        }
+        if (sock_nonblock(s, flags)) {
+            r = -EAGAIN;
+            break;
+        }
+        if (!deadline)
+            deadline = deadline_of(s->rcvtimeo);
+        pthread_mutex_unlock(&s->rx_lock);
+        r = sock_wait(s, rx_ready, 0, deadline);
+        pthread_mutex_lock(&s->rx_lock);
+        if (r == E_DEAD)
+            continue; /* queued data is still delivered, then the error */
+        if (r < 0 && !rx_nonempty(s))
+            break;
+    }
+    pthread_mutex_unlock(&s->rx_lock);
+    return r;
+}
+
+ssize_t shmnet_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *src,
+                        socklen_t *srclen)
+{
+    return WITH_SOCK(fd, s, do_recvfrom(s, buf, len, flags, src, srclen));
+}
+
+ssize_t shmnet_recv(int fd, void *buf, size_t len, int flags)
+{
+    return WITH_SOCK(fd, s, do_recvfrom(s, buf, len, flags, NULL, NULL));
+}
+
+int shmnet_close(int fd)
+{
+    struct csock *s = fdt_remove(fd);
+    struct shm_req req = {.op = SHM_OP_CLOSE};
+    struct shm_cpl cpl = {0};
+
+    if (!s)
+        return (int)ret_errno(fd < 0 || fcntl(fd, F_GETFD) < 0 ? -EBADF : -ENOTSOCK);
+    /* Datagrams still in the TX fifo were accepted by sendto: let the daemon take them
+     * before it frees the socket (Linux has sent them by the time close runs). Bounded, in
+     * case the daemon cannot make progress. */
+    if (!att_dead(s->att) && s->type == SOCK_DGRAM) {
+        int64_t deadline = now_ns() + CLOSE_LINGER_NS;
+        while (!tx_drained(s, 0) && sock_wait(s, tx_drained, 0, deadline) == 0) {
+        }
+    }
+    /* release: a woken waiter that sees closed also sees the table entry gone. */
+    __atomic_store_n(&s->closed, 1, __ATOMIC_RELEASE);
+    if (!att_dead(s->att))
+        sock_call(s, &req, &cpl, OP_OTHER);
+    sock_wake_local(s);
+    /* The placeholder goes last: its number cannot be reused while the table maps it. */
+    close(s->fd);
+    sock_put(s);
+    return 0;
+}
+
+static int do_shutdown(struct csock *s, int how)
+{
+    struct shm_req req = {.op = SHM_OP_SHUTDOWN, .arg0 = how};
+    struct shm_cpl cpl = {0};
+    int r;
+
+    if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
+        return -EINVAL;
+    r = sock_call(s, &req, &cpl, OP_OTHER);
+    if (r < 0)
+        return r;
+    /* Like Linux, even an unconnected datagram socket is marked and its blocked readers
+     * are woken (a common way to stop a thread in recv), though ENOTCONN is returned. */
+    __atomic_fetch_or(&s->shut, how + 1, __ATOMIC_RELEASE);
+    sock_wake_local(s);
+    if (cpl.result < 0)
+        return cpl.result;
+    return s->type == SOCK_DGRAM && !__atomic_load_n(&s->connected, __ATOMIC_RELAXED) ? -ENOTCONN
+                                                                                      : 0;
+}
+
+int shmnet_shutdown(int fd, int how)
+{
+    return (int)WITH_SOCK(fd, s, do_shutdown(s, how));
+}
+
+static int64_t tv_to_ns(const struct timeval *tv)
+{
+    if (tv->tv_sec < 0)
+        return -1;
+    if (tv->tv_sec > INT64_MAX / 1000000000ll - 1)
+        return 0;
+    return (int64_t)tv->tv_sec * 1000000000ll + tv->tv_usec * 1000ll;
+}
+
+static int do_setsockopt(struct csock *s, int level, int name, const void *val, socklen_t len)
+{
+    struct shm_req req = {.op = SHM_OP_SETSOCKOPT, .arg0 = level, .arg1 = name};
+    struct shm_cpl cpl = {0};
+    int r;
+
+    if (!val && len)
+        return -EFAULT;
+    if (level == SOL_SOCKET && (name == SO_RCVTIMEO || name == SO_SNDTIMEO)) {
+        struct timeval tv;
+        if (!val)
+            return -EFAULT;
+        if (len < sizeof(tv))
+            return -EINVAL;
+        memcpy(&tv, val, sizeof(tv));
+        if (tv.tv_usec < 0 || tv.tv_usec >= 1000000)
+            return -EDOM;
+        if (name == SO_RCVTIMEO)
+            s->rcvtimeo = tv_to_ns(&tv);
+        else
+            s->sndtimeo = tv_to_ns(&tv);
+        return 0;
+    }
+    if (len > SHM_OPT_MAX)
+        return -EINVAL;
+    req.optlen = (uint16_t)len;
+    if (len)
+        memcpy(req.opt, val, len);
+    r = sock_call(s, &req, &cpl, OP_OTHER);
+    return r < 0 ? r : (cpl.result < 0 ? cpl.result : 0);
+}
+
+int shmnet_setsockopt(int fd, int level, int optname, const void *optval, socklen_t optlen)
+{
+    return (int)WITH_SOCK(fd, s, do_setsockopt(s, level, optname, optval, optlen));
+}
+
+static void put_opt(void *val, socklen_t *len, const void *src, size_t n)
+{
+    if (*len < n)
+        n = *len;
+    memcpy(val, src, n);
+    *len = (socklen_t)n;
+}
+
+static int do_getsockopt(struct csock *s, int level, int name, void *val, socklen_t *len)
+{
+    struct shm_req req = {.op = SHM_OP_GETSOCKOPT, .arg0 = level, .arg1 = name};
+    struct shm_cpl cpl = {0};
+    int r, v;
+
+    if (!val || !len)
+        return -EFAULT;
+    if ((int)*len < 0)
+        return -EINVAL;
+    if (level == SOL_SOCKET) {
+        switch (name) {
+        case SO_RCVTIMEO:
+        case SO_SNDTIMEO: {
+            int64_t ns = name == SO_RCVTIMEO ? s->rcvtimeo : s->sndtimeo;
+            struct timeval tv = {0};
+            if (ns > 0) {
+                tv.tv_sec = ns / 1000000000ll;
+                tv.tv_usec = ns % 1000000000ll / 1000;
+            }
+            put_opt(val, len, &tv, sizeof(tv));
+            return 0;
+        }
+        case SO_TYPE:
+            v = s->type;
+            put_opt(val, len, &v, sizeof(v));
+            return 0;
+        case SO_DOMAIN:
+            v = AF_INET;
+            put_opt(val, len, &v, sizeof(v));
+            return 0;
+        case SO_PROTOCOL:
+            v = s->type == SOCK_DGRAM ? IPPROTO_UDP : IPPROTO_TCP;
+            put_opt(val, len, &v, sizeof(v));
+            return 0;
+        default:
+            break;
+        }
+    }
+    r = sock_call(s, &req, &cpl, OP_OTHER);
+    if (r < 0)
+        return r;
+    if (cpl.result < 0)
+        return cpl.result;
+    put_opt(val, len, cpl.opt, cpl.optlen > SHM_OPT_MAX ? SHM_OPT_MAX : cpl.optlen);
+    return 0;
+}
+
+int shmnet_getsockopt(int fd, int level, int optname, void *optval, socklen_t *optlen)
+{
+    return (int)WITH_SOCK(fd, s, do_getsockopt(s, level, optname, optval, optlen));
+}
+
+static int do_getname(struct csock *s, uint32_t op, struct sockaddr *sa, socklen_t *len)
+{
+    struct shm_req req = {.op = op};
+    struct shm_cpl cpl = {0};
+    int r = check_out_addr(sa, len);
+
+    if (r == 0)
+        r = sock_call(s, &req, &cpl, OP_OTHER);
+    if (r < 0)
+        return r;
+    if (cpl.result < 0)
+        return cpl.result;
+    put_sockaddr(sa, len, cpl.addr, cpl.port);
+    return 0;
+}
+
+int shmnet_getsockname(int fd, struct sockaddr *addr, socklen_t *addrlen)
+{
+    return (int)WITH_SOCK(fd, s, do_getname(s, SHM_OP_GETSOCKNAME, addr, addrlen));
+}
+
+int shmnet_getpeername(int fd, struct sockaddr *addr, socklen_t *addrlen)
+{
+    return (int)WITH_SOCK(fd, s, do_getname(s, SHM_OP_GETPEERNAME, addr, addrlen));
+}
+
+static int do_fcntl(struct csock *s, int cmd, long arg)
+{
+    switch (cmd) {
+    case F_GETFL:
+        return O_RDWR | (__atomic_load_n(&s->nonblock, __ATOMIC_RELAXED) ? O_NONBLOCK : 0);
+    case F_SETFL:
+        __atomic_store_n(&s->nonblock, !!(arg & O_NONBLOCK), __ATOMIC_RELAXED);
+        return 0;
+    case F_GETFD:
+    case F_SETFD: {
+        int r = fcntl(s->fd, cmd, (int)arg);
+        return r < 0 ? -errno : r;
+    }
+    default:
+        return -EINVAL;
+    }
+}
+
+int shmnet_fcntl(int fd, int cmd, ...)
+{
+    va_list ap;
+    long arg = 0;
+
+    if (cmd == F_SETFL || cmd == F_SETFD) {
+        va_start(ap, cmd);
+        arg = va_arg(ap, int);
+        va_end(ap);
+    }
+    return (int)WITH_SOCK(fd, s, do_fcntl(s, cmd, arg));
+}
+
+/* ------------------------------------------------------------------ poll */
+
+/* POLLOUT threshold: room for a maximum-size datagram wherever the tail is (one record
+ * plus a wrap marker), or half the fifo if the fifo is smaller than that. */
+static uint32_t tx_poll_room(const struct csock *s)
+{
+    uint32_t want = 2 * shm_dgram_space(SHM_DGRAM_MAX);
+    return want < s->tx_size / 2 ? want : s->tx_size / 2;
+}
+
+static short sock_revents(struct csock *s, short events)
+{
+    short ev = 0;
+
+    if (sock_closed(s) || att_dead(s->att)) /* every call fails at once: report it all */
+        return (short)(POLLERR | POLLHUP |
+                       (events & (POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM | POLLRDHUP)));
+    uint32_t sev = __atomic_load_n(&s->sh->events, __ATOMIC_RELAXED);
+    int shut = sock_shut(s);
+    if (rx_nonempty(s) || (shut & 1))
+        ev |= POLLIN | POLLRDNORM;
+    if (sock_errored(s) || (sev & SHM_EV_ERR))
+        ev |= POLLERR;
+    if (!(shut & 2) &&
+        tx_free(s, __atomic_load_n(&s->tx_tail, __ATOMIC_RELAXED)) >= tx_poll_room(s))
+        ev |= POLLOUT | POLLWRNORM;
+    if (shut == 3 || (sev & SHM_EV_HUP))
+        ev |= POLLHUP;
+    if ((shut & 1) || (sev & SHM_EV_RDHUP))
+        ev |= POLLRDHUP | POLLIN | POLLRDNORM;
+    return (short)(ev & (events | POLLERR | POLLHUP));
+}
+
+static int poll_scan(struct pollfd *fds, nfds_t n, struct csock **socks)
+{
+    int ready = 0;
+
+    for (nfds_t i = 0; i < n; i++) {
+        if (fds[i].fd < 0)
+            fds[i].revents = 0;
+        else if (!socks[i])
+            fds[i].revents = POLLNVAL;
+        else
+            fds[i].revents = sock_revents(socks[i], fds[i].events);
+        ready += fds[i].revents != 0;
+    }
+    return ready;
+}
+
+static void poll_bits(struct csock **socks, nfds_t n, struct attach *a, uint64_t bit, bool set)
+{
+    for (nfds_t i = 0; i < n; i++) {
+        if (!socks[i] || socks[i]->att != a)
+            continue;
+        /* seq_cst when setting: see sock_wait. Clearing is a hint only (relaxed). */
+        if (set)
+            __atomic_fetch_or(&socks[i]->sh->waiters, bit, __ATOMIC_SEQ_CST);
+        else
+            __atomic_fetch_and(&socks[i]->sh->waiters, ~bit, __ATOMIC_RELAXED);
+    }
+}
+
+static int do_poll(struct pollfd *fds, nfds_t n, int timeout_ms, struct csock **socks)
+{
+    int64_t deadline = timeout_ms < 0 ? 0 : now_ns() + (int64_t)timeout_ms * 1000000ll;
+    int64_t spin_end = now_ns() + SPIN_NS;
+    struct attach *a = NULL;
+    int r;
+
+    for (nfds_t i = 0; i < n; i++) {
+        socks[i] = fds[i].fd >= 0 ? fdt_lookup(fds[i].fd) : NULL;
+        if (socks[i] && !a && !att_dead(socks[i]->att))
+            a = socks[i]->att;
+    }
+    for (;;) {
+        r = poll_scan(fds, n, socks);
+        if (r || timeout_ms == 0)
+            return r;
+        int64_t t = now_ns();
+        if (deadline && t >= deadline)
+            return 0;
+        if (!a) { /* no live shmnet socket: a plain sleep */
+            struct timespec ts = {0}, *tsp = NULL;
+            if (deadline) {
+                ts.tv_sec = (deadline - t) / 1000000000ll;
+                ts.tv_nsec = (deadline - t) % 1000000000ll;
+                tsp = &ts;
+            }
+            return ppoll(NULL, 0, tsp, NULL) < 0 ? -errno : 0;
+        }
+        if (t < spin_end) {
+            for (int i = 0; i < 64; i++)
+                cpu_relax();
+            continue;
+        }
+        /* The same announcement as sock_wait, on every socket of the live session; sockets
+         * of dead sessions are always ready, so they never need a wake-up. */
+        int ch = tls_channel(a);
+        struct shm_channel *c = &a->chans[ch];
+        poll_bits(socks, n, a, 1ull << ch, true);
+        __atomic_store_n(&c->client_sleeping, 1, __ATOMIC_SEQ_CST);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        r = poll_scan(fds, n, socks);
+        int w = r ? 0 : chan_sleep(a, ch, deadline ? deadline - now_ns() : -1);
+        __atomic_store_n(&c->client_sleeping, 0, __ATOMIC_RELAXED);
+        poll_bits(socks, n, a, 1ull << ch, false);
+        if (r)
+            return r;
+        if (w == -EINTR)
+            return -EINTR;
+        if (w == E_DEAD)
+            a = NULL; /* next scan reports every socket of it */
+    }
+}
+
+int shmnet_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms)
+{
+    struct csock *small[16], **socks = small;
+    int r;
+
+    if (!fds && nfds)
+        return (int)ret_errno(-EFAULT);
+    if (nfds > (nfds_t)INT_MAX)
+        return (int)ret_errno(-EINVAL);
+    if (nfds > sizeof(small) / sizeof(small[0])) {
+        socks = calloc(nfds, sizeof(*socks));
+        if (!socks)
+            return (int)ret_errno(-ENOMEM);
+    }
+    r = do_poll(fds, nfds, timeout_ms, socks);
+    for (nfds_t i = 0; i < nfds; i++)
+        if (socks[i])
+            sock_put(socks[i]);
+    if (socks != small)
+        free(socks);
+    return (int)ret_errno(r);
+}
+
+/* ------------------------------------------------------------------ fork */
+
+/* A child must not share the parent's rings: its session is dead (its sockets fail), its
+ * copy of the control socket is closed so the daemon still sees the parent's hang-up, and
+ * its next shmnet_socket attaches afresh. */
+static void atfork_child(void)
+{
+    struct attach *a = att_cur;
+
+    att_cur = NULL;
+    if (a) {
+        att_mark_dead(a);
+        close(a->ctl_fd);
+        a->ctl_fd = -1;
+        att_unref(a);
+    }
+    if (tls.att) {
+        tls.att->cp[tls.ch].users--;
+        struct attach *t = tls.att;
+        tls.att = NULL;
+        att_unref(t);
+    }
+}
+
+__attribute__((constructor)) static void shmnet_init(void)
+{
+    pthread_atfork(NULL, NULL, atfork_child);
 }

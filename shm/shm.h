@@ -27,7 +27,7 @@
 #include <stdint.h>
 
 #define SHM_MAGIC          0x73686d6e65743031ull /* "shmnet01" */
-#define SHM_LAYOUT_VERSION 1u
+#define SHM_LAYOUT_VERSION 2u
 #define SHM_DEFAULT_SOCKET "/run/shmnet/shmnetd.sock"
 #define SHM_SOCKET_ENV     "SHMNET_SOCKET"
 #define SHM_ATTACH_LINE    "attach 1\n"
@@ -45,7 +45,7 @@ enum shm_op {
     SHM_OP_NOP = 0,     /* round trip only (benchmarks, liveness) */
     SHM_OP_SOCKET,      /* arg0 = type (SOCK_DGRAM/SOCK_STREAM), arg1 = protocol; -> handle */
     SHM_OP_BIND,        /* handle, addr, port */
-    SHM_OP_CONNECT,     /* handle, addr, port (addr 0 + port 0 + flags AF_UNSPEC: dissolve) */
+    SHM_OP_CONNECT,     /* handle, addr, port; flags SHM_REQ_UNSPEC: dissolve (UDP AF_UNSPEC) */
     SHM_OP_CLOSE,       /* handle */
     SHM_OP_TX,          /* handle: the TX fifo has new records (see shm_sock.tx_kick) */
     SHM_OP_SETSOCKOPT,  /* handle, arg0 = level, arg1 = optname, optlen, opt[] */
@@ -54,12 +54,13 @@ enum shm_op {
     SHM_OP_GETPEERNAME, /* handle -> addr, port */
     SHM_OP_SHUTDOWN,    /* handle, arg0 = how */
     SHM_OP_LISTEN,      /* handle, arg0 = backlog (TCP) */
-    SHM_OP_ACCEPT,      /* handle -> new handle, addr, port (TCP) */
+    SHM_OP_ACCEPT,      /* handle -> new handle, addr, port (TCP); -EAGAIN when none */
     SHM_OP_RX_DONE,     /* handle: the client freed RX fifo space (window updates, TCP) */
     SHM_OP_COUNT
 };
 
-#define SHM_OPT_MAX 32
+#define SHM_OPT_MAX    32
+#define SHM_REQ_UNSPEC 0x1 /* shm_req.flags: connect(AF_UNSPEC) */
 
 struct shm_req {
     uint32_t op;     /* enum shm_op */
@@ -113,6 +114,18 @@ struct shm_channel {
 #define SHM_EV_HUP   0x010
 #define SHM_EV_RDHUP 0x2000
 
+/* TCP sockets: CONNECT answers -EINPROGRESS; the socket's events then show SHM_EV_OUT
+ * (connected) or SHM_EV_ERR with so_error. A listener shows SHM_EV_IN while its accept
+ * queue is not empty. A connection shows SHM_EV_RDHUP after the peer's FIN (reads return
+ * 0 once the fifo is empty) and SHM_EV_HUP when it is gone. TCP_INFO comes back in opt[]
+ * as struct shm_tcp_info. */
+struct shm_tcp_info {
+    uint8_t state, ca_state, retransmits, options;
+    uint8_t snd_wscale, rcv_wscale, pad[2];
+    uint32_t rto_us, snd_mss, rtt_us, rttvar_us, snd_cwnd, snd_ssthresh;
+};
+_Static_assert(sizeof(struct shm_tcp_info) <= SHM_OPT_MAX, "fits a completion");
+
 /* A fifo is a byte ring of `size` bytes at region offset `off`, with free-running uint32_t
  * indices (used = tail - head, never more than size). UDP fifos carry records:
  *   struct shm_dgram header, then `len` payload bytes, padded to 8 bytes. A record never
@@ -154,6 +167,9 @@ struct shm_sock {
     /* [C] set to 1 by the client when it posts SHM_OP_TX; the daemon clears it before it
      * drains the fifo, so one kick is in flight per burst of sends. */
     SHM_CL uint32_t tx_kick;
+    /* [C] TCP: set to 1 when the client posts SHM_OP_RX_DONE after reading (the daemon
+     * may open the receive window); cleared by the daemon, like tx_kick. */
+    uint32_t rx_kick;
     /* [C] bit i: channel i waits for an event on this socket (blocking call or poll). */
     SHM_CL uint64_t waiters;
 };

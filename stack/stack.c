@@ -40,7 +40,8 @@ void stack_params_defaults(struct stack_params *p)
     p->tcp_syn_retries = 6;
     p->tcp_synack_retries = 5;
     p->tcp_retries2 = 15;
-    p->tcp_rto_min_ms = 200; /* Linux TCP_RTO_MIN (RFC 6298 2.4 says 1 s; Linux's 200 ms is the norm) */
+    p->tcp_rto_min_ms =
+        200; /* Linux TCP_RTO_MIN (RFC 6298 2.4 says 1 s; Linux's 200 ms is the norm) */
     p->tcp_rto_max_ms = 120000;
     p->tcp_rto_init_ms = 1000; /* RFC 6298 2.1 */
     p->tcp_delack_ms = 40;

@@ -79,17 +79,17 @@ struct stack_params {
     uint16_t udp_port_min, udp_port_max; /* ephemeral range (RFC 6056), default 32768-60999 */
     /* TCP (defaults as Linux where it has one) */
     bool tcp_sack, tcp_timestamps, tcp_window_scaling, tcp_syncookies;
-    char tcp_cc[16];                     /* "cubic" (default) | "newreno" */
-    uint32_t tcp_time_wait_ms;           /* 2*MSL, default 60000 */
-    uint32_t tcp_fin_timeout_ms;         /* orphaned FIN_WAIT_2, default 60000 */
+    char tcp_cc[16];             /* "cubic" (default) | "newreno" */
+    uint32_t tcp_time_wait_ms;   /* 2*MSL, default 60000 */
+    uint32_t tcp_fin_timeout_ms; /* orphaned FIN_WAIT_2, default 60000 */
     uint32_t tcp_syn_retries, tcp_synack_retries, tcp_retries2; /* 6, 5, 15 */
     uint32_t tcp_rto_min_ms, tcp_rto_max_ms, tcp_rto_init_ms;   /* 200, 120000, 1000 */
-    uint32_t tcp_delack_ms;              /* 40 */
+    uint32_t tcp_delack_ms;                                     /* 40 */
     uint32_t tcp_keepalive_time_s, tcp_keepalive_intvl_s, tcp_keepalive_probes; /* 7200 75 9 */
-    uint32_t tcp_max_syn_backlog;        /* SYN queue per listener before cookies, 256 */
-    uint32_t tcp_max_conns;              /* connection objects per worker, default 262144 */
-    uint8_t tcp_rcv_wscale;              /* window scale we offer, default 7 */
-    uint64_t secret[2];                  /* ISN and SYN cookie key (the daemon fills it) */
+    uint32_t tcp_max_syn_backlog;                /* SYN queue per listener before cookies, 256 */
+    uint32_t tcp_max_conns;                      /* connection objects per worker, default 262144 */
+    uint8_t tcp_rcv_wscale;                      /* window scale we offer, default 7 */
+    uint64_t secret[2];                          /* ISN and SYN cookie key (the daemon fills it) */
     struct route_entry routes[STACK_MAX_ROUTES]; /* static routes (connected ones are added) */
     uint32_t n_routes;
     struct hook_rule rules[STACK_MAX_RULES];

@@ -65,7 +65,6 @@ void icmp_input(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip);
 void icmp_send_error(struct stack *st, const struct pktbuf *orig, uint8_t type, uint8_t code,
                      uint32_t info);
 
-
 static inline bool ip4_is_mcast(uint32_t a)
 {
     return (a >> 28) == 0xe;

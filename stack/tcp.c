@@ -180,7 +180,7 @@ void tcp_free(struct stack *st, struct tcp_pcb *pcb)
     timer_cancel(&st->tw, &pcb->t_rtx);
     timer_cancel(&st->tw, &pcb->t_delack);
     timer_cancel(&st->tw, &pcb->t_keep);
-    pcb->state = TCP_CLOSED;
+    pcb->state = TCPS_CLOSED;
     pcb->fnext = st->tcp->free;
     st->tcp->free = pcb;
     st->tcp->in_use--;
@@ -281,7 +281,7 @@ static void listener_drop_children(struct stack *st, struct tcp_pcb *l);
 
 void tcp_set_closed(struct stack *st, struct tcp_pcb *pcb, int err)
 {
-    if (pcb->state == TCP_LISTEN)
+    if (pcb->state == TCPS_LISTEN)
         listener_drop_children(st, pcb);
     if (pcb->parent) { /* still in a listener's SYN queue */
         struct tcp_pcb **pp = &pcb->parent->syn_q;
@@ -308,7 +308,7 @@ void tcp_set_closed(struct stack *st, struct tcp_pcb *pcb, int err)
         pcb->in_accept_q = false;
         pcb->parent = NULL;
     }
-    pcb->state = TCP_CLOSED;
+    pcb->state = TCPS_CLOSED;
     tcp_unhash(st, pcb);
     timer_cancel(&st->tw, &pcb->t_rtx);
     timer_cancel(&st->tw, &pcb->t_delack);
@@ -320,7 +320,7 @@ void tcp_set_closed(struct stack *st, struct tcp_pcb *pcb, int err)
 
 void tcp_enter_time_wait(struct stack *st, struct tcp_pcb *pcb)
 {
-    pcb->state = TCP_TIME_WAIT;
+    pcb->state = TCPS_TIME_WAIT;
     timer_cancel(&st->tw, &pcb->t_delack);
     timer_cancel(&st->tw, &pcb->t_keep);
     pcb->persist = false;
@@ -382,7 +382,7 @@ static bool port_busy(struct stack *st, uint32_t addr, uint16_t port)
 
 int tcp_bind(struct stack *st, struct tcp_pcb *pcb, uint32_t addr, uint16_t port)
 {
-    if (pcb->state != TCP_CLOSED || pcb->lport)
+    if (pcb->state != TCPS_CLOSED || pcb->lport)
         return -EINVAL;
     if (addr && !ip4_is_local(st, addr))
         return -EADDRNOTAVAIL;
@@ -396,11 +396,11 @@ int tcp_bind(struct stack *st, struct tcp_pcb *pcb, uint32_t addr, uint16_t port
 int tcp_listen(struct stack *st, struct tcp_pcb *pcb, int backlog, tcp_accept_fn accept_cb,
                void *lctx)
 {
-    if (pcb->state == TCP_LISTEN) {
+    if (pcb->state == TCPS_LISTEN) {
         pcb->backlog = (uint16_t)(backlog < 1 ? 1 : backlog > 65535 ? 65535 : backlog);
         return 0;
     }
-    if (pcb->state != TCP_CLOSED)
+    if (pcb->state != TCPS_CLOSED)
         return -EINVAL;
     if (!pcb->lport) {
         for (uint32_t i = 0; i < 28232 && !pcb->lport; i++) {
@@ -413,7 +413,7 @@ int tcp_listen(struct stack *st, struct tcp_pcb *pcb, int backlog, tcp_accept_fn
     }
     if (port_busy(st, pcb->laddr, pcb->lport))
         return -EADDRINUSE;
-    pcb->state = TCP_LISTEN;
+    pcb->state = TCPS_LISTEN;
     pcb->backlog = (uint16_t)(backlog < 1 ? 1 : backlog > 65535 ? 65535 : backlog);
     pcb->accept_cb = accept_cb;
     pcb->lctx = lctx;
@@ -459,10 +459,10 @@ static int pick_port(struct stack *st, struct tcp_pcb *pcb)
 
 int tcp_connect(struct stack *st, struct tcp_pcb *pcb, uint32_t addr, uint16_t port)
 {
-    if (pcb->state == TCP_SYN_SENT)
+    if (pcb->state == TCPS_SYN_SENT)
         return -EALREADY;
-    if (pcb->state != TCP_CLOSED)
-        return pcb->state == TCP_LISTEN ? -EINVAL : -EISCONN;
+    if (pcb->state != TCPS_CLOSED)
+        return pcb->state == TCPS_LISTEN ? -EINVAL : -EISCONN;
     if (!port || !addr)
         return -EINVAL;
     if (ip4_is_bcast(st, addr) || ip4_is_mcast(addr))
@@ -488,7 +488,7 @@ int tcp_connect(struct stack *st, struct tcp_pcb *pcb, uint32_t addr, uint16_t p
     pcb->mss = pcb->adv_mss < TCP_DEFAULT_MSS ? pcb->adv_mss : TCP_DEFAULT_MSS;
     pcb->rcv_wscale = st->par.tcp_window_scaling ? st->par.tcp_rcv_wscale : 0;
     pcb->ts_off = (uint32_t)tuple_hash(st, pcb->laddr, pcb->lport, addr, port, 2);
-    pcb->state = TCP_SYN_SENT;
+    pcb->state = TCPS_SYN_SENT;
     tcp_hash_conn(st, pcb);
     CNT_INC(&st->cnt, tcp_active_opens);
     tcp_send_syn(st, pcb);
@@ -500,16 +500,16 @@ int tcp_shutdown(struct stack *st, struct tcp_pcb *pcb, int how)
     if (how < 0 || how > 2)
         return -EINVAL;
     switch (pcb->state) {
-    case TCP_ESTABLISHED:
-    case TCP_CLOSE_WAIT:
-    case TCP_SYN_RECEIVED:
-    case TCP_FIN_WAIT_1:
-    case TCP_FIN_WAIT_2:
-    case TCP_CLOSING:
-    case TCP_LAST_ACK:
-    case TCP_TIME_WAIT:
+    case TCPS_ESTABLISHED:
+    case TCPS_CLOSE_WAIT:
+    case TCPS_SYN_RECEIVED:
+    case TCPS_FIN_WAIT_1:
+    case TCPS_FIN_WAIT_2:
+    case TCPS_CLOSING:
+    case TCPS_LAST_ACK:
+    case TCPS_TIME_WAIT:
         break;
-    case TCP_SYN_SENT:
+    case TCPS_SYN_SENT:
         if (how != 0) { /* no connection yet: nothing to half-close */
             tcp_set_closed(st, pcb, 0);
             return 0;
@@ -522,10 +522,10 @@ int tcp_shutdown(struct stack *st, struct tcp_pcb *pcb, int how)
         pcb->shut_rd = true;
     if (how != 0 && !pcb->fin_queued) {
         pcb->fin_queued = true;
-        if (pcb->state == TCP_ESTABLISHED || pcb->state == TCP_SYN_RECEIVED)
-            pcb->state = TCP_FIN_WAIT_1;
-        else if (pcb->state == TCP_CLOSE_WAIT)
-            pcb->state = TCP_LAST_ACK;
+        if (pcb->state == TCPS_ESTABLISHED || pcb->state == TCPS_SYN_RECEIVED)
+            pcb->state = TCPS_FIN_WAIT_1;
+        else if (pcb->state == TCPS_CLOSE_WAIT)
+            pcb->state = TCPS_LAST_ACK;
         tcp_output(st, pcb);
     }
     return 0;
@@ -536,12 +536,12 @@ void tcp_close(struct stack *st, struct tcp_pcb *pcb)
     pcb->owned = false;
     pcb->closed_by_app = true;
     switch (pcb->state) {
-    case TCP_CLOSED:
-    case TCP_LISTEN:
-    case TCP_SYN_SENT:
+    case TCPS_CLOSED:
+    case TCPS_LISTEN:
+    case TCPS_SYN_SENT:
         tcp_set_closed(st, pcb, 0);
         return;
-    case TCP_TIME_WAIT:
+    case TCPS_TIME_WAIT:
         return; /* the timer frees it */
     default:
         break;
@@ -549,7 +549,7 @@ void tcp_close(struct stack *st, struct tcp_pcb *pcb)
     pcb->shut_rd = true;
     if (!pcb->fin_queued)
         tcp_shutdown(st, pcb, 1);
-    if (pcb->state == TCP_FIN_WAIT_2) /* orphaned: do not wait forever for the peer's FIN */
+    if (pcb->state == TCPS_FIN_WAIT_2) /* orphaned: do not wait forever for the peer's FIN */
         timer_arm(&st->tw, &pcb->t_rtx, st->now + (uint64_t)st->par.tcp_fin_timeout_ms * NS_PER_MS);
 }
 
@@ -558,8 +558,8 @@ void tcp_abort(struct stack *st, struct tcp_pcb *pcb)
     pcb->owned = false;
     pcb->closed_sent = true; /* no events */
     pcb->buf = NULL;
-    if (pcb->state != TCP_CLOSED && pcb->state != TCP_LISTEN && pcb->state != TCP_SYN_SENT &&
-        pcb->state != TCP_TIME_WAIT)
+    if (pcb->state != TCPS_CLOSED && pcb->state != TCPS_LISTEN && pcb->state != TCPS_SYN_SENT &&
+        pcb->state != TCPS_TIME_WAIT)
         tcp_send_rst(st, pcb);
     tcp_set_closed(st, pcb, 0);
 }
@@ -570,7 +570,7 @@ int tcp_set_cc(struct tcp_pcb *pcb, const char *name)
     if (!cc || strcmp(cc->name, name))
         return -ENOENT;
     pcb->cc = cc;
-    if (pcb->state >= TCP_ESTABLISHED)
+    if (pcb->state >= TCPS_ESTABLISHED)
         cc->init(pcb);
     return 0;
 }
@@ -582,14 +582,14 @@ size_t tcp_report(struct stack *st, char *buf, size_t cap)
     for (uint32_t b = 0; b < TCP_HASH + TCP_LHASH && n < cap; b++) {
         struct tcp_pcb *p = b < TCP_HASH ? st->tcp->conn[b] : st->tcp->lis[b - TCP_HASH];
         for (; p && n < cap; p = p->hnext) {
-            uint32_t sendq = p->state == TCP_LISTEN ? p->backlog : tcp_flight(p);
-            uint32_t recvq = p->state == TCP_LISTEN ? p->acc_qlen : 0;
+            uint32_t sendq = p->state == TCPS_LISTEN ? p->backlog : tcp_flight(p);
+            uint32_t recvq = p->state == TCPS_LISTEN ? p->acc_qlen : 0;
             int w =
                 snprintf(buf + n, cap - n,
                          "%-10s %6u %6u %s:%u %s:%u rtt %.3f/%.3f ms cwnd %u ssthresh %u mss %u "
                          "retrans %u %s\n",
                          tcp_state_name(p->state), recvq, sendq, ip4_fmt(p->laddr, la), p->lport,
-                         p->state == TCP_LISTEN ? "*" : ip4_fmt(p->raddr, ra), p->rport,
+                         p->state == TCPS_LISTEN ? "*" : ip4_fmt(p->raddr, ra), p->rport,
                          p->srtt_us / 1000.0, p->rttvar_us / 1000.0, p->mss ? p->cwnd / p->mss : 0,
                          p->ssthresh == 0xffffffffu ? 0 : p->ssthresh / (p->mss ? p->mss : 1),
                          p->mss, p->total_retrans, p->cc ? p->cc->name : "");

@@ -15,17 +15,17 @@
 #include "stack/timer.h"
 
 enum tcp_state {
-    TCP_CLOSED = 0,
-    TCP_LISTEN,
-    TCP_SYN_SENT,
-    TCP_SYN_RECEIVED,
-    TCP_ESTABLISHED,
-    TCP_FIN_WAIT_1,
-    TCP_FIN_WAIT_2,
-    TCP_CLOSE_WAIT,
-    TCP_CLOSING,
-    TCP_LAST_ACK,
-    TCP_TIME_WAIT,
+    TCPS_CLOSED = 0,
+    TCPS_LISTEN,
+    TCPS_SYN_SENT,
+    TCPS_SYN_RECEIVED,
+    TCPS_ESTABLISHED,
+    TCPS_FIN_WAIT_1,
+    TCPS_FIN_WAIT_2,
+    TCPS_CLOSE_WAIT,
+    TCPS_CLOSING,
+    TCPS_LAST_ACK,
+    TCPS_TIME_WAIT,
 };
 const char *tcp_state_name(enum tcp_state s);
 
@@ -202,6 +202,8 @@ void tcp_close(struct stack *st, struct tcp_pcb *pcb);
 /* Abort with RST (SO_LINGER 0, owner gone); frees it now, no more events. */
 void tcp_abort(struct stack *st, struct tcp_pcb *pcb);
 int tcp_set_cc(struct tcp_pcb *pcb, const char *name);
+/* Apply changed keepalive settings (SO_KEEPALIVE, TCP_KEEPIDLE...). */
+void tcp_arm_keepalive(struct stack *st, struct tcp_pcb *pcb);
 /* Counts for reports. */
 uint32_t tcp_count(const struct stack *st);
 /* One line per connection like `ss -tan`. */

@@ -123,7 +123,7 @@ static void negotiate(struct stack *st, struct tcp_pcb *pcb, const struct tcp_se
 
 static void established(struct stack *st, struct tcp_pcb *pcb)
 {
-    pcb->state = TCP_ESTABLISHED;
+    pcb->state = TCPS_ESTABLISHED;
     pcb->rtx_count = 0;
     pcb->quickacks = 16;
     pcb->cc->init(pcb);
@@ -175,7 +175,7 @@ static bool child_established(struct stack *st, struct tcp_pcb *c)
     c->qnext = NULL;
     c->parent = NULL;
     established(st, c);
-    if (!l || l->state != TCP_LISTEN || l->acc_qlen >= l->backlog || !l->accept_cb ||
+    if (!l || l->state != TCPS_LISTEN || l->acc_qlen >= l->backlog || !l->accept_cb ||
         l->accept_cb(l->lctx, l, c) != 0) {
         CNT_INC(&st->cnt, tcp_drop_listen_overflow);
         tcp_send_rst(st, c);
@@ -215,7 +215,7 @@ static void syn_to_listener(struct stack *st, struct tcp_pcb *l, const struct tc
         tmp.lport = s->h.dport;
         tmp.raddr = s->src;
         tmp.rport = s->h.sport;
-        tmp.state = TCP_SYN_RECEIVED;
+        tmp.state = TCPS_SYN_RECEIVED;
         uint16_t route = tcp_route_mss(st, s->src);
         uint16_t mss = s->o.mss_ok && s->o.mss < route ? s->o.mss : route;
         tmp.iss = tcp_cookie_make(st, s, mss);
@@ -226,7 +226,7 @@ static void syn_to_listener(struct stack *st, struct tcp_pcb *l, const struct tc
         CNT_INC(&st->cnt, tcp_syncookies_sent);
         return;
     }
-    c->state = TCP_SYN_RECEIVED;
+    c->state = TCPS_SYN_RECEIVED;
     c->irs = s->seq;
     c->rcv_nxt = s->seq + 1;
     negotiate(st, c, s);
@@ -258,7 +258,7 @@ static void listen_input(struct stack *st, struct tcp_pcb *l, struct tcp_seg *s,
                     return;
                 CNT_INC(&st->cnt, tcp_syncookies_ok);
                 c->from_cookie = true;
-                c->state = TCP_SYN_RECEIVED;
+                c->state = TCPS_SYN_RECEIVED;
                 c->irs = s->seq - 1;
                 c->rcv_nxt = s->seq;
                 c->iss = s->ack - 1;
@@ -329,7 +329,7 @@ static void syn_sent_input(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg
         return;
     }
     /* Simultaneous open: SYN-RECEIVED, answer with our SYN again plus an ACK. */
-    pcb->state = TCP_SYN_RECEIVED;
+    pcb->state = TCPS_SYN_RECEIVED;
     pcb->rtx_count = 0;
     tcp_send_syn(st, pcb);
 }
@@ -357,16 +357,16 @@ static void enter_recovery(struct stack *st, struct tcp_pcb *pcb)
 static void fin_acked(struct stack *st, struct tcp_pcb *pcb)
 {
     switch (pcb->state) {
-    case TCP_FIN_WAIT_1:
-        pcb->state = TCP_FIN_WAIT_2;
+    case TCPS_FIN_WAIT_1:
+        pcb->state = TCPS_FIN_WAIT_2;
         if (pcb->closed_by_app)
             timer_arm(&st->tw, &pcb->t_rtx,
                       st->now + (uint64_t)st->par.tcp_fin_timeout_ms * NS_PER_MS);
         break;
-    case TCP_CLOSING:
+    case TCPS_CLOSING:
         tcp_enter_time_wait(st, pcb);
         break;
-    case TCP_LAST_ACK:
+    case TCPS_LAST_ACK:
         tcp_set_closed(st, pcb, 0);
         break;
     default:
@@ -455,7 +455,7 @@ static bool process_ack(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s
             ev(pcb, TCP_EV_WRITABLE, 0);
         if (fin_ack)
             fin_acked(st, pcb);
-        return pcb->state != TCP_CLOSED;
+        return pcb->state != TCPS_CLOSED;
     }
     /* Duplicate ACK (RFC 5681 2): nothing new acked, no data, same window, data out. */
     if (s->len == 0 && !(s->flags & (TCP_SYN | TCP_FIN)) && nwnd == old_wnd &&
@@ -479,19 +479,19 @@ static void deliver_fin(struct stack *st, struct tcp_pcb *pcb)
     pcb->ack_now = true;
     ev(pcb, TCP_EV_FIN, 0);
     switch (pcb->state) {
-    case TCP_SYN_RECEIVED:
-    case TCP_ESTABLISHED:
-        pcb->state = TCP_CLOSE_WAIT;
+    case TCPS_SYN_RECEIVED:
+    case TCPS_ESTABLISHED:
+        pcb->state = TCPS_CLOSE_WAIT;
         break;
-    case TCP_FIN_WAIT_1:
+    case TCPS_FIN_WAIT_1:
         if (pcb->fin_sent && pcb->snd_una == pcb->snd_max) {
             tcp_send_ack(st, pcb);
             tcp_enter_time_wait(st, pcb);
         } else {
-            pcb->state = TCP_CLOSING;
+            pcb->state = TCPS_CLOSING;
         }
         break;
-    case TCP_FIN_WAIT_2:
+    case TCPS_FIN_WAIT_2:
         tcp_send_ack(st, pcb);
         tcp_enter_time_wait(st, pcb);
         break;
@@ -525,8 +525,8 @@ static void process_data(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *
     }
     if (!len && !fin)
         return;
-    if (pcb->state != TCP_ESTABLISHED && pcb->state != TCP_FIN_WAIT_1 &&
-        pcb->state != TCP_FIN_WAIT_2 && pcb->state != TCP_SYN_RECEIVED) {
+    if (pcb->state != TCPS_ESTABLISHED && pcb->state != TCPS_FIN_WAIT_1 &&
+        pcb->state != TCPS_FIN_WAIT_2 && pcb->state != TCPS_SYN_RECEIVED) {
         pcb->ack_now = true; /* data after the peer's FIN: just ACK */
         return;
     }
@@ -666,15 +666,15 @@ static void conn_input(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s)
             return;
         }
         CNT_INC(&st->cnt, tcp_rx_rst);
-        if (pcb->state == TCP_TIME_WAIT || (pcb->state == TCP_SYN_RECEIVED && pcb->parent)) {
+        if (pcb->state == TCPS_TIME_WAIT || (pcb->state == TCPS_SYN_RECEIVED && pcb->parent)) {
             tcp_set_closed(st, pcb, 0);
             return;
         }
-        tcp_set_closed(st, pcb, pcb->state == TCP_CLOSE_WAIT ? EPIPE : ECONNRESET);
+        tcp_set_closed(st, pcb, pcb->state == TCPS_CLOSE_WAIT ? EPIPE : ECONNRESET);
         return;
     }
     if (s->flags & TCP_SYN) {
-        if (pcb->state == TCP_SYN_RECEIVED && s->seq == pcb->irs) {
+        if (pcb->state == TCPS_SYN_RECEIVED && s->seq == pcb->irs) {
             tcp_send_syn(st, pcb); /* our SYN-ACK was lost */
             return;
         }
@@ -695,7 +695,7 @@ static void conn_input(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s)
     }
     pcb->last_rx_ns = st->now;
     pcb->keep_probes = 0;
-    if (pcb->state == TCP_SYN_RECEIVED) {
+    if (pcb->state == TCPS_SYN_RECEIVED) {
         if (!SEQ_GT(s->ack, pcb->snd_una) || SEQ_GT(s->ack, pcb->snd_max)) {
             tcp_send_rst_for(st, s);
             return;
@@ -715,7 +715,7 @@ static void conn_input(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s)
             established(st, pcb);
             ev(pcb, TCP_EV_CONNECTED, 0);
         }
-    } else if (pcb->state == TCP_TIME_WAIT) {
+    } else if (pcb->state == TCPS_TIME_WAIT) {
         if (s->flags & TCP_FIN) { /* the peer lost our last ACK: again, and restart 2MSL */
             tcp_send_ack(st, pcb);
             timer_arm(&st->tw, &pcb->t_rtx,
@@ -725,10 +725,10 @@ static void conn_input(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s)
     } else if (!process_ack(st, pcb, s)) {
         return;
     }
-    if (pcb->state == TCP_CLOSED || pcb->state == TCP_TIME_WAIT)
+    if (pcb->state == TCPS_CLOSED || pcb->state == TCPS_TIME_WAIT)
         return;
     process_data(st, pcb, s);
-    if (pcb->state == TCP_CLOSED)
+    if (pcb->state == TCPS_CLOSED)
         return;
     tcp_output(st, pcb);
 }
@@ -773,7 +773,7 @@ int tcp_input(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip)
     if (tcp_parse_opts(s.h.opts, s.h.optlen, s.flags & TCP_SYN, &s.o))
         memset(&s.o, 0, sizeof(s.o)); /* malformed options: act as if there were none */
     struct tcp_pcb *pcb = tcp_lookup(st, s.dst, s.h.dport, s.src, s.h.sport);
-    if (pcb && pcb->state == TCP_TIME_WAIT && (s.flags & TCP_SYN) && !(s.flags & TCP_ACK) &&
+    if (pcb && pcb->state == TCPS_TIME_WAIT && (s.flags & TCP_SYN) && !(s.flags & TCP_ACK) &&
         tw_reusable(pcb, &s) && tcp_lookup_listener(st, s.dst, s.h.dport)) {
         CNT_INC(&st->cnt, tcp_tw_reuse);
         tcp_set_closed(st, pcb, 0);
@@ -790,7 +790,7 @@ int tcp_input(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip)
         }
         goto out;
     }
-    if (pcb->state == TCP_SYN_SENT)
+    if (pcb->state == TCPS_SYN_SENT)
         syn_sent_input(st, pcb, &s);
     else
         conn_input(st, pcb, &s);
@@ -835,7 +835,7 @@ void tcp_err_input(struct stack *st, uint8_t type, uint8_t code, uint32_t info, 
         return;
     /* RFC 1122 4.2.3.9: soft errors do not abort an established connection; they are
      * reported if it times out. In SYN-SENT a hard error ends the attempt. */
-    if (pcb->state == TCP_SYN_SENT && err == ECONNREFUSED)
+    if (pcb->state == TCPS_SYN_SENT && err == ECONNREFUSED)
         tcp_set_closed(st, pcb, err);
     else
         pcb->soft_err = err;

@@ -75,7 +75,7 @@ int tcp_parse_opts(const uint8_t *p, uint32_t len, bool syn, struct tcp_opts *o)
 uint32_t tcp_rcv_window(struct tcp_pcb *pcb)
 {
     if (!pcb->buf) /* a handshake in progress has no buffer yet: offer one unscaled window */
-        return pcb->state == TCP_SYN_RECEIVED ? TCP_MAX_WIN : 0;
+        return pcb->state == TCPS_SYN_RECEIVED ? TCP_MAX_WIN : 0;
     uint32_t space = pcb->buf->rcv_space(pcb->ctx);
     uint32_t max = TCP_MAX_WIN << pcb->rcv_wscale;
     if (space > max)
@@ -229,8 +229,8 @@ void tcp_arm_rtx(struct stack *st, struct tcp_pcb *pcb)
 
 void tcp_send_syn(struct stack *st, struct tcp_pcb *pcb)
 {
-    uint8_t flags = pcb->state == TCP_SYN_RECEIVED ? (TCP_SYN | TCP_ACK) : TCP_SYN;
-    if (pcb->state == TCP_SYN_RECEIVED && pcb->from_cookie)
+    uint8_t flags = pcb->state == TCPS_SYN_RECEIVED ? (TCP_SYN | TCP_ACK) : TCP_SYN;
+    if (pcb->state == TCPS_SYN_RECEIVED && pcb->from_cookie)
         return;
     tcp_xmit(st, pcb, pcb->iss, flags, 0);
     if (pcb->snd_max == pcb->iss)
@@ -355,18 +355,18 @@ static uint32_t sack_pipe(const struct tcp_pcb *pcb)
 void tcp_output(struct stack *st, struct tcp_pcb *pcb)
 {
     switch (pcb->state) {
-    case TCP_ESTABLISHED:
-    case TCP_CLOSE_WAIT:
-    case TCP_FIN_WAIT_1:
-    case TCP_CLOSING:
-    case TCP_LAST_ACK:
+    case TCPS_ESTABLISHED:
+    case TCPS_CLOSE_WAIT:
+    case TCPS_FIN_WAIT_1:
+    case TCPS_CLOSING:
+    case TCPS_LAST_ACK:
         break;
-    case TCP_FIN_WAIT_2:
-    case TCP_TIME_WAIT:
+    case TCPS_FIN_WAIT_2:
+    case TCPS_TIME_WAIT:
         if (pcb->ack_now)
             tcp_send_ack(st, pcb);
         return;
-    case TCP_SYN_RECEIVED:
+    case TCPS_SYN_RECEIVED:
         if (pcb->ack_now && !pcb->from_cookie)
             tcp_send_syn(st, pcb);
         return;
@@ -482,8 +482,8 @@ done:
 
 void tcp_rcvd(struct stack *st, struct tcp_pcb *pcb)
 {
-    if (pcb->state != TCP_ESTABLISHED && pcb->state != TCP_FIN_WAIT_1 &&
-        pcb->state != TCP_FIN_WAIT_2)
+    if (pcb->state != TCPS_ESTABLISHED && pcb->state != TCPS_FIN_WAIT_1 &&
+        pcb->state != TCPS_FIN_WAIT_2)
         return;
     /* A window update is worth a segment when it opens the window by two segments, or
      * reopens a window smaller than one segment (RFC 9293 3.8.6.2.2, like Linux). */

@@ -22,19 +22,19 @@ void tcp_rtx_timer(struct timer *t, void *ctx, uint64_t now)
     struct stack *st = ctx;
     struct tcp_pcb *pcb = container_of(t, struct tcp_pcb, t_rtx);
     switch (pcb->state) {
-    case TCP_TIME_WAIT:
+    case TCPS_TIME_WAIT:
         tcp_set_closed(st, pcb, 0);
         return;
-    case TCP_FIN_WAIT_2:
+    case TCPS_FIN_WAIT_2:
         if (pcb->closed_by_app) { /* the peer never sent its FIN (tcp_fin_timeout) */
             tcp_set_closed(st, pcb, 0);
             return;
         }
         break;
-    case TCP_SYN_SENT:
-    case TCP_SYN_RECEIVED: {
+    case TCPS_SYN_SENT:
+    case TCPS_SYN_RECEIVED: {
         uint32_t max =
-            pcb->state == TCP_SYN_SENT ? st->par.tcp_syn_retries : st->par.tcp_synack_retries;
+            pcb->state == TCPS_SYN_SENT ? st->par.tcp_syn_retries : st->par.tcp_synack_retries;
         if (pcb->rtx_count >= max) {
             timeout_close(st, pcb);
             return;
@@ -63,7 +63,7 @@ void tcp_rtx_timer(struct timer *t, void *ctx, uint64_t now)
             pcb->force_runt = true;
             tcp_output(st, pcb);
             pcb->force_runt = false;
-            if (pcb->state != TCP_CLOSED && !timer_armed(&pcb->t_rtx) &&
+            if (pcb->state != TCPS_CLOSED && !timer_armed(&pcb->t_rtx) &&
                 pcb->snd_una != pcb->snd_max)
                 tcp_arm_rtx(st, pcb);
             return;
@@ -100,7 +100,7 @@ void tcp_rtx_timer(struct timer *t, void *ctx, uint64_t now)
     if (pcb->fin_sent && SEQ_LEQ(pcb->snd_nxt, pcb->fin_seq))
         pcb->fin_sent = false; /* the FIN goes out again with the data */
     tcp_output(st, pcb);
-    if (pcb->state != TCP_CLOSED && !timer_armed(&pcb->t_rtx))
+    if (pcb->state != TCPS_CLOSED && !timer_armed(&pcb->t_rtx))
         tcp_arm_rtx(st, pcb);
 }
 
@@ -108,7 +108,7 @@ void tcp_delack_timer(struct timer *t, void *ctx, uint64_t now)
 {
     struct stack *st = ctx;
     struct tcp_pcb *pcb = container_of(t, struct tcp_pcb, t_delack);
-    if (pcb->state == TCP_CLOSED || pcb->state == TCP_LISTEN)
+    if (pcb->state == TCPS_CLOSED || pcb->state == TCPS_LISTEN)
         return;
     pcb->ack_now = true;
     tcp_output(st, pcb);
@@ -127,8 +127,8 @@ void tcp_keep_timer(struct timer *t, void *ctx, uint64_t now)
 {
     struct stack *st = ctx;
     struct tcp_pcb *pcb = container_of(t, struct tcp_pcb, t_keep);
-    if (!pcb->keepalive || (pcb->state != TCP_ESTABLISHED && pcb->state != TCP_CLOSE_WAIT &&
-                            pcb->state != TCP_FIN_WAIT_2))
+    if (!pcb->keepalive || (pcb->state != TCPS_ESTABLISHED && pcb->state != TCPS_CLOSE_WAIT &&
+                            pcb->state != TCPS_FIN_WAIT_2))
         return;
     uint64_t idle = now - pcb->last_rx_ns;
     if (idle < (uint64_t)pcb->keep_idle_s * NS_PER_SEC) {
