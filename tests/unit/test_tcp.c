@@ -49,9 +49,9 @@ static void pair_init(struct pair *p, const struct nic_fault_params *fp, uint32_
     cr_assert_eq(tcp_listen(&p->b.st, p->lis, 16, on_accept, p), 0);
     p->cli = tcp_new(&p->a.st, &tbuf_ops, tbuf_event, &p->ca);
     cr_assert_eq(tcp_connect(&p->a.st, p->cli, ADDR_B, 80), 0);
-    for (int i = 0; i < 2000 && !(p->cli->state == TCP_ESTABLISHED && p->lis->acc_qlen); i++)
+    for (int i = 0; i < 2000 && !(p->cli->state == TCPS_ESTABLISHED && p->lis->acc_qlen); i++)
         step(p, T_MS);
-    cr_assert_eq(p->cli->state, TCP_ESTABLISHED);
+    cr_assert_eq(p->cli->state, TCPS_ESTABLISHED);
     p->srv = tcp_accept(&p->b.st, p->lis);
     cr_assert_not_null(p->srv);
     cr_assert_eq(p->ca.events[TCP_EV_CONNECTED], 1);
@@ -137,7 +137,7 @@ Test(tcp, handshake_negotiates_options)
     cr_assert(p.srv->ts_ok && p.srv->sack_ok && p.srv->ws_ok);
     cr_assert_eq(p.cli->mss, 1460);
     cr_assert_eq(p.srv->mss, 1460);
-    cr_assert_eq(p.srv->state, TCP_ESTABLISHED);
+    cr_assert_eq(p.srv->state, TCPS_ESTABLISHED);
     cr_assert_eq(p.cli->snd_una, p.srv->rcv_nxt);
     cr_assert_eq(p.srv->snd_una, p.cli->rcv_nxt);
     pair_fini(&p);
@@ -215,11 +215,11 @@ Test(tcp, orderly_close_both_sides)
     tcp_shutdown(&p.a.st, p.cli, 1);
     for (int i = 0; i < 100; i++)
         step(&p, T_MS);
-    cr_assert_eq(p.srv->state, TCP_CLOSE_WAIT);
+    cr_assert_eq(p.srv->state, TCPS_CLOSE_WAIT);
     cr_assert_eq(p.sb.events[TCP_EV_FIN], 1);
     uint8_t d[8];
     cr_assert_eq(tbuf_read(&p.sb, d, 8), 3);
-    cr_assert_eq(p.cli->state, TCP_FIN_WAIT_2);
+    cr_assert_eq(p.cli->state, TCPS_FIN_WAIT_2);
     /* Half-close: the server can still send. */
     tbuf_write(&p.sb, (const uint8_t *)"late", 4);
     tcp_output(&p.b.st, p.srv);
@@ -230,7 +230,7 @@ Test(tcp, orderly_close_both_sides)
     p.srv = NULL;
     for (int i = 0; i < 100; i++)
         step(&p, T_MS);
-    cr_assert_eq(p.cli->state, TCP_TIME_WAIT);
+    cr_assert_eq(p.cli->state, TCPS_TIME_WAIT);
     cr_assert_eq(p.sb.closed_err, 0, "server side closed in order");
     cr_assert_eq(tcp_count(&p.b.st), 0, "LAST_ACK done");
     tcp_close(&p.a.st, p.cli);
@@ -249,7 +249,7 @@ Test(tcp, rst_on_abort_and_refused_connect)
     step(&p, T_MS);
     step(&p, T_MS);
     cr_assert_eq(p.ca.closed_err, ECONNRESET);
-    cr_assert_eq(p.cli->state, TCP_CLOSED);
+    cr_assert_eq(p.cli->state, TCPS_CLOSED);
     tcp_close(&p.a.st, p.cli);
     p.cli = NULL;
     /* Connect to a closed port: ECONNREFUSED. */
@@ -279,7 +279,7 @@ Test(tcp, zero_window_then_resume)
         step(&p, T_MS);
     cr_assert_lt(p.cli->snd_wnd, p.cli->mss, "the window closed (to less than a segment)");
     cr_assert(timer_armed(&p.cli->t_rtx), "probing");
-    cr_assert_eq(p.cli->state, TCP_ESTABLISHED, "probing never gives up on its own");
+    cr_assert_eq(p.cli->state, TCPS_ESTABLISHED, "probing never gives up on its own");
     uint8_t out[200000];
     uint32_t got = 0;
     for (int i = 0; i < 30000 && got < sent; i++) {
@@ -313,7 +313,7 @@ Test(tcp, blind_rst_and_syn_get_challenge_acks)
     uint32_t n = build_ip4(f, mac_b, st_mac_a, ST_ADDR_A, ADDR_B, 6, 1, 0, 64, seg, 20);
     cr_assert_eq(nic_sim_inject(&p.b.nic, f, n), 0);
     stest_step(&p.b, 0);
-    cr_assert_eq(p.srv->state, TCP_ESTABLISHED);
+    cr_assert_eq(p.srv->state, TCPS_ESTABLISHED);
     cr_assert_eq(stest_cnt(&p.b, "tcp_drop_rst_inwindow"), 1);
     cr_assert_eq(stest_cnt(&p.b, "tcp_challenge_ack"), 1);
     /* A SYN on the established connection: challenge ACK, no reset. */
@@ -323,7 +323,7 @@ Test(tcp, blind_rst_and_syn_get_challenge_acks)
     n = build_ip4(f, mac_b, st_mac_a, ST_ADDR_A, ADDR_B, 6, 2, 0, 64, seg, 20);
     nic_sim_inject(&p.b.nic, f, n);
     stest_step(&p.b, 0);
-    cr_assert_eq(p.srv->state, TCP_ESTABLISHED);
+    cr_assert_eq(p.srv->state, TCPS_ESTABLISHED);
     cr_assert_eq(stest_cnt(&p.b, "tcp_drop_syn_inwindow"), 1);
     /* The connection still works. */
     step(&p, T_MS);
