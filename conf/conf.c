@@ -1058,6 +1058,64 @@ static void load_udp(struct ld *ld, config_setting_t *g)
     }
 }
 
+static void load_tcp(struct ld *ld, config_setting_t *g)
+{
+    static const char *const keys[] = {
+        "sack",
+        "timestamps",
+        "window_scaling",
+        "syncookies",
+        "congestion",
+        "time_wait_ms",
+        "fin_timeout_ms",
+        "syn_retries",
+        "synack_retries",
+        "retries2",
+        "rto_min_ms",
+        "rto_max_ms",
+        "rto_init_ms",
+        "delack_ms",
+        "keepalive_time_s",
+        "keepalive_intvl_s",
+        "keepalive_probes",
+        "max_syn_backlog",
+        "max_connections",
+        NULL,
+    };
+    struct stack_params *p = &ld->c->stack;
+    config_setting_t *s;
+    const char *str;
+
+    check_keys(ld, g, "tcp", keys);
+    get_bool(ld, g, "tcp", "sack", &p->tcp_sack);
+    get_bool(ld, g, "tcp", "timestamps", &p->tcp_timestamps);
+    get_bool(ld, g, "tcp", "window_scaling", &p->tcp_window_scaling);
+    get_bool(ld, g, "tcp", "syncookies", &p->tcp_syncookies);
+    str = get_str(ld, g, "tcp", "congestion", &s);
+    if (str) {
+        if (strcmp(str, "cubic") && strcmp(str, "newreno"))
+            err_at(ld, s, "tcp.congestion: '%s' is not one of cubic, newreno", str);
+        else
+            snprintf(p->tcp_cc, sizeof(p->tcp_cc), "%s", str);
+    }
+    get_u32(ld, g, "tcp", "time_wait_ms", 1000, 600000, &p->tcp_time_wait_ms);
+    get_u32(ld, g, "tcp", "fin_timeout_ms", 1000, 600000, &p->tcp_fin_timeout_ms);
+    get_u32(ld, g, "tcp", "syn_retries", 1, 127, &p->tcp_syn_retries);
+    get_u32(ld, g, "tcp", "synack_retries", 1, 127, &p->tcp_synack_retries);
+    get_u32(ld, g, "tcp", "retries2", 1, 127, &p->tcp_retries2);
+    get_u32(ld, g, "tcp", "rto_min_ms", 1, 60000, &p->tcp_rto_min_ms);
+    get_u32(ld, g, "tcp", "rto_max_ms", 100, 600000, &p->tcp_rto_max_ms);
+    get_u32(ld, g, "tcp", "rto_init_ms", 10, 60000, &p->tcp_rto_init_ms);
+    get_u32(ld, g, "tcp", "delack_ms", 1, 500, &p->tcp_delack_ms); /* RFC 9293 3.8.6.3: < 0.5 s */
+    get_u32(ld, g, "tcp", "keepalive_time_s", 1, 32767, &p->tcp_keepalive_time_s);
+    get_u32(ld, g, "tcp", "keepalive_intvl_s", 1, 32767, &p->tcp_keepalive_intvl_s);
+    get_u32(ld, g, "tcp", "keepalive_probes", 1, 127, &p->tcp_keepalive_probes);
+    get_u32(ld, g, "tcp", "max_syn_backlog", 1, 65535, &p->tcp_max_syn_backlog);
+    get_u32(ld, g, "tcp", "max_connections", 1024, 16777216, &p->tcp_max_conns);
+    if (p->tcp_rto_min_ms > p->tcp_rto_max_ms)
+        err_at(ld, g, "tcp: rto_min_ms is above rto_max_ms");
+}
+
 static void load_arp(struct ld *ld, config_setting_t *g)
 {
     static const char *const keys[] = {
@@ -1200,8 +1258,8 @@ static void load_hooks(struct ld *ld, config_setting_t *root)
 
 int conf_load(struct conf *c, const char *path, conf_err_fn err, void *ctx)
 {
-    static const char *const top_keys[] = {"daemon", "interfaces", "routes", "ip", "arp",
-                                           "hooks",  "clients",    "udp",    NULL};
+    static const char *const top_keys[] = {"daemon", "interfaces", "routes", "ip",  "arp",
+                                           "hooks",  "clients",    "udp",    "tcp", NULL};
     struct ld ld = {.c = c, .path = path, .fn = err, .ctx = ctx};
     config_setting_t *root, *g;
     char msg[512], dir[CONF_PATH_MAX];
@@ -1277,6 +1335,9 @@ int conf_load(struct conf *c, const char *path, conf_err_fn err, void *ctx)
     g = get_container(&ld, root, "", "udp", CONFIG_TYPE_GROUP);
     if (g)
         load_udp(&ld, g);
+    g = get_container(&ld, root, "", "tcp", CONFIG_TYPE_GROUP);
+    if (g)
+        load_tcp(&ld, g);
 
     config_destroy(&cfg);
     return ld.nerr ? -EINVAL : 0;
@@ -1368,6 +1429,8 @@ int conf_diff_static(const struct conf *old, const struct conf *nw, conf_err_fn 
     if (old->stack.udp_port_min != nw->stack.udp_port_min ||
         old->stack.udp_port_max != nw->stack.udp_port_max)
         changed(&d, "udp");
+    if (old->stack.tcp_max_conns != nw->stack.tcp_max_conns)
+        changed(&d, "tcp.max_connections");
     /* clients.* apply to sessions attached after the reload. */
     return d.n;
 }

@@ -1180,8 +1180,8 @@ size_t client_report_sockets(const struct client *cl, char *buf, size_t cap)
     size_t n = 0;
     for (uint32_t i = 0; i < cl->nsocks && n < cap; i++) {
         const struct dsock *ds = &cl->socks[i];
-        if (!ds->gen)
-            continue;
+        if (!ds->gen || ds->type != SOCK_DGRAM)
+            continue; /* TCP connections are listed by tcp_report */
         const struct shm_sock *sh = shsock(cl, i);
         uint32_t rxq = ds->rx_tail - __atomic_load_n(&sh->rx_head, __ATOMIC_RELAXED);
         uint32_t txq = __atomic_load_n(&sh->tx_tail, __ATOMIC_RELAXED) - ds->tx_head;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "daemon/client.h"
+#include "stack/tcp.h"
 #include "daemon/daemon.h"
 #include "daemon/log.h"
 #include "shm/shm.h"

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -45,7 +46,13 @@ static int worker_init(struct worker *w)
     const struct conf *c = w->conf;
     int ret;
 
-    ret = stack_init(&w->st, &c->stack, mono_ns());
+    /* The key of ISNs (RFC 6528) and SYN cookies: fresh per run, never from config. */
+    struct stack_params sp = c->stack;
+    if (getrandom(sp.secret, sizeof(sp.secret), 0) != (ssize_t)sizeof(sp.secret)) {
+        sp.secret[0] = mono_ns() ^ (uint64_t)getpid() << 32;
+        sp.secret[1] = (uint64_t)(uintptr_t)&sp ^ mono_ns() * 0x9e3779b97f4a7c15ull;
+    }
+    ret = stack_init(&w->st, &sp, mono_ns());
     if (ret < 0) {
         log_error("worker %d: stack init: %s", w->id, strerror(-ret));
         return ret;

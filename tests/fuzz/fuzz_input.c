@@ -10,10 +10,31 @@
 
 #include "nic/nic.h"
 #include "stack/stack.h"
+#include "stack/tcp.h"
+#include "tests/lib/tcptest.h"
 #include "stack/wire.h"
 
 static struct stack st;
 static struct nic nic;
+static struct tbuf lbuf, cbuf[8];
+static struct tcp_pcb *children[8];
+static int nchildren;
+
+/* A listener on port 80 so handshakes, data and closes run too; children get small
+ * in-memory buffers and are aborted after every input. */
+static int on_accept(void *lctx, struct tcp_pcb *l, struct tcp_pcb *c)
+{
+    if (nchildren == 8)
+        return -1;
+    struct tbuf *b = &cbuf[nchildren];
+    b->snd_head = b->snd_tail = b->rcv_head = b->rcv_tail = 0;
+    b->closed_err = -1;
+    c->buf = &tbuf_ops;
+    c->ctx = b;
+    c->ev = tbuf_event;
+    children[nchildren++] = c;
+    return 0;
+}
 static uint64_t now = 1000000000000ull;
 
 static void setup(void)
@@ -40,6 +61,12 @@ static void setup(void)
     strcpy(ip.name, "fuzz0");
     memcpy(ip.mac, np.mac, 6);
     if (stack_add_if(&st, &ip, &nic, 0) < 0)
+        abort();
+    tbuf_init(&lbuf, 64, 64);
+    for (int i = 0; i < 8; i++)
+        tbuf_init(&cbuf[i], 8192, 8192);
+    struct tcp_pcb *l = tcp_new(&st, &tbuf_ops, tbuf_event, &lbuf);
+    if (!l || tcp_bind(&st, l, 0, 80) || tcp_listen(&st, l, 4, on_accept, NULL))
         abort();
 }
 
@@ -71,6 +98,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         data += len;
         size -= len;
     }
+    /* Drop the connections this input made (taken from the accept queue first). */
+    for (int i = 0; i < nchildren; i++)
+        if (cbuf[i].closed_err < 0) /* still alive (a closed child was freed by the stack) */
+            tcp_abort(&st, children[i]);
+    nchildren = 0;
     /* Let every timer run out (timers re-arm relative to when they fire, so step the
      * clock): nothing may stay allocated afterwards. */
     for (int i = 0; i < 40; i++) {
