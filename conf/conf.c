@@ -148,9 +148,9 @@ void conf_defaults(struct conf *c)
     c->rx_budget = 64;
     c->log_level = LOG_LVL_INFO;
     c->max_clients = 256;
-    c->max_sockets = 1024;
+    c->max_sockets = 4096;
     c->channels = 16;
-    c->fifo_mb = 64;
+    c->fifo_mb = 1024; /* virtual: pages cost memory only while used */
     c->rcvbuf = 212992; /* Linux net.core.rmem_default */
     c->sndbuf = 212992;
     c->allowed_uids[0] = 0;
@@ -1033,7 +1033,7 @@ static void load_clients(struct ld *ld, config_setting_t *g)
     get_u32(ld, g, "clients", "max_clients", 1, 4096, &c->max_clients);
     get_u32(ld, g, "clients", "max_sockets", 1, 65535, &c->max_sockets);
     get_u32(ld, g, "clients", "channels", 1, SHM_MAX_CHANNELS, &c->channels);
-    get_u32(ld, g, "clients", "fifo_mb", 1, 4096, &c->fifo_mb);
+    get_u32(ld, g, "clients", "fifo_mb", 1, 3072, &c->fifo_mb); /* the region size is 32-bit */
     get_u32(ld, g, "clients", "rcvbuf", 4096, 16u << 20, &c->rcvbuf);
     get_u32(ld, g, "clients", "sndbuf", 4096, 16u << 20, &c->sndbuf);
     /* Two default-size fifos must fit the arena, or no socket could be made. */
