@@ -305,6 +305,10 @@ static int report_fn(struct worker *w, void *arg)
                               : client_report(cl, buf, sizeof(buf));
         sb_printf(a->out, "%.*s", (int)n, buf);
     }
+    if (a->sockets) { /* every TCP connection of the worker, like `ss -tan` */
+        size_t n = tcp_report(&w->st, buf, sizeof(buf));
+        sb_printf(a->out, "%.*s", (int)n, buf);
+    }
     return 0;
 }
 
