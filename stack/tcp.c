@@ -585,16 +585,19 @@ size_t tcp_report(struct stack *st, char *buf, size_t cap)
         struct tcp_pcb *p = b < TCP_HASH ? st->tcp->conn[b] : st->tcp->lis[b - TCP_HASH];
         for (; p && n < cap; p = p->hnext) {
             uint32_t sendq = p->state == TCPS_LISTEN ? p->backlog : tcp_flight(p);
-            uint32_t recvq = p->state == TCPS_LISTEN ? p->acc_qlen : 0;
+            uint32_t recvq = p->state == TCPS_LISTEN ? p->acc_qlen
+                             : p->buf                ? p->buf->rcv_space(p->ctx)
+                                                     : 0;
             int w =
                 snprintf(buf + n, cap - n,
                          "%-10s %6u %6u %s:%u %s:%u rtt %.3f/%.3f ms cwnd %u ssthresh %u mss %u "
-                         "retrans %u %s\n",
+                         "retrans %u %s rwnd %u swnd %u\n",
                          tcp_state_name(p->state), recvq, sendq, ip4_fmt(p->laddr, la), p->lport,
                          p->state == TCPS_LISTEN ? "*" : ip4_fmt(p->raddr, ra), p->rport,
                          p->srtt_us / 1000.0, p->rttvar_us / 1000.0, p->mss ? p->cwnd / p->mss : 0,
                          p->ssthresh == 0xffffffffu ? 0 : p->ssthresh / (p->mss ? p->mss : 1),
-                         p->mss, p->total_retrans, p->cc ? p->cc->name : "");
+                         p->mss, p->total_retrans, p->cc ? p->cc->name : "",
+                         SEQ_GT(p->rcv_adv, p->rcv_nxt) ? p->rcv_adv - p->rcv_nxt : 0, p->snd_wnd);
             if (w < 0)
                 return n;
             n += (size_t)w;
