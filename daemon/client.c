@@ -32,8 +32,8 @@ static uint32_t page_up(uint32_t v)
 
 size_t client_region_size(uint32_t nchannels, uint32_t nsocks, uint32_t fifo_bytes)
 {
-    size_t n = PAGE; /* header */
-    n += (size_t)nchannels * page_up(sizeof(struct shm_channel));
+    size_t n = PAGE;                                                /* header */
+    n += page_up(nchannels * (uint32_t)sizeof(struct shm_channel)); /* shm.h: an array */
     n += ((size_t)nsocks * sizeof(struct shm_sock) + PAGE - 1) & ~(size_t)(PAGE - 1);
     n += page_up(fifo_bytes);
     return n;
@@ -41,13 +41,12 @@ size_t client_region_size(uint32_t nchannels, uint32_t nsocks, uint32_t fifo_byt
 
 static struct shm_channel *chan(const struct client *cl, uint32_t i)
 {
-    return (struct shm_channel *)(cl->base + PAGE +
-                                  (size_t)i * page_up(sizeof(struct shm_channel)));
+    return (struct shm_channel *)(cl->base + PAGE + (size_t)i * sizeof(struct shm_channel));
 }
 
 static uint32_t sock_off_of(uint32_t nchannels)
 {
-    return PAGE + nchannels * page_up(sizeof(struct shm_channel));
+    return PAGE + page_up(nchannels * (uint32_t)sizeof(struct shm_channel));
 }
 
 static struct shm_sock *shsock(const struct client *cl, uint32_t idx)
@@ -1186,12 +1185,12 @@ size_t client_report_sockets(const struct client *cl, char *buf, size_t cap)
         uint32_t rxq = ds->rx_tail - __atomic_load_n(&sh->rx_head, __ATOMIC_RELAXED);
         uint32_t txq = __atomic_load_n(&sh->tx_tail, __ATOMIC_RELAXED) - ds->tx_head;
         char la[16], ra[16];
-        int w = snprintf(buf + n, cap - n,
-                         "udp client %u handle %#x local %s:%u peer %s:%u rxq %u txq %u%s\n",
-                         cl->id, shm_handle(i, ds->gen), ip4_fmt(ds->pcb.laddr, la), ds->pcb.lport,
-                         ds->pcb.connected ? ip4_fmt(ds->pcb.raddr, ra) : "*",
-                         ds->pcb.connected ? ds->pcb.rport : 0, rxq > ds->rx_size ? 0 : rxq,
-                         txq > ds->tx_size ? 0 : txq, ds->so_error ? " error" : "");
+        int w = snprintf(
+            buf + n, cap - n, "udp client %u handle %#x local %s:%u peer %s:%u rxq %u txq %u%s\n",
+            cl->id, shm_handle(i, ds->gen), ip4_fmt(ds->pcb.laddr, la), ds->pcb.lport,
+            ds->pcb.connected ? ip4_fmt(ds->pcb.raddr, ra) : "*",
+            ds->pcb.connected ? (unsigned)ds->pcb.rport : 0u, rxq > ds->rx_size ? 0 : rxq,
+            txq > ds->tx_size ? 0 : txq, ds->so_error ? " error" : "");
         if (w < 0)
             break;
         n += (size_t)w;

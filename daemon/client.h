@@ -21,11 +21,11 @@ struct dsock {
     uint32_t idx;
     uint32_t type;
     struct client *cl;
-    struct udp_pcb pcb;      /* SOCK_DGRAM */
-    struct tcp_pcb *tcp;     /* SOCK_STREAM (owned by the stack, referenced here) */
-    bool closing;            /* closed by the client; fifos in use until TCP lets go */
-    bool unaccepted;         /* a connection in a listener's queue, not yet accepted */
-    bool linger0;            /* SO_LINGER with zero timeout: close sends RST */
+    struct udp_pcb pcb;  /* SOCK_DGRAM */
+    struct tcp_pcb *tcp; /* SOCK_STREAM (owned by the stack, referenced here) */
+    bool closing;        /* closed by the client; fifos in use until TCP lets go */
+    bool unaccepted;     /* a connection in a listener's queue, not yet accepted */
+    bool linger0;        /* SO_LINGER with zero timeout: close sends RST */
     /* private copies of what the region says about this socket */
     uint32_t rx_off, rx_size, tx_off, tx_size;
     uint32_t rx_tail, tx_head; /* our indices */

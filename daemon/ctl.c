@@ -482,7 +482,7 @@ static int cmd_sockets(struct ctl_client *c, int argc, char **argv)
 }
 
 static const struct ctl_cmd ctl_cmds[] = {
-    {"attach", "attach 1", "start a libshmnet session (binary reply; used by the library)",
+    {"attach", "attach VERSION", "start a libshmnet session (binary reply; used by the library)",
      cmd_attach},
     {"clients", "clients", "attached client processes", cmd_clients},
     {"sockets", "sockets", "open sockets of all clients", cmd_sockets},

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "daemon/ctl.h"
@@ -458,6 +459,13 @@ int main(int argc, char **argv)
         return check_config(path);
 
     log_init();
+    /* Every session holds its connection and one eventfd per channel: take all the file
+     * descriptors the hard limit allows (systemd/shmnetd.service sets LimitNOFILE). */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     d.conf_path = path;
     d.conf = calloc(1, sizeof(*d.conf));
     if (!d.conf) {

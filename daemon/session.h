@@ -13,7 +13,7 @@ struct daemon;
 int sessions_init(struct daemon *d);
 /* Detach every session and free the state page (shutdown). */
 void sessions_fini(struct daemon *d);
-/* Take over a control connection that asked "attach 1": the fd belongs to the session
+/* Take over a control connection that asked "attach VERSION": the fd belongs to the session
  * from now on (closed on failure). */
 void session_attach(struct daemon *d, int fd, const struct ucred *cred);
 /* Reports for shmnetctl clients / sockets (through the worker mailbox). */

@@ -3,7 +3,7 @@
  * The calls mirror the BSD socket API: same signatures, same semantics, -1 and errno on
  * error. A shmnet socket is numbered with a real (placeholder) kernel fd, so its number
  * never collides with other descriptors; it must be closed with shmnet_close. Only
- * AF_INET is supported; SOCK_DGRAM today (SOCK_STREAM returns EPROTONOSUPPORT).
+ * AF_INET is supported: SOCK_DGRAM (UDP) and SOCK_STREAM (TCP).
  *
  * The first call attaches the process to shmnetd through its control socket
  * ($SHMNET_SOCKET, else /run/shmnet/shmnetd.sock). If the daemon dies, blocked calls
@@ -24,6 +24,8 @@ int shmnet_socket(int domain, int type, int protocol);
 int shmnet_bind(int fd, const struct sockaddr *addr, socklen_t addrlen);
 int shmnet_listen(int fd, int backlog);
 int shmnet_accept(int fd, struct sockaddr *addr, socklen_t *addrlen);
+/* flags: SOCK_NONBLOCK, SOCK_CLOEXEC (the placeholder is always close-on-exec). */
+int shmnet_accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags);
 int shmnet_connect(int fd, const struct sockaddr *addr, socklen_t addrlen);
 ssize_t shmnet_send(int fd, const void *buf, size_t len, int flags);
 ssize_t shmnet_recv(int fd, void *buf, size_t len, int flags);

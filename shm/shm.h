@@ -13,7 +13,7 @@
  * wrote (it keeps private copies); the client may trust [D] fields.
  *
  * Attach (over the control socket, SOCK_STREAM, DESIGN.md 4):
- *   client -> daemon: the line "attach 1\n"
+ *   client -> daemon: the line "attach V\n", V = SHM_LAYOUT_VERSION
  *   daemon -> client: struct shm_attach_reply (one sendmsg) carrying in SCM_RIGHTS, in
  *                     order: region memfd, state memfd, worker doorbell eventfd, then
  *                     nchannels channel eventfds.
@@ -30,7 +30,7 @@
 #define SHM_LAYOUT_VERSION 2u
 #define SHM_DEFAULT_SOCKET "/run/shmnet/shmnetd.sock"
 #define SHM_SOCKET_ENV     "SHMNET_SOCKET"
-#define SHM_ATTACH_LINE    "attach 1\n"
+#define SHM_ATTACH_LINE    "attach 2\n" /* the layout version */
 
 #define SHM_CACHELINE    64
 #define SHM_MAX_CHANNELS 64  /* channels per client: one per thread, shared beyond */

@@ -580,7 +580,7 @@ size_t tcp_report(struct stack *st, char *buf, size_t cap)
     char la[16], ra[16];
     int h =
         snprintf(buf, cap, "%-10s %6s %6s %s %s\n", "State", "Recv-Q", "Send-Q", "Local", "Peer");
-    size_t n = h < 0 ? 0 : (size_t)h;
+    size_t n = h < 0 ? 0 : (size_t)h, hdr = n;
     for (uint32_t b = 0; b < TCP_HASH + TCP_LHASH && n < cap; b++) {
         struct tcp_pcb *p = b < TCP_HASH ? st->tcp->conn[b] : st->tcp->lis[b - TCP_HASH];
         for (; p && n < cap; p = p->hnext) {
@@ -603,5 +603,7 @@ size_t tcp_report(struct stack *st, char *buf, size_t cap)
             n += (size_t)w;
         }
     }
+    if (n == hdr)
+        return 0; /* no connections: no header either */
     return n < cap ? n : cap;
 }

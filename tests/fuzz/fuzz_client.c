@@ -92,8 +92,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
             struct shm_req r;
             memcpy(&r, d + i + 1, sizeof(r));
             i += 65;
-            struct shm_channel *ch = (struct shm_channel *)((uint8_t *)mem + lay.chan_off +
-                                                            c * ((sizeof(*ch) + 4095) & ~4095ul));
+            struct shm_channel *ch =
+                (struct shm_channel *)((uint8_t *)mem + lay.chan_off + c * sizeof(*ch));
             if (r.op % 4 == 0)
                 r.op = SHM_OP_SOCKET, r.arg0 = 2; /* make sockets common */
             shm_req_push(ch, &tails[c], &r);

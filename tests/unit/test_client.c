@@ -57,7 +57,7 @@ static struct shm_region *reg(struct fx *f)
 }
 static struct shm_channel *ch(struct fx *f, int i)
 {
-    size_t stride = (sizeof(struct shm_channel) + 4095) & ~(size_t)4095;
+    size_t stride = sizeof(struct shm_channel); /* shm.h: chan_off is an array */
     return (struct shm_channel *)((uint8_t *)f->mem + reg(f)->chan_off + (size_t)i * stride);
 }
 static struct shm_sock *sk(struct fx *f, uint32_t handle)

@@ -308,8 +308,12 @@ static void *f_main(void *arg)
 
     f->cfd = accept4(f->lfd, NULL, NULL, SOCK_CLOEXEC);
     cr_assert_geq(f->cfd, 0);
-    cr_assert_eq(recv(f->cfd, line, sizeof(line) - 1, 0), (ssize_t)strlen(SHM_ATTACH_LINE));
-    cr_assert_str_eq(line, SHM_ATTACH_LINE);
+    /* The library sends "attach <layout version>", which daemon/ctl.c checks (shm.h's
+     * SHM_ATTACH_LINE still says 1: reported). */
+    char want[32];
+    snprintf(want, sizeof(want), "attach %u\n", SHM_LAYOUT_VERSION);
+    cr_assert_eq(recv(f->cfd, line, sizeof(line) - 1, 0), (ssize_t)strlen(want));
+    cr_assert_str_eq(line, want);
     f_setup_region(f);
     if (f->attach_result) {
         close(f->cfd);
@@ -461,7 +465,7 @@ Test(libclient, socket_argument_errors)
     errno = 0;
     cr_assert_eq(shmnet_socket(AF_INET6, SOCK_DGRAM, 0), -1);
     cr_assert_eq(errno, EAFNOSUPPORT);
-    cr_assert_eq(shmnet_socket(AF_INET, SOCK_STREAM, 0), -1);
+    cr_assert_eq(shmnet_socket(AF_INET, SOCK_STREAM, IPPROTO_UDP), -1);
     cr_assert_eq(errno, EPROTONOSUPPORT);
     cr_assert_eq(shmnet_socket(AF_INET, SOCK_DGRAM, IPPROTO_TCP), -1);
     cr_assert_eq(errno, EPROTONOSUPPORT);
@@ -940,4 +944,48 @@ Test(libclient, daemon_death_and_reattach)
     fake_stop(g, false);
     fake_free(g);
     fake_free(f);
+}
+
+/* Stream sockets: the checks the library makes before (or instead of) asking the daemon. */
+Test(libclient, stream_argument_validation)
+{
+    struct fake *f = fake_start(NULL, 0);
+    int fd = shmnet_socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, IPPROTO_TCP), v;
+    socklen_t l = sizeof(v);
+    struct sockaddr_in a = sin4(0x0a000002u, 80);
+    char b[4];
+
+    cr_assert_geq(fd, 0, "%s", strerror(errno));
+    cr_assert_eq(shmnet_getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &l), 0);
+    cr_assert_eq(v, SOCK_STREAM);
+    cr_assert_eq(shmnet_accept(fd, NULL, NULL), -1, "not listening");
+    cr_assert_eq(errno, EINVAL);
+    cr_assert_eq(shmnet_accept4(fd, NULL, NULL, 0x4000000), -1);
+    cr_assert_eq(errno, EINVAL);
+    cr_assert_eq(shmnet_recv(fd, b, sizeof(b), 0), -1);
+    cr_assert_eq(errno, ENOTCONN);
+    cr_assert_eq(shmnet_send(fd, "x", 1, MSG_NOSIGNAL), -1);
+    cr_assert_eq(errno, ENOTCONN);
+    cr_assert_eq(shmnet_send(fd, "x", 1, MSG_OOB), -1);
+    cr_assert_eq(errno, EOPNOTSUPP);
+    cr_assert_eq(shmnet_connect(fd, NULL, sizeof(a)), -1);
+    cr_assert_eq(errno, EFAULT);
+    struct sockaddr_in a6 = {.sin_family = AF_UNSPEC};
+    cr_assert_eq(shmnet_connect(fd, (struct sockaddr *)&a6, sizeof(a6)), -1);
+    cr_assert_eq(errno, EOPNOTSUPP);
+    /* The fake daemon answers CONNECT with 0: connected at once; then EISCONN. */
+    cr_assert_eq(shmnet_connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(shmnet_connect(fd, (struct sockaddr *)&a, sizeof(a)), -1);
+    cr_assert_eq(errno, EISCONN);
+    cr_assert_eq(shmnet_listen(fd, 5), -1, "listen on a connected socket");
+    cr_assert_eq(errno, EINVAL);
+    cr_assert_eq(shmnet_recv(fd, b, 0, 0), 0, "zero-length read");
+    cr_assert_eq(shmnet_close(fd), 0);
+
+    int u = shmnet_socket(AF_INET, SOCK_DGRAM, 0);
+    cr_assert_geq(u, 0);
+    cr_assert_eq(shmnet_accept4(u, NULL, NULL, SOCK_NONBLOCK), -1);
+    cr_assert_eq(errno, EOPNOTSUPP);
+    cr_assert_eq(shmnet_close(u), 0);
+    fake_stop(f, false);
 }

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# shmnet benchmarks against the Linux kernel, side by side in one run (docs/bench.md).
+#
+#   bench/run.sh [BUILD_DIR=build]        (make bench: builds first, then calls this)
+#
+# Sets up its own namespaces: shmnetd (BUILD_DIR/shmnetd) on a TAP whose kernel side is
+# in namespace shmb-p-PID (10.200.0.1), and two namespaces joined by a veth pair for the
+# kernel-to-kernel comparison (10.210.0.1 <-> 10.210.0.2). The same program
+# (bench/udp_bench.c) runs on libshmnet and on kernel sockets; the kernel-side servers are
+# its kernel build in both cases. Writes a markdown table to stdout, progress to stderr.
+# Environment: RR_N (20000 ping-pongs), TPUT_SECS (3), RING_ROUNDS (200000),
+# BUSY_POLL_US (daemon.busy_poll_us, default 50).
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+B=$(cd "${1:-$ROOT/build}" && pwd)
+RR_N=${RR_N:-20000}
+TPUT_SECS=${TPUT_SECS:-3}
+RING_ROUNDS=${RING_ROUNDS:-200000}
+BUSY_POLL_US=${BUSY_POLL_US:-50}
+for f in shmnetd bench/ring_rtt bench/udp_bench bench/udp_bench_kernel; do
+    [[ -x $B/$f ]] || { echo "bench: $B/$f not built (make progs)" >&2; exit 1; }
+done
+((EUID == 0)) || { echo "bench: needs root (namespaces, TAP)" >&2; exit 1; }
+
+NSP="shmb-p-$$" NSA="shmb-a-$$" NSB="shmb-b-$$" TAP="shmb$$" VA="shmbva$$" VB="shmbvb$$"
+T=$(mktemp -d "/tmp/shmnet-bench-$$.XXXXXX")
+SOCK=$T/shmnetd.sock
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do
+        kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
+    done
+    ip netns del "$NSP" 2>/dev/null
+    ip netns del "$NSA" 2>/dev/null
+    ip netns del "$NSB" 2>/dev/null
+    ip link del "$TAP" 2>/dev/null
+    rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+log() { echo "bench: $*" >&2; }
+
+# ---- shmnetd on a TAP, kernel side in $NSP ----
+cat >"$T/d.conf" <<EOF
+daemon = { socket = "$SOCK"; log_level = "warn"; busy_poll_us = $BUSY_POLL_US; };
+interfaces = ( { name = "$TAP"; backend = "tap"; mac = "02:00:00:00:00:02"; mtu = 1500;
+                 address = "10.200.0.2/24"; } );
+EOF
+"$B/shmnetd" -c "$T/d.conf" >"$T/shmnetd.log" 2>&1 &
+DPID=$!
+PIDS+=("$DPID")
+# No notify socket here: wait (bounded) for the control socket and the TAP.
+for ((i = 0; i < 100; i++)); do
+    [[ -S $SOCK ]] && ip link show "$TAP" >/dev/null 2>&1 && break
+    kill -0 "$DPID" 2>/dev/null || { cat "$T/shmnetd.log" >&2; exit 1; }
+    sleep 0.05
+done
+if ! { ip netns add "$NSP" && ip -n "$NSP" link set lo up && ip link set "$TAP" netns "$NSP" &&
+    ip -n "$NSP" addr add 10.200.0.1/24 dev "$TAP" && ip -n "$NSP" link set "$TAP" up; }; then
+    log "cannot set up $NSP"
+    exit 1
+fi
+# ---- kernel <-> kernel over veth ----
+if ! { ip netns add "$NSA" && ip netns add "$NSB" &&
+    ip link add "$VA" netns "$NSA" type veth peer name "$VB" netns "$NSB" &&
+    ip -n "$NSA" addr add 10.210.0.1/24 dev "$VA" && ip -n "$NSB" addr add 10.210.0.2/24 dev "$VB" &&
+    ip -n "$NSA" link set "$VA" up && ip -n "$NSB" link set "$VB" up &&
+    ip -n "$NSA" link set lo up && ip -n "$NSB" link set lo up; }; then
+    log "cannot set up the veth pair"
+    exit 1
+fi
+
+# start_srv NS MODE PORT: kernel-side udp_bench server, wait for READY on a fifo.
+start_srv() {
+    local fifo="$T/srv.$1.$2" fd line
+    mkfifo "$fifo"
+    ip netns exec "$1" "$B/bench/udp_bench_kernel" "$2" "$3" >"$fifo" 2>>"$T/srv.err" &
+    PIDS+=("$!")
+    exec {fd}<"$fifo"
+    if ! read -r -t 10 -u "$fd" line || [[ $line != READY ]]; then
+        log "server $1 $2 not ready"
+        exit 1
+    fi
+}
+start_srv "$NSP" echo 9000
+start_srv "$NSP" sink 9001
+start_srv "$NSB" echo 9000
+start_srv "$NSB" sink 9001
+# ARP warm-up both ways
+ip netns exec "$NSP" ping -c 1 -W 2 10.200.0.2 >/dev/null
+ip netns exec "$NSA" ping -c 1 -W 2 10.210.0.2 >/dev/null
+
+export SHMNET_SOCKET=$SOCK
+field() { awk -v k="$1" '{ for (i = 1; i < NF; i++) if ($i == k) { print $(i + 1); exit } }'; }
+us() { awk -v n="$1" 'BEGIN { printf "%.2f", n / 1000 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+
+ROWS=()
+# ---- ring round trip ----
+log "ring_rtt ($RING_ROUNDS rounds)"
+out=$("$B/bench/ring_rtt" "$RING_ROUNDS") || { log "ring_rtt failed"; exit 1; }
+ROWS+=("| ring NOP round trip (median / p99) | $(us "$(field median_ns <<<"$out")") / $(us "$(field p99_ns <<<"$out")") µs | - | target median <= 1 µs |")
+
+# ---- request/response ----
+for size in 1 1024; do
+    log "rr $size bytes x $RR_N"
+    s=$("$B/bench/udp_bench" rr 10.200.0.1 9000 "$size" "$RR_N") || { log "rr shmnet failed"; exit 1; }
+    k=$(ip netns exec "$NSA" "$B/bench/udp_bench_kernel" rr 10.210.0.2 9000 "$size" "$RR_N") ||
+        { log "rr kernel failed"; exit 1; }
+    sm=$(field median_ns <<<"$s") sp=$(field p99_ns <<<"$s")
+    km=$(field median_ns <<<"$k") kp=$(field p99_ns <<<"$k")
+    ROWS+=("| UDP ping-pong ${size} B, median / p99 | $(us "$sm") / $(us "$sp") µs | $(us "$km") / $(us "$kp") µs | median x$(ratio "$sm" "$km"), p99 x$(ratio "$sp" "$kp") (lost $(field lost <<<"$s")/$(field lost <<<"$k")) |")
+done
+
+# ---- one-way throughput ----
+tput_cells() { # OUTPUT SIZE -> "sent/s | recv/s | Mbit/s" into globals
+    local o=$1 size=$2 sent secs recv span
+    sent=$(field sent <<<"$o") secs=$(field secs <<<"$o") recv=$(field recv <<<"$o") span=$(field recv_span_ns <<<"$o")
+    SENT_RATE=$(awk -v n="$sent" -v t="$secs" 'BEGIN { printf "%.0f", n / t }')
+    RECV_RATE=$(awk -v n="$recv" -v t="$span" 'BEGIN { if (t > 0) printf "%.0f", n / (t / 1e9); else print 0 }')
+    MBIT=$(awk -v r="$RECV_RATE" -v s="$size" 'BEGIN { printf "%.1f", r * s * 8 / 1e6 }')
+    RECV=$recv SENT=$sent
+}
+for size in 64 1400; do
+    log "tput $size bytes, ${TPUT_SECS}s each"
+    s=$("$B/bench/udp_bench" tput 10.200.0.1 9001 "$size" "$TPUT_SECS") || { log "tput shmnet failed"; exit 1; }
+    tput_cells "$s" "$size"
+    sr=$RECV_RATE smb=$MBIT ssent=$SENT srecv=$RECV sss=$SENT_RATE
+    k=$(ip netns exec "$NSA" "$B/bench/udp_bench_kernel" tput 10.210.0.2 9001 "$size" "$TPUT_SECS") ||
+        { log "tput kernel failed"; exit 1; }
+    tput_cells "$k" "$size"
+    ROWS+=("| UDP one-way ${size} B, received datagrams/s (Mbit/s payload) | $sr ($smb) | $RECV_RATE ($MBIT) | x$(ratio "$sr" "$RECV_RATE"); sent $ssent ($sss/s) recv $srecv vs sent $SENT recv $RECV |")
+done
+
+kill -0 "$DPID" 2>/dev/null || { log "shmnetd died during the run"; cat "$T/shmnetd.log" >&2; exit 1; }
+echo "shmnet benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -r), busy_poll_us=$BUSY_POLL_US"
+echo
+echo "| benchmark | shmnet (native, TAP) | kernel (veth) | shmnet / kernel |"
+echo "|---|---|---|---|"
+printf '%s\n' "${ROWS[@]}"
