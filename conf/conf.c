@@ -150,7 +150,7 @@ void conf_defaults(struct conf *c)
     c->max_clients = 256;
     c->max_sockets = 4096;
     c->channels = 16;
-    c->fifo_mb = 1024; /* virtual: pages cost memory only while used */
+    c->fifo_mb = 1024;  /* virtual: pages cost memory only while used */
     c->rcvbuf = 212992; /* Linux net.core.rmem_default */
     c->sndbuf = 212992;
     c->allowed_uids[0] = 0;
