@@ -81,13 +81,13 @@ unit: $(UNIT_BINS) progs
 
 # Test programs (tests/progs/<name>.c -> $(BUILD)/tests/progs/<name>) and benchmark
 # programs (bench/<name>.c -> $(BUILD)/bench/<name>), linked against $(BUILD)/libshmnet.so
-# (found through the rpath). bench/udp_bench.c is built twice: against libshmnet and, as
-# udp_bench_kernel, against the kernel's sockets (-DBENCH_KERNEL).
+# (found through the rpath). Each bench/*_bench.c is built twice: against libshmnet and, as
+# *_bench_kernel, against the kernel's sockets (-DBENCH_KERNEL).
 PROG_SRC   := $(wildcard tests/progs/*.c)
 PROG_BINS  := $(patsubst tests/progs/%.c,$(BUILD)/tests/progs/%,$(PROG_SRC))
 BENCH_SRC  := $(wildcard bench/*.c)
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC)) \
-              $(if $(wildcard bench/udp_bench.c),$(BUILD)/bench/udp_bench_kernel)
+              $(patsubst bench/%.c,$(BUILD)/bench/%_kernel,$(wildcard bench/*_bench.c))
 PROG_FLAGS  = $(CFLAGS) -Ilibclient -I.
 PROG_LIBS   = -L$(BUILD) -lshmnet -Wl,-rpath,'$$ORIGIN/../..' -Wl,-rpath,'$$ORIGIN/..' -lpthread
 
@@ -98,7 +98,7 @@ $(BUILD)/tests/progs/%: tests/progs/%.c $(BUILD)/libshmnet.so
 	@mkdir -p $(dir $@)
 	$(CC) $(PROG_FLAGS) $(LDFLAGS) -o $@ $< $(PROG_LIBS)
 
-$(BUILD)/bench/udp_bench_kernel: bench/udp_bench.c
+$(BUILD)/bench/%_kernel: bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(PROG_FLAGS) -DBENCH_KERNEL $(LDFLAGS) -o $@ $< -lpthread
 
