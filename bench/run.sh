@@ -18,7 +18,7 @@ RR_N=${RR_N:-20000}
 TPUT_SECS=${TPUT_SECS:-3}
 RING_ROUNDS=${RING_ROUNDS:-200000}
 BUSY_POLL_US=${BUSY_POLL_US:-50}
-for f in shmnetd bench/ring_rtt bench/udp_bench bench/udp_bench_kernel; do
+for f in shmnetd shmnetctl bench/ring_rtt bench/udp_bench bench/udp_bench_kernel bench/tcp_bench bench/tcp_bench_kernel; do
     [[ -x $B/$f ]] || { echo "bench: $B/$f not built (make progs)" >&2; exit 1; }
 done
 ((EUID == 0)) || { echo "bench: needs root (namespaces, TAP)" >&2; exit 1; }
@@ -45,6 +45,7 @@ log() { echo "bench: $*" >&2; }
 # ---- shmnetd on a TAP, kernel side in $NSP ----
 cat >"$T/d.conf" <<EOF
 daemon = { socket = "$SOCK"; log_level = "warn"; busy_poll_us = $BUSY_POLL_US; };
+clients = { max_sockets = 65535; fifo_mb = 3000; };
 interfaces = ( { name = "$TAP"; backend = "tap"; mac = "02:00:00:00:00:02"; mtu = 1500;
                  address = "10.200.0.2/24"; } );
 EOF
@@ -134,6 +135,70 @@ for size in 64 1400; do
     ROWS+=("| UDP one-way ${size} B, received datagrams/s (Mbit/s payload) | $sr ($smb) | $RECV_RATE ($MBIT) | x$(ratio "$sr" "$RECV_RATE"); sent $ssent ($sss/s) recv $srecv vs sent $SENT recv $RECV |")
 done
 
+
+# ---- TCP ----
+# tcp_srv NS MODE PORT [PORTS]: a kernel-side tcp_bench server (sink, echo, hold).
+tcp_srv() {
+    ip netns exec "$1" "$B/bench/tcp_bench_kernel" "$2" "$3" "${4:-1}" >>"$T/tcpsrv.out" 2>&1 &
+    PIDS+=("$!")
+}
+tcp_srv "$NSP" sink 9100
+tcp_srv "$NSB" sink 9100
+tcp_srv "$NSP" echo 9102
+tcp_srv "$NSB" echo 9102
+wait_port() { # NS PORT: wait (bounded) until something listens there
+    for ((i = 0; i < 100; i++)); do
+        ip netns exec "$1" ss -ltnH "sport = :$2" | grep -q . && return 0
+        sleep 0.05
+    done
+    return 1
+}
+wait_port "$NSP" 9100 && wait_port "$NSB" 9100 && wait_port "$NSP" 9102 && wait_port "$NSB" 9102 ||
+    { log "tcp servers not listening"; exit 1; }
+for n in 1 4; do
+    log "tcp bulk send, $n stream(s), ${TPUT_SECS}s"
+    s=$("$B/bench/tcp_bench" bulk 10.200.0.1 9100 "$TPUT_SECS" "$n" | field gbit_per_s)
+    k=$(ip netns exec "$NSA" "$B/bench/tcp_bench_kernel" bulk 10.210.0.2 9100 "$TPUT_SECS" "$n" | field gbit_per_s)
+    ROWS+=("| TCP bulk, shmnet sends, $n stream(s) | $s Gbit/s | $k Gbit/s | x$(ratio "$s" "$k") (target x0.5) |")
+done
+# shmnet receiving: its sink in the root namespace (libshmnet), the kernel sends.
+"$B/bench/tcp_bench" sink 9101 >>"$T/tcpsink.out" 2>&1 &
+PIDS+=("$!")
+for ((i = 0; i < 100; i++)); do
+    "$B/shmnetctl" sockets 2>/dev/null | grep -q ':9101 ' && break
+    sleep 0.05
+done
+tcp_srv "$NSB" sink 9101
+wait_port "$NSB" 9101 || { log "tcp sink 9101 not listening"; exit 1; }
+for n in 1 4; do
+    log "tcp bulk receive, $n stream(s), ${TPUT_SECS}s"
+    s=$(ip netns exec "$NSP" "$B/bench/tcp_bench_kernel" bulk 10.200.0.2 9101 "$TPUT_SECS" "$n" | field gbit_per_s)
+    k=$(ip netns exec "$NSA" "$B/bench/tcp_bench_kernel" bulk 10.210.0.2 9101 "$TPUT_SECS" "$n" | field gbit_per_s)
+    ROWS+=("| TCP bulk, shmnet receives, $n stream(s) | $s Gbit/s | $k Gbit/s | x$(ratio "$s" "$k") (target x0.5) |")
+done
+log "tcp connection rate, ${TPUT_SECS}s"
+s=$("$B/bench/tcp_bench" rate 10.200.0.1 9102 "$TPUT_SECS" | field conn_per_s)
+k=$(ip netns exec "$NSA" "$B/bench/tcp_bench_kernel" rate 10.210.0.2 9102 "$TPUT_SECS" | field conn_per_s)
+ROWS+=("| TCP connections/s (connect, 1-byte round trip, close) | $s | $k | x$(ratio "$s" "$k") (target x1.0) |")
+
+# Memory per idle connection: the daemon's RSS before and after opening N connections.
+MEM_CONNS=${MEM_CONNS:-10000}
+rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$DPID/status"; }
+ulimit -n 1048576 2>/dev/null || ulimit -n 65536
+tcp_srv "$NSP" hold 9200 8
+wait_port "$NSP" 9207 || { log "hold server not listening"; exit 1; }
+before=$(rss_kb)
+log "opening $MEM_CONNS idle connections"
+exec {hold_in}> >(exec "$B/bench/tcp_bench" idle 10.200.0.1 9200 "$MEM_CONNS" 8 >"$T/idle.out" 2>&1)
+for ((i = 0; i < 1200; i++)); do
+    grep -q '^open' "$T/idle.out" 2>/dev/null && break
+    sleep 0.1
+done
+after=$(rss_kb)
+opened=$(field open <"$T/idle.out")
+per=$(awk -v a="$after" -v b="$before" -v n="${opened:-0}" 'BEGIN { if (n > 0) printf "%.0f", (a - b) * 1024 / n; else print "-" }')
+ROWS+=("| daemon memory per idle TCP connection ($opened open) | $per bytes | - | target < 4096 (fifo pages untouched while idle) |")
+exec {hold_in}>&-
 kill -0 "$DPID" 2>/dev/null || { log "shmnetd died during the run"; cat "$T/shmnetd.log" >&2; exit 1; }
 echo "shmnet benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -r), busy_poll_us=$BUSY_POLL_US"
 echo

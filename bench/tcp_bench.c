@@ -5,7 +5,9 @@
  *   tcp_bench bulk HOST PORT SECONDS [N] N streams writing for SECONDS: Gbit/s
  *   tcp_bench echo PORT                  accept, echo 1 byte per round until EOF
  *   tcp_bench rate HOST PORT SECONDS     connect, 1-byte round trip, close: conn/s
- *   tcp_bench idle HOST PORT N           open N connections, hold them until stdin closes
+ *   tcp_bench idle HOST PORT N [PORTS]   open N connections (over PORTS consecutive server
+ *                                        ports), print "open N", hold them until stdin closes
+ *   tcp_bench hold PORT [PORTS]          accept on PORTS ports and keep every connection
  * Output: one line "key value" for scripts. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -203,17 +205,34 @@ static void run_rate(const char *host, int port, double secs)
     printf("conn_per_s %.1f\nfailed %llu\n", n / (now_s() - t0), (unsigned long long)fail);
 }
 
-static void run_idle(const char *host, int port, int n)
+static void run_idle(const char *host, int port, int n, int ports)
 {
     int ok = 0;
     for (int i = 0; i < n; i++)
-        if (connect_to(host, port) >= 0)
+        if (connect_to(host, port + i % (ports > 0 ? ports : 1)) >= 0)
             ok++;
     printf("open %d\n", ok);
     fflush(stdout);
     char c;
     while (read(0, &c, 1) > 0)
         ;
+}
+
+static void *hold_port(void *p)
+{
+    int l = listen_on((int)(intptr_t)p);
+    for (;;) /* accepted connections are kept open (never read, never closed) */
+        S_accept(l, NULL, NULL);
+    return NULL;
+}
+
+static void run_hold(int port, int ports)
+{
+    pthread_t t;
+    for (int i = 1; i < ports; i++)
+        pthread_create(&t, NULL, hold_port, (void *)(intptr_t)(port + i));
+    printf("READY\n");
+    hold_port((void *)(intptr_t)port);
 }
 
 int main(int argc, char **argv)
@@ -229,7 +248,9 @@ int main(int argc, char **argv)
     else if (argc >= 5 && !strcmp(argv[1], "rate"))
         run_rate(argv[2], atoi(argv[3]), atof(argv[4]));
     else if (argc >= 5 && !strcmp(argv[1], "idle"))
-        run_idle(argv[2], atoi(argv[3]), atoi(argv[4]));
+        run_idle(argv[2], atoi(argv[3]), atoi(argv[4]), argc > 5 ? atoi(argv[5]) : 1);
+    else if (argc >= 3 && !strcmp(argv[1], "hold"))
+        run_hold(atoi(argv[2]), argc > 3 ? atoi(argv[3]) : 1);
     else {
         fprintf(stderr, "usage: see the comment at the top of bench/tcp_bench.c\n");
         return 2;
