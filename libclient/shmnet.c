@@ -37,7 +37,10 @@
 #include "shm/shm.h"
 #include "shm/shm_ring.h"
 
-#define SPIN_NS          50000ll      /* busy-wait before sleeping (about 50 us) */
+#define SPIN_NS_DEFAULT 50000ll /* busy-wait before sleeping (about 50 us) */
+/* SHMNET_SPIN_US overrides the busy-wait (latency vs CPU), read once at the first attach. */
+static int64_t spin_ns = SPIN_NS_DEFAULT;
+#define SPIN_NS          __atomic_load_n(&spin_ns, __ATOMIC_RELAXED)
 #define SHARED_CAP_NS    1000000ll    /* sleep cap on a shared channel (see docs) */
 #define ALIVE_CHECK_NS   100000000ll  /* non-blocking paths poll the control fd this often */
 #define ATTACH_TIMEOUT_S 5            /* the attach handshake never hangs longer */
@@ -346,6 +349,18 @@ static int att_open(struct attach **out)
     struct shm_attach_reply rep;
     int fds[3 + SHM_MAX_CHANNELS], nfds = 0, err;
     struct attach *a = NULL;
+    const char *spin = getenv("SHMNET_SPIN_US");
+
+    if (spin && *spin) {
+        long us = strtol(spin, NULL, 10);
+        /* relaxed: a tuning value, read by any thread; a stale read only changes timing */
+        __atomic_store_n(&spin_ns,
+                         (us < 0         ? 0
+                          : us > 1000000 ? 1000000
+                                         : us) *
+                             1000ll,
+                         __ATOMIC_RELAXED);
+    }
 
     if (!path || !*path)
         path = SHM_DEFAULT_SOCKET;
