@@ -988,4 +988,5 @@ Test(libclient, stream_argument_validation)
     cr_assert_eq(errno, EOPNOTSUPP);
     cr_assert_eq(shmnet_close(u), 0);
     fake_stop(f, false);
+    fake_free(f);
 }
