@@ -86,7 +86,8 @@ struct tcp_pcb {
     uint32_t iss, snd_una, snd_nxt, snd_max, snd_wl1, snd_wl2;
     uint32_t snd_wnd, max_snd_wnd;
     bool fin_queued; /* the application shut its direction: FIN after the data */
-    bool fin_sent;
+    bool fin_sent;   /* the FIN is in [snd_una, snd_nxt) (reset when an RTO rewinds snd_nxt) */
+    bool fin_ever;   /* the FIN has its sequence number fin_seq (never reset) */
     uint32_t fin_seq;
     /* receive sequence space */
     uint32_t irs, rcv_nxt, rcv_adv; /* rcv_adv: right edge of the window we advertised */

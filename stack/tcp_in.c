@@ -419,10 +419,17 @@ static bool process_ack(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s
         }
         if (pcb->rtt_ts && SEQ_GT(s->ack, pcb->rtt_seq))
             pcb->rtt_ts = 0;
-        bool fin_ack = pcb->fin_sent && SEQ_GT(s->ack, pcb->fin_seq);
+        /* fin_ever, not fin_sent: after an RTO rewound snd_nxt, an ACK may still cover the
+         * FIN the peer got before; it takes a sequence number but no buffer byte. */
+        bool fin_ack =
+            pcb->fin_ever && SEQ_GT(s->ack, pcb->fin_seq) && SEQ_LEQ(pcb->snd_una, pcb->fin_seq);
         uint32_t data = acked - (fin_ack ? 1 : 0);
-        if (pcb->buf && data)
+        if (pcb->buf && data) {
+            uint32_t have = pcb->buf->snd_len(pcb->ctx);
+            if (data > have) /* cannot happen; never release bytes that are not there */
+                data = have;
             pcb->buf->snd_ack(pcb->ctx, data);
+        }
         pcb->bytes_acked += data;
         pcb->snd_una = s->ack;
         if (SEQ_LT(pcb->snd_nxt, pcb->snd_una))
@@ -484,7 +491,7 @@ static void deliver_fin(struct stack *st, struct tcp_pcb *pcb)
         pcb->state = TCPS_CLOSE_WAIT;
         break;
     case TCPS_FIN_WAIT_1:
-        if (pcb->fin_sent && pcb->snd_una == pcb->snd_max) {
+        if (pcb->fin_ever && SEQ_GT(pcb->snd_una, pcb->fin_seq)) {
             tcp_send_ack(st, pcb);
             tcp_enter_time_wait(st, pcb);
         } else {

@@ -299,7 +299,7 @@ uint32_t tcp_retransmit(struct stack *st, struct tcp_pcb *pcb, uint32_t seq, uin
         len = seg_size(pcb);
     uint8_t flags = TCP_ACK;
     /* The FIN rides on the last byte again if it was sent. */
-    if (pcb->fin_sent && seq + len == pcb->fin_seq && SEQ_LT(seq, pcb->fin_seq + 1))
+    if (pcb->fin_ever && seq + len == pcb->fin_seq)
         flags |= TCP_FIN;
     if (!len && !(flags & TCP_FIN))
         return 0;
@@ -457,6 +457,7 @@ void tcp_output(struct stack *st, struct tcp_pcb *pcb)
         pcb->snd_nxt += len;
         if (fin) {
             pcb->fin_sent = true;
+            pcb->fin_ever = true;
             pcb->fin_seq = pcb->snd_nxt;
             pcb->snd_nxt++;
         }

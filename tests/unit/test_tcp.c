@@ -398,3 +398,42 @@ Test(tcp, connect_timeout_with_retries)
     tbuf_free(&c);
     stest_fini(&a);
 }
+
+/* Half-close after bulk data on a lossy link, several seeds: the FIN may be acknowledged
+ * after an RTO rewound the send pointer; the send buffer must release exactly the data. */
+Test(tcp, fin_after_data_under_loss_releases_exact_bytes)
+{
+    for (uint64_t seed = 1; seed <= 6; seed++) {
+        struct nic_fault_params fp = {
+            .enabled = true, .seed = seed, .loss = 0.05, .reorder = 0.02, .rx = true, .tx = true};
+        struct pair p;
+        pair_init(&p, &fp, 64 * 1024);
+        static uint8_t data[300000], got[300000];
+        for (uint32_t i = 0; i < sizeof(data); i++)
+            data[i] = pattern(i);
+        uint32_t sent = 0, recvd = 0;
+        bool shut = false;
+        for (int i = 0; i < 200000 && !(recvd == sizeof(data) && p.sb.events[TCP_EV_FIN]); i++) {
+            sent += tbuf_write(&p.ca, data + sent, sizeof(data) - sent);
+            tcp_output(&p.a.st, p.cli);
+            if (sent == sizeof(data) && !shut) {
+                tcp_shutdown(&p.a.st, p.cli, 1);
+                shut = true;
+            }
+            uint32_t n = tbuf_read(&p.sb, got + recvd, sizeof(got) - recvd);
+            recvd += n;
+            if (n)
+                tcp_rcvd(&p.b.st, p.srv);
+            step(&p, T_MS);
+        }
+        cr_assert_eq(recvd, sizeof(data), "seed %llu", (unsigned long long)seed);
+        cr_assert_eq(memcmp(got, data, sizeof(data)), 0);
+        cr_assert(p.sb.events[TCP_EV_FIN], "seed %llu: FIN delivered", (unsigned long long)seed);
+        for (int i = 0; i < 20000 && p.cli->state != TCPS_FIN_WAIT_2; i++)
+            step(&p, T_MS);
+        cr_assert_eq(p.cli->state, TCPS_FIN_WAIT_2, "seed %llu", (unsigned long long)seed);
+        cr_assert_eq(p.ca.snd_head, p.ca.snd_tail, "seed %llu: exactly the data was released",
+                     (unsigned long long)seed);
+        pair_fini(&p);
+    }
+}
