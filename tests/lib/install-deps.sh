@@ -9,7 +9,7 @@ PKGS=(
     liburing-dev libev-dev libconfig-dev libcriterion-dev
     clang libclang-rt-dev          # libFuzzer (libclang_rt.fuzzer)
     iproute2 iputils-ping arping tcpdump
-    python3 python3-scapy socat
+    python3 python3-scapy socat hping3
 )
 
 missing=()
