@@ -318,3 +318,20 @@ Test(client, full_completion_ring_stalls_only_that_channel)
     cr_assert_not(f->cl.broken);
     fx_free(f);
 }
+
+Test(client, fifo_space_is_reused_after_close)
+{
+    struct fx *f = fx_new();
+    uint32_t h[NSOCK];
+    for (int i = 0; i < NSOCK; i++)
+        h[i] = udp_socket(f);
+    uint32_t off1 = sk(f, h[1])->rx_off;
+    cr_assert_eq(call(f, 0, (struct shm_req){.op = SHM_OP_CLOSE, .handle = h[1]}).result, 0);
+    cr_assert_eq(call(f, 0, (struct shm_req){.op = SHM_OP_CLOSE, .handle = h[2]}).result, 0);
+    cr_assert_eq(f->cl.fifo_used_pages, 2 * 2 * 16);
+    uint32_t n1 = udp_socket(f), n2 = udp_socket(f);
+    cr_assert_eq(sk(f, n1)->rx_off, off1, "first fit reuses the lowest freed range");
+    cr_assert_neq(sk(f, n2)->rx_off, sk(f, n1)->rx_off);
+    cr_assert_eq(f->cl.fifo_used_pages, NSOCK * 2 * 16);
+    fx_free(f);
+}
