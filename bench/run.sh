@@ -46,7 +46,7 @@ log() { echo "bench: $*" >&2; }
 cat >"$T/d.conf" <<EOF
 daemon = { socket = "$SOCK"; log_level = "warn"; busy_poll_us = $BUSY_POLL_US; };
 clients = { max_sockets = 65535; fifo_mb = 3000; rcvbuf = 131072; sndbuf = 131072; };
-interfaces = ( { name = "$TAP"; backend = "tap"; mac = "02:00:00:00:00:02"; mtu = 1500;
+interfaces = ( { name = "$TAP"; backend = "tap"; mac = "02:00:00:00:00:02"; mtu = 1500; tso = true;
                  address = "10.200.0.2/24"; } );
 EOF
 "$B/shmnetd" -c "$T/d.conf" >"$T/shmnetd.log" 2>&1 &

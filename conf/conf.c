@@ -668,7 +668,7 @@ static bool load_iface(struct ld *ld, config_setting_t *g, int idx, struct conf_
 {
     static const char *const keys[] = {
         "name", "backend", "mac",     "mtu",   "address", "promiscuous",
-        "vlan", "rx_ring", "tx_ring", "fault", NULL,
+        "vlan", "rx_ring", "tx_ring", "fault", "tso",     NULL,
     };
     int nerr0 = ld->nerr;
     struct stack_iface_params *ip = &ci->ip;
@@ -766,6 +766,7 @@ static bool load_iface(struct ld *ld, config_setting_t *g, int idx, struct conf_
     }
 
     get_bool(ld, g, gname, "promiscuous", &ip->promiscuous);
+    get_bool(ld, g, gname, "tso", &nic->tso);
     if (get_u32(ld, g, gname, "vlan", 0, 4094, &v))
         ip->vlan = (uint16_t)v;
 
@@ -796,6 +797,15 @@ static bool load_iface(struct ld *ld, config_setting_t *g, int idx, struct conf_
     nic->fault.enabled = nic->fault.loss > 0 || nic->fault.duplicate > 0 ||
                          nic->fault.reorder > 0 || nic->fault.corrupt > 0 ||
                          nic->fault.delay_us > 0 || nic->fault.jitter_us > 0;
+    /* The kernel completes the checksums of super-segments: a corrupted one would reach the
+     * peer with valid checksums. */
+    if (nic->tso && nic->fault.corrupt > 0)
+        err_at(ld, config_setting_get_member(g, "tso"),
+               "%s.tso: cannot be combined with fault.corrupt (corruption would go unnoticed)",
+               gname);
+    if (nic->tso && strcmp(nic->backend, "tap"))
+        err_at(ld, config_setting_get_member(g, "tso"), "%s.tso: only the tap backend has it",
+               gname);
 
     /* The NIC is configured from the same name, MAC and MTU as the IP interface. */
     memcpy(nic->name, ip->name, sizeof(nic->name));

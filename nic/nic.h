@@ -41,6 +41,8 @@ struct nic_params {
     uint16_t nqueues; /* 1 unless multi-queue */
     uint32_t rx_ring; /* RX descriptors in flight per queue */
     uint32_t tx_ring; /* TX descriptors per queue */
+    bool tso;         /* TCP segmentation offload: frames with pktbuf.gso_size may exceed
+                       * the MTU (tap: IFF_VNET_HDR); the backend clears it if it cannot */
     struct nic_fault_params fault;
 };
 

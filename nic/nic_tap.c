@@ -25,6 +25,7 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <linux/if_tun.h>
+#include <linux/virtio_net.h>
 #include <net/if.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -101,10 +102,18 @@ static int tapq_open(struct nic *n, struct tapq *tq, const struct nic_params *p,
         return -errno;
     struct ifreq ifr;
     memset(&ifr, 0, sizeof(ifr));
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (multi ? IFF_MULTI_QUEUE : 0);
+    ifr.ifr_flags =
+        (short)(IFF_TAP | IFF_NO_PI | (multi ? IFF_MULTI_QUEUE : 0) | (p->tso ? IFF_VNET_HDR : 0));
     memcpy(ifr.ifr_name, n->params.name, IFNAMSIZ - 1);
     if (ioctl(tq->fd, TUNSETIFF, &ifr) < 0)
         return -errno;
+    if (p->tso) {
+        /* Every frame carries a virtio_net_hdr: ours asks the kernel to cut TCP
+         * super-segments (TSO); the kernel sends us plain frames (no offloads accepted). */
+        int sz = (int)sizeof(struct virtio_net_hdr);
+        if (ioctl(tq->fd, TUNSETVNETHDRSZ, &sz) < 0 || ioctl(tq->fd, TUNSETOFFLOAD, 0) < 0)
+            return -errno;
+    }
     /* "" or a pattern ("shm%d"): the kernel picked the name; later queues attach to it. */
     memcpy(n->params.name, ifr.ifr_name, IFNAMSIZ - 1);
     n->params.name[IFNAMSIZ - 1] = '\0';
@@ -212,8 +221,10 @@ static void tap_complete(struct nic *n, uint16_t q, struct tapq *tq, const struc
     int res = cqe->res;
     if (rx) {
         tq->rx_posted--;
-        if (res > 0 && (uint32_t)res <= pktbuf_tailroom(pb)) {
+        uint32_t vh = n->params.tso ? (uint32_t)sizeof(struct virtio_net_hdr) : 0;
+        if (res > (int)vh && (uint32_t)res <= pktbuf_tailroom(pb)) {
             pb->len = (uint32_t)res;
+            pktbuf_pull(pb, vh); /* no offloads were accepted: the header says nothing */
             pb->ifindex = (uint16_t)n->ifindex;
             pktq_push(&tq->rxready, pb);
             if (tq->rx_posted == 0 && !tq->batch_eagain && tq->rx_batch < n->params.rx_ring)
@@ -323,6 +334,33 @@ static int tap_rx_burst(struct nic *n, uint16_t q, struct pktbuf **pkts, int max
     return got;
 }
 
+/* Prepend the virtio_net_hdr (IFF_VNET_HDR): zero for a plain frame; for a TCP
+ * super-segment, GSO over IPv4 with a partial checksum (the TCP checksum field holds the
+ * pseudo-header sum; the kernel completes it per segment). false if it does not fit. */
+static bool tap_vnet_hdr(struct pktbuf *pb)
+{
+    struct virtio_net_hdr h;
+    memset(&h, 0, sizeof(h));
+    if (pb->gso_size) {
+        const uint8_t *f = pktbuf_data(pb);
+        uint32_t l2 = f[12] == 0x81 && f[13] == 0x00 ? 18 : 14;
+        if (pb->len < l2 + 40)
+            return false;
+        uint32_t l3 = (f[l2] & 0x0fu) * 4u, l4 = (f[l2 + l3 + 12] >> 4) * 4u;
+        h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+        h.gso_type = VIRTIO_NET_HDR_GSO_TCPV4;
+        h.hdr_len = (uint16_t)(l2 + l3 + l4);
+        h.gso_size = pb->gso_size;
+        h.csum_start = (uint16_t)(l2 + l3);
+        h.csum_offset = 16; /* the TCP checksum field */
+    }
+    uint8_t *p = pktbuf_push(pb, sizeof(h));
+    if (!p)
+        return false;
+    memcpy(p, &h, sizeof(h));
+    return true;
+}
+
 static bool tap_post_write(struct nic *n, struct tapq *tq, struct pktbuf *pb)
 {
     if (tq->tx_inflight >= n->params.tx_ring)
@@ -351,6 +389,18 @@ static int tap_tx_burst(struct nic *n, uint16_t q, struct pktbuf **pkts, int cnt
     struct tapq *tq = &t->q[q];
     bool retried = false;
     int acc = 0;
+    if (n->params.tso) { /* once per frame, before any retry below */
+        int k = 0;
+        for (int i = 0; i < cnt; i++) {
+            if (tap_vnet_hdr(pkts[i]))
+                pkts[k++] = pkts[i];
+            else
+                pktbuf_free(pkts[i]); /* no headroom: cannot happen (PKTBUF_HEADROOM) */
+        }
+        if (k < cnt)
+            TCNT(n->cnt[q], nic_tx_drop_error);
+        cnt = k;
+    }
     for (; acc < cnt; acc++) {
         if (tap_post_write(n, tq, pkts[acc]))
             continue;

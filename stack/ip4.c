@@ -249,7 +249,8 @@ int ip4_output(struct stack *st, struct pktbuf *pb, uint32_t src, uint32_t dst, 
     }
     CNT_INC(&st->cnt, ip4_tx);
     uint16_t mtu = st->ifs[ifidx].p.mtu;
-    if (pb->len > mtu) {
+    /* A TCP super-segment on a TSO interface is cut by the NIC, not fragmented. */
+    if (pb->len > mtu && !(pb->gso_size && st->ifs[ifidx].tso)) {
         if (df) {
             CNT_INC(&st->cnt, ip4_drop_df);
             pktbuf_free(pb);

@@ -19,12 +19,13 @@ struct pktbuf {
     struct pktbuf_pool *pool; /* owner, for pktbuf_free */
     uint8_t *buf;             /* start of the buffer (cap bytes) */
     uint32_t cap;
-    uint32_t off;     /* data starts at buf + off */
-    uint32_t len;     /* bytes of data */
-    uint16_t ifindex; /* interface it came in on / goes out of */
-    uint16_t vlan;    /* 802.1Q VID seen on input, 0 if untagged */
-    uint32_t l3off;   /* offset of the network header from buf (set by eth_input) */
-    uint64_t ts;      /* RX time in ns (pcap), 0 if unknown */
+    uint32_t off;      /* data starts at buf + off */
+    uint32_t len;      /* bytes of data */
+    uint16_t ifindex;  /* interface it came in on / goes out of */
+    uint16_t vlan;     /* 802.1Q VID seen on input, 0 if untagged */
+    uint32_t l3off;    /* offset of the network header from buf (set by eth_input) */
+    uint64_t ts;       /* RX time in ns (pcap), 0 if unknown */
+    uint16_t gso_size; /* TX: a TCP super-segment the NIC cuts into segments of this size */
 };
 
 struct pktbuf_pool {
@@ -106,6 +107,7 @@ static inline void pktbuf_reset(struct pktbuf *pb)
     pb->vlan = 0;
     pb->l3off = 0;
     pb->ts = 0;
+    pb->gso_size = 0;
 }
 
 /* Simple FIFO of pktbufs linked through ->next. */

@@ -99,6 +99,7 @@ int stack_add_if(struct stack *st, const struct stack_iface_params *ip, struct n
     ifp->bcast = ip->plen < 31 ? (ip->addr | ~ifp->mask) : 0xffffffffu;
     ifp->nic = nic;
     ifp->queue = q;
+    ifp->tso = nic && nic->params.tso;
     if (nic)
         nic_bind_queue(nic, q, &st->pool, &st->cnt);
     struct route_entry conn = {

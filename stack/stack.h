@@ -103,6 +103,7 @@ struct stack_if {
     uint32_t mask, bcast; /* derived */
     struct nic *nic;
     uint16_t queue;
+    bool tso;                     /* the NIC takes TCP super-segments (pktbuf.gso_size) */
     struct pktbuf *tx[NIC_BURST]; /* TX batch for this interface */
     int ntx;
 };

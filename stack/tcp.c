@@ -268,6 +268,13 @@ uint16_t tcp_route_mss(struct stack *st, uint32_t dst)
     return (uint16_t)(st->ifs[ifidx].p.mtu - IP4_HLEN - TCP_HLEN);
 }
 
+bool tcp_route_tso(struct stack *st, uint32_t dst)
+{
+    int ifidx;
+    uint32_t nh;
+    return route_lookup(st, dst, &ifidx, &nh) == 0 && st->ifs[ifidx].tso;
+}
+
 void tcp_notify_closed(struct tcp_pcb *pcb, int err)
 {
     if (pcb->closed_sent || !pcb->ev)

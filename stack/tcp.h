@@ -101,6 +101,7 @@ struct tcp_pcb {
     /* options */
     uint16_t mss;     /* our sending MSS (peer's MSS, route MTU, PMTU) */
     uint16_t adv_mss; /* what we advertised */
+    bool tso;         /* the route's NIC cuts super-segments (TSO) */
     uint8_t snd_wscale, rcv_wscale;
     bool ws_ok, ts_ok, sack_ok;
     uint32_t ts_recent, ts_off;

@@ -79,6 +79,7 @@ void tcp_set_closed(struct stack *st, struct tcp_pcb *pcb, int err);
 void tcp_notify_closed(struct tcp_pcb *pcb, int err);
 void tcp_enter_time_wait(struct stack *st, struct tcp_pcb *pcb);
 uint16_t tcp_route_mss(struct stack *st, uint32_t dst);
+bool tcp_route_tso(struct stack *st, uint32_t dst);
 void tcp_init_pcb_timers(struct tcp_pcb *pcb);
 bool tcp_challenge_ok(struct stack *st);
 

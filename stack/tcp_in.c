@@ -125,6 +125,7 @@ static void established(struct stack *st, struct tcp_pcb *pcb)
 {
     pcb->state = TCPS_ESTABLISHED;
     pcb->rtx_count = 0;
+    pcb->tso = tcp_route_tso(st, pcb->raddr);
     pcb->quickacks = 16;
     pcb->cc->init(pcb);
     pcb->cwnd = 10u * pcb->mss; /* RFC 6928 */

@@ -167,7 +167,9 @@ static uint32_t seg_size(const struct tcp_pcb *pcb)
 static int tcp_xmit(struct stack *st, struct tcp_pcb *pcb, uint32_t seq, uint8_t flags,
                     uint32_t len)
 {
-    struct pktbuf *pb = pktbuf_alloc(&st->pool);
+    /* A super-segment (TSO) needs a large buffer; everything else a frame buffer. */
+    bool gso = len > seg_size(pcb);
+    struct pktbuf *pb = pktbuf_alloc(gso ? &st->large : &st->pool);
     if (!pb) {
         CNT_INC(&st->cnt, ip4_drop_nobuf);
         return -ENOBUFS;
@@ -202,9 +204,14 @@ static int tcp_xmit(struct stack *st, struct tcp_pcb *pcb, uint32_t seq, uint8_t
     memcpy(h + TCP_HLEN, opts, olen);
     if (len)
         pcb->buf->snd_copy(pcb->ctx, seq - pcb->snd_una, len, h + hl);
-    wr16(h + 16, csum_fold(csum_partial(
-                     h, hl + len,
-                     csum_pseudo4(pcb->laddr, pcb->raddr, IPPROTO_TCP_, (uint16_t)(hl + len)))));
+    uint32_t pseudo = csum_pseudo4(pcb->laddr, pcb->raddr, IPPROTO_TCP_, (uint16_t)(hl + len));
+    if (gso) {
+        /* Partial checksum: the pseudo-header sum only; the NIC finishes each segment. */
+        pb->gso_size = (uint16_t)seg_size(pcb);
+        wr16(h + 16, (uint16_t)~csum_fold(pseudo));
+    } else {
+        wr16(h + 16, csum_fold(csum_partial(h, hl + len, pseudo)));
+    }
     if (flags & TCP_ACK) {
         pcb->ack_now = false;
         pcb->unacked_segs = 0;
@@ -417,7 +424,9 @@ void tcp_output(struct stack *st, struct tcp_pcb *pcb)
         uint32_t cwnd_room = cwnd > inflight ? cwnd - inflight : 0;
         uint32_t room = rwnd_room < cwnd_room ? rwnd_room : cwnd_room;
         uint32_t smss = seg_size(pcb);
-        uint32_t len = unsent < smss ? unsent : smss;
+        /* With TSO, one super-segment of up to 60000 bytes (64 KiB with headers). */
+        uint32_t maxlen = pcb->tso && !pcb->in_recovery ? smss * (60000u / smss) : smss;
+        uint32_t len = unsent < maxlen ? unsent : maxlen;
         if (len > room)
             len = room;
         bool fin = pcb->fin_queued && !pcb->fin_sent && len == unsent;
