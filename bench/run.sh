@@ -45,7 +45,7 @@ log() { echo "bench: $*" >&2; }
 # ---- shmnetd on a TAP, kernel side in $NSP ----
 cat >"$T/d.conf" <<EOF
 daemon = { socket = "$SOCK"; log_level = "warn"; busy_poll_us = $BUSY_POLL_US; };
-clients = { max_sockets = 65535; fifo_mb = 3000; rcvbuf = 131072; sndbuf = 131072; };
+clients = { max_sockets = 65535; fifo_mb = 3000; rcvbuf = 1048576; sndbuf = 1048576; };
 interfaces = ( { name = "$TAP"; backend = "tap"; mac = "02:00:00:00:00:02"; mtu = 1500; tso = true;
                  address = "10.200.0.2/24"; } );
 EOF
@@ -185,6 +185,13 @@ ROWS+=("| TCP connections/s (connect, 1-byte round trip, close) | $s | $k | x$(r
 MEM_CONNS=${MEM_CONNS:-10000}
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$DPID/status"; }
 ulimit -n 1048576 2>/dev/null || ulimit -n 65536
+# Sessions attached after a reload get the new clients.* values: small fifos for this one.
+sed -i 's/rcvbuf = 1048576; sndbuf = 1048576;/rcvbuf = 4096; sndbuf = 4096;/' "$T/d.conf"
+kill -HUP "$DPID"
+for ((i = 0; i < 100; i++)); do # the reload is done when the control socket answers again
+    "$B/shmnetctl" version >/dev/null 2>&1 && break
+    sleep 0.05
+done
 tcp_srv "$NSP" hold 9200 8
 wait_port "$NSP" 9207 || { log "hold server not listening"; exit 1; }
 before=$(rss_kb)
