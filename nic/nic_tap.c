@@ -109,9 +109,12 @@ static int tapq_open(struct nic *n, struct tapq *tq, const struct nic_params *p,
         return -errno;
     if (p->tso) {
         /* Every frame carries a virtio_net_hdr: ours asks the kernel to cut TCP
-         * super-segments (TSO); the kernel sends us plain frames (no offloads accepted). */
+         * super-segments (TSO); the kernel's tells us its checksum state. */
         int sz = (int)sizeof(struct virtio_net_hdr);
-        if (ioctl(tq->fd, TUNSETVNETHDRSZ, &sz) < 0 || ioctl(tq->fd, TUNSETOFFLOAD, 0) < 0)
+        /* We take GSO TCP frames and partial checksums from the kernel too (GRO for
+         * free): one 64 KiB read instead of 41. */
+        if (ioctl(tq->fd, TUNSETVNETHDRSZ, &sz) < 0 ||
+            ioctl(tq->fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4) < 0)
             return -errno;
     }
     /* "" or a pattern ("shm%d"): the kernel picked the name; later queues attach to it. */
@@ -224,7 +227,13 @@ static void tap_complete(struct nic *n, uint16_t q, struct tapq *tq, const struc
         uint32_t vh = n->params.tso ? (uint32_t)sizeof(struct virtio_net_hdr) : 0;
         if (res > (int)vh && (uint32_t)res <= pktbuf_tailroom(pb)) {
             pb->len = (uint32_t)res;
-            pktbuf_pull(pb, vh); /* no offloads were accepted: the header says nothing */
+            if (vh) {
+                /* The local kernel sends partial (NEEDS_CSUM) or verified (DATA_VALID)
+                 * checksums for TCP/UDP: the stack must not check them again. */
+                uint8_t fl = pktbuf_data(pb)[0];
+                pb->csum_ok = fl & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID);
+                pktbuf_pull(pb, vh);
+            }
             pb->ifindex = (uint16_t)n->ifindex;
             pktq_push(&tq->rxready, pb);
             if (tq->rx_posted == 0 && !tq->batch_eagain && tq->rx_batch < n->params.rx_ring)

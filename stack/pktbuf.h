@@ -26,6 +26,7 @@ struct pktbuf {
     uint32_t l3off;    /* offset of the network header from buf (set by eth_input) */
     uint64_t ts;       /* RX time in ns (pcap), 0 if unknown */
     uint16_t gso_size; /* TX: a TCP super-segment the NIC cuts into segments of this size */
+    bool csum_ok;      /* RX: the NIC vouches for the L4 checksum (or it is still partial) */
 };
 
 struct pktbuf_pool {
@@ -108,6 +109,7 @@ static inline void pktbuf_reset(struct pktbuf *pb)
     pb->l3off = 0;
     pb->ts = 0;
     pb->gso_size = 0;
+    pb->csum_ok = false;
 }
 
 /* Simple FIFO of pktbufs linked through ->next. */

@@ -100,8 +100,16 @@ int stack_add_if(struct stack *st, const struct stack_iface_params *ip, struct n
     ifp->nic = nic;
     ifp->queue = q;
     ifp->tso = nic && nic->params.tso;
-    if (nic)
-        nic_bind_queue(nic, q, &st->pool, &st->cnt);
+    if (nic) {
+        struct pktbuf_pool *rxp = &st->pool;
+        /* A TSO interface also receives GSO frames (up to 64 KiB): big RX buffers. */
+        if (nic->params.tso) {
+            if (!st->rx64.count && pktbuf_pool_init(&st->rx64, 1024, 65536 + 2 * PKTBUF_HEADROOM))
+                return -ENOMEM;
+            rxp = &st->rx64;
+        }
+        nic_bind_queue(nic, q, rxp, &st->cnt);
+    }
     struct route_entry conn = {
         .dst = ip->addr & ifp->mask,
         .plen = ip->plen,
@@ -142,6 +150,7 @@ void stack_destroy(struct stack *st)
     udp_destroy(st);
     ip4_frag_destroy(st);
     arp_destroy(st);
+    pktbuf_pool_destroy(&st->rx64);
     pktbuf_pool_destroy(&st->large);
     pktbuf_pool_destroy(&st->pool);
 }

@@ -141,6 +141,7 @@ struct stack {
     struct timer_wheel tw;
     struct pktbuf_pool pool;  /* frames */
     struct pktbuf_pool large; /* reassembled datagrams */
+    struct pktbuf_pool rx64;  /* 64 KiB RX buffers for TSO interfaces (GSO frames in) */
     uint16_t ip_id;
     /* ICMP error rate limit (token bucket) */
     uint64_t icmp_tokens_ts;

@@ -763,7 +763,8 @@ int tcp_input(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip)
             CNT_INC(&st->cnt, tcp_drop_short);
         goto out;
     }
-    if (csum_fold(csum_partial(p, len,
+    if (!pb->csum_ok &&
+        csum_fold(csum_partial(p, len,
                                csum_pseudo4(ip->src, ip->dst, IPPROTO_TCP_, (uint16_t)len))) != 0) {
         CNT_INC(&st->cnt, tcp_drop_csum);
         goto out;

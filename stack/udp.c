@@ -251,8 +251,9 @@ static int udp_input(struct stack *st, struct pktbuf *pb, const struct ip4_view 
         return 0;
     }
     /* A zero checksum means none was computed (RFC 768); otherwise it must verify. */
-    if (u.csum && csum_fold(csum_partial(
-                      p, u.len, csum_pseudo4(ip->src, ip->dst, IPPROTO_UDP_, u.len))) != 0) {
+    if (u.csum && !pb->csum_ok &&
+        csum_fold(csum_partial(p, u.len, csum_pseudo4(ip->src, ip->dst, IPPROTO_UDP_, u.len))) !=
+            0) {
         CNT_INC(&st->cnt, udp_drop_csum);
         pktbuf_free(pb);
         return 0;
