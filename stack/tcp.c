@@ -328,6 +328,7 @@ void tcp_set_closed(struct stack *st, struct tcp_pcb *pcb, int err)
 void tcp_enter_time_wait(struct stack *st, struct tcp_pcb *pcb)
 {
     pcb->state = TCPS_TIME_WAIT;
+    pcb->ack_now = false; /* the FIN was just ACKed; TIME_WAIT only re-ACKs a repeated FIN */
     timer_cancel(&st->tw, &pcb->t_delack);
     timer_cancel(&st->tw, &pcb->t_keep);
     pcb->persist = false;

@@ -556,13 +556,14 @@ static void process_data(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *
     }
     bool whole = take == len;
     if (pcb->shut_rd) {
-        /* Read side shut down: acknowledge and discard (nobody will read it). */
+        /* Read side shut down: acknowledge and discard (nobody will read it). The ACK is
+         * asked for first: a FIN sends its own ACK, and no second one may follow. */
+        pcb->ack_now = true;
         if (off == 0) {
             pcb->rcv_nxt += take;
             if (whole && fin)
                 deliver_fin(st, pcb);
         }
-        pcb->ack_now = true;
         return;
     }
     if (take)

@@ -9,6 +9,8 @@ void timer_wheel_init(struct timer_wheel *w, uint64_t tick_ns, uint64_t now)
     memset(w, 0, sizeof(*w));
     w->tick_ns = tick_ns ? tick_ns : 1000000;
     w->cur_tick = now / w->tick_ns;
+    for (uint32_t i = 0; i < TIMER_SLOTS; i++)
+        w->slot_min[i] = TIMER_NEVER;
 }
 
 static void unlink_timer(struct timer *t)
@@ -31,6 +33,8 @@ void timer_arm(struct timer_wheel *w, struct timer *t, uint64_t expires)
     if (tick < w->cur_tick)
         tick = w->cur_tick; /* already due: fire on the next run */
     struct timer **slot = &w->slots[tick & (TIMER_SLOTS - 1)];
+    if (expires < w->slot_min[tick & (TIMER_SLOTS - 1)])
+        w->slot_min[tick & (TIMER_SLOTS - 1)] = expires;
     t->next = *slot;
     if (t->next)
         t->next->pprev = &t->next;
@@ -60,6 +64,8 @@ unsigned timer_wheel_run(struct timer_wheel *w, uint64_t now, void *ctx)
     uint64_t tick = end - w->cur_tick >= TIMER_SLOTS ? end - (TIMER_SLOTS - 1) : w->cur_tick;
     for (; tick <= end; tick++) {
         struct timer **slot = &w->slots[tick & (TIMER_SLOTS - 1)];
+        uint64_t *smin = &w->slot_min[tick & (TIMER_SLOTS - 1)];
+        *smin = TIMER_NEVER; /* recomputed from what stays (and what callbacks arm) */
         /* Detach the slot so callbacks may arm (into the slot) and cancel (anything, also
          * entries of this local list: pprev is kept valid) while we walk it. */
         struct timer *list = *slot;
@@ -75,6 +81,8 @@ unsigned timer_wheel_run(struct timer_wheel *w, uint64_t now, void *ctx)
                 t->fn(t, ctx, now);
             } else {
                 /* a later round: back into its slot */
+                if (t->expires < *smin)
+                    *smin = t->expires;
                 t->next = *slot;
                 if (t->next)
                     t->next->pprev = &t->next;
@@ -94,11 +102,10 @@ uint64_t timer_wheel_next(const struct timer_wheel *w)
         return TIMER_NEVER;
     uint64_t best = TIMER_NEVER;
     for (uint64_t i = 0; i < TIMER_SLOTS; i++) {
-        const struct timer *t = w->slots[(w->cur_tick + i) & (TIMER_SLOTS - 1)];
-        for (; t; t = t->next)
-            if (t->expires < best)
-                best = t->expires;
-        /* The first non-empty slot bounds the answer unless it holds later rounds only. */
+        uint64_t m = w->slot_min[(w->cur_tick + i) & (TIMER_SLOTS - 1)];
+        if (m < best)
+            best = m;
+        /* A slot whose earliest timer falls in this round bounds every later slot. */
         if (best != TIMER_NEVER && best / w->tick_ns <= w->cur_tick + i)
             return best;
     }

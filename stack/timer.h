@@ -22,6 +22,10 @@ struct timer {
 
 struct timer_wheel {
     struct timer *slots[TIMER_SLOTS];
+    /* A lower bound of the expiry times in each slot (TIMER_NEVER when empty): lowered on
+     * arm, recomputed when the slot is run; a cancel may leave it low (an early wake-up at
+     * most). Keeps timer_wheel_next() at 512 steps however many timers are armed. */
+    uint64_t slot_min[TIMER_SLOTS];
     uint64_t tick_ns;
     uint64_t cur_tick; /* next tick to process */
     uint32_t armed;

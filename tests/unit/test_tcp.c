@@ -437,3 +437,37 @@ Test(tcp, fin_after_data_under_loss_releases_exact_bytes)
         pair_fini(&p);
     }
 }
+
+/* Active close after a request/response: exactly FIN and the last ACK leave the closer,
+ * which then sits in TIME_WAIT (a stray ACK after it would draw a RST from the peer). */
+Test(tcp, active_close_sends_fin_and_one_last_ack)
+{
+    struct pair p;
+    pair_init(&p, NULL, 4096);
+    tbuf_write(&p.ca, (const uint8_t *)"x", 1);
+    tcp_output(&p.a.st, p.cli);
+    for (int i = 0; i < 5; i++)
+        step(&p, T_MS);
+    uint8_t d;
+    cr_assert_eq(tbuf_read(&p.sb, &d, 1), 1);
+    tbuf_write(&p.sb, &d, 1);
+    tcp_output(&p.b.st, p.srv);
+    for (int i = 0; i < 5; i++)
+        step(&p, T_MS);
+    cr_assert_eq(tbuf_read(&p.ca, &d, 1), 1);
+    uint64_t t0 = p.a.st.cnt.tcp_tx;
+    struct tcp_pcb *c = p.cli;
+    tcp_close(&p.a.st, c);
+    p.cli = NULL;
+    for (int i = 0; i < 5; i++)
+        step(&p, T_MS);
+    cr_assert_eq(p.sb.events[TCP_EV_FIN], 1);
+    tcp_close(&p.b.st, p.srv);
+    p.srv = NULL;
+    for (int i = 0; i < 5; i++)
+        step(&p, T_MS);
+    cr_assert_eq(p.a.st.cnt.tcp_tx - t0, 2, "FIN, then the ACK of the peer's FIN");
+    cr_assert_eq(c->state, TCPS_TIME_WAIT);
+    cr_assert_eq(p.a.st.cnt.tcp_rx_rst, 0);
+    pair_fini(&p);
+}
