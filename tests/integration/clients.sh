@@ -47,20 +47,11 @@ harness_write_conf "$T/d.conf"
 harness_start_daemon "$T/d.conf" || exit 1
 harness_peer_ns || { fail peer_ns "cannot set up the peer namespace"; exit 1; }
 
-cat >"$T/kecho.py" <<'EOF'
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE
-s.bind(("0.0.0.0", int(sys.argv[1])))
-print("READY", flush=True)
-while True:
-    d, a = s.recvfrom(65535)
-    s.sendto(d, a)
-EOF
+KECHO_PY=$(cd "$(dirname "$0")/../lib" && pwd)/kecho.py
 servers_up() {
     local i
     for ((i = 0; i < NSERVERS; i++)); do
-        bg "kecho$i" ip netns exec "$NS" "$PY" "$T/kecho.py" $((7000 + i))
+        bg "kecho$i" ip netns exec "$NS" "$PY" "$KECHO_PY" $((7000 + i))
         bg_line "kecho$i" && [[ $LINE == READY ]] || return 1
     done
 }

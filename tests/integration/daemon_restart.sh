@@ -16,15 +16,7 @@ fi
 export SHMNET_SOCKET=$SOCK
 
 harness_write_conf "$T/d.conf"
-cat >"$T/kecho.py" <<'EOF'
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", int(sys.argv[1])))
-print("READY", flush=True)
-while True:
-    d, a = s.recvfrom(65535)
-    s.sendto(d, a)
-EOF
+KECHO_PY=$(cd "$(dirname "$0")/../lib" && pwd)/kecho.py
 
 # The TAP goes away with the daemon: each start needs the kernel side set up again (the
 # namespace stays).
@@ -37,7 +29,7 @@ peer_up() {
         ip -n "$NS" link set "$TAP" up
 }
 mkfifo "$T/kecho.out"
-ip netns exec "$NS" "$PY" "$T/kecho.py" 7000 >"$T/kecho.out" 2>"$T/kecho.err" &
+ip netns exec "$NS" "$PY" "$KECHO_PY" 7000 >"$T/kecho.out" 2>"$T/kecho.err" &
 KECHO=$!
 HARNESS_PIDS+=("$KECHO")
 exec {KFD}<"$T/kecho.out"

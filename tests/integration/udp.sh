@@ -62,16 +62,7 @@ harness_start_daemon "$T/d.conf" || exit 1
 harness_peer_ns || { fail peer_ns "cannot set up the peer namespace"; exit 1; }
 
 # Kernel-side echo server (big receive buffer: the native side may burst).
-cat >"$T/kecho.py" <<'EOF'
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)
-s.bind(("0.0.0.0", int(sys.argv[1])))
-print("READY", flush=True)
-while True:
-    d, a = s.recvfrom(65535)
-    s.sendto(d, a)
-EOF
+KECHO_PY=$(cd "$(dirname "$0")/../lib" && pwd)/kecho.py
 # Kernel-side driver for the native echo server: sizes x rounds, each echo checked.
 cat >"$T/kdrive.py" <<'EOF'
 import os, socket, sys
@@ -119,7 +110,7 @@ except BlockingIOError:
 print(f"OK {expect}", flush=True)
 EOF
 
-bg kecho ip netns exec "$NS" "$PY" "$T/kecho.py" 7000
+bg kecho ip netns exec "$NS" "$PY" "$KECHO_PY" 7000
 check kernel_echo_ready bg_line kecho
 
 # ---- native client -> kernel echo ----
