@@ -127,8 +127,17 @@ void tcp_destroy(struct stack *st)
     struct tcp_table *t = st->tcp;
     if (!t)
         return;
-    for (uint32_t i = 0; i < t->nchunks; i++)
+    for (uint32_t i = 0; i < t->nchunks; i++) {
+        /* Connections still alive (TIME_WAIT, orphans) have timers in the wheel, which
+         * outlives this table: take them out before the memory goes. */
+        struct tcp_pcb *c = t->chunks[i];
+        for (uint32_t k = 0; k < TCP_CHUNK; k++) {
+            timer_cancel(&st->tw, &c[k].t_rtx);
+            timer_cancel(&st->tw, &c[k].t_delack);
+            timer_cancel(&st->tw, &c[k].t_keep);
+        }
         free(t->chunks[i]);
+    }
     free(t->chunks);
     free(t);
     st->tcp = NULL;

@@ -471,3 +471,26 @@ Test(tcp, active_close_sends_fin_and_one_last_ack)
     cr_assert_eq(p.a.st.cnt.tcp_rx_rst, 0);
     pair_fini(&p);
 }
+
+/* Destroying a stack with connections still in TIME_WAIT leaves no timer behind: the
+ * wheel outlives the connection table during destruction, and a dangling entry was a
+ * use-after-free when a neighbouring timer was cancelled later (seen under ASan). */
+Test(tcp, destroy_with_time_wait_connections)
+{
+    struct pair p;
+    pair_init(&p, NULL, 4096);
+    tcp_close(&p.a.st, p.cli);
+    p.cli = NULL;
+    for (int i = 0; i < 5; i++)
+        step(&p, T_MS);
+    tcp_close(&p.b.st, p.srv);
+    p.srv = NULL;
+    for (int i = 0; i < 5; i++)
+        step(&p, T_MS);
+    cr_assert_eq(tcp_count(&p.a.st), 1, "the closer sits in TIME_WAIT");
+    /* An ARP entry with a timer too, cancelled after the TCP table is gone. */
+    stack_ping(&p.a.st, 0x0ac80063, 1, 1, 8);
+    pair_fini(&p);
+    cr_assert_eq(p.a.st.tw.armed, 0, "every timer was taken out of the wheel");
+    cr_assert_eq(p.b.st.tw.armed, 0);
+}
