@@ -66,8 +66,13 @@ $(BUILD)/shmnetctl: $(call obj,tools/shmnetctl.c)
 $(BUILD)/libshmnet.so: $(call obj,$(CLIENT_SRC) $(SHM_SRC))
 	$(CC) $(LDFLAGS) -shared -Wl,-soname,libshmnet.so -o $@ $^ -lpthread
 
-$(BUILD)/libshmnet_preload.so: $(call obj,$(PRELOAD_SRC) $(CLIENT_SRC) $(SHM_SRC))
-	$(CC) $(LDFLAGS) -shared -o $@ $^ -ldl -lpthread
+# The interposer's copy of libshmnet calls libc directly, never the interposers around it
+# (its libc calls are renamed to shmnet_sys_*, see libclient/preload.c).
+$(BUILD)/obj/libclient/shmnet_preload.o: $(call obj,$(CLIENT_SRC)) libclient/preload.syms
+	objcopy --redefine-syms=libclient/preload.syms $< $@
+
+$(BUILD)/libshmnet_preload.so: $(call obj,$(PRELOAD_SRC) $(SHM_SRC)) $(BUILD)/obj/libclient/shmnet_preload.o
+	$(CC) $(LDFLAGS) -shared -Wl,-soname,libshmnet_preload.so -o $@ $^ -ldl -lpthread
 
 $(BUILD)/tests/unit_%: $(call obj,tests/unit/test_%.c $(TESTLIB_SRC)) $(DAEMON_LIB) $(CORE_LIB)
 	@mkdir -p $(dir $@)

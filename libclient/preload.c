@@ -1,8 +1,1450 @@
-/* libshmnet_preload.so: the LD_PRELOAD interposer. It interposes nothing yet (sockets go
- * to the kernel untouched); the socket calls move to shmnet once the native API exists. */
-#include "libclient/shmnet.h"
+/* libshmnet_preload.so: LD_PRELOAD interposition of the libc socket API (docs/preload.md).
+ *
+ * AF_INET SOCK_STREAM and SOCK_DGRAM sockets are libshmnet sockets; every other fd goes to
+ * libc untouched. A shmnet socket is numbered with a real placeholder kernel fd (libshmnet
+ * makes one), so numbering, select's FD_SETSIZE, dup and CLOEXEC behave. poll, select and
+ * epoll take any mix of kernel fds and shmnet sockets: they spin briefly on the sockets,
+ * then sleep in the kernel with the thread's channel eventfd among the fds.
+ *
+ * The copy of libshmnet linked in here calls libc through shmnet_sys_* (the Makefile
+ * renames its calls with libclient/preload.syms), never through these interposers, so the
+ * library's own waits and its fork handler cannot re-enter them. */
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/select.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
 
-__attribute__((visibility("default"))) const char *shmnet_preload_version(void)
+#include "libclient/shmnet.h"
+#include "libclient/shmnet_int.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#if defined(__x86_64__) || defined(__i386__)
+#define cpu_relax() __builtin_ia32_pause()
+#else
+#define cpu_relax() __asm__ __volatile__("" ::: "memory")
+#endif
+#define FD_LIMIT (1 << 20) /* libshmnet numbers sockets below this */
+
+/* ------------------------------------------------------------------ libc */
+
+static struct {
+    int (*socket)(int, int, int);
+    int (*close)(int);
+    ssize_t (*read)(int, void *, size_t);
+    ssize_t (*write)(int, const void *, size_t);
+    ssize_t (*readv)(int, const struct iovec *, int);
+    ssize_t (*writev)(int, const struct iovec *, int);
+    int (*bind)(int, const struct sockaddr *, socklen_t);
+    int (*listen)(int, int);
+    int (*accept)(int, struct sockaddr *, socklen_t *);
+    int (*accept4)(int, struct sockaddr *, socklen_t *, int);
+    int (*connect)(int, const struct sockaddr *, socklen_t);
+    ssize_t (*send)(int, const void *, size_t, int);
+    ssize_t (*recv)(int, void *, size_t, int);
+    ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+    ssize_t (*recvfrom)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+    ssize_t (*sendmsg)(int, const struct msghdr *, int);
+    ssize_t (*recvmsg)(int, struct msghdr *, int);
+    int (*sendmmsg)(int, struct mmsghdr *, unsigned int, int);
+    int (*recvmmsg)(int, struct mmsghdr *, unsigned int, int, struct timespec *);
+    ssize_t (*sendfile)(int, int, off_t *, size_t);
+    ssize_t (*sendfile64)(int, int, off64_t *, size_t);
+    int (*shutdown)(int, int);
+    int (*getsockopt)(int, int, int, void *, socklen_t *);
+    int (*setsockopt)(int, int, int, const void *, socklen_t);
+    int (*getsockname)(int, struct sockaddr *, socklen_t *);
+    int (*getpeername)(int, struct sockaddr *, socklen_t *);
+    int (*fcntl)(int, int, ...);
+    int (*fcntl64)(int, int, ...);
+    int (*ioctl)(int, unsigned long, ...);
+    int (*dup)(int);
+    int (*dup2)(int, int);
+    int (*dup3)(int, int, int);
+    int (*poll)(struct pollfd *, nfds_t, int);
+    int (*ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
+    int (*select)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
+    int (*pselect)(int, fd_set *, fd_set *, fd_set *, const struct timespec *, const sigset_t *);
+    int (*epoll_create)(int);
+    int (*epoll_create1)(int);
+    int (*epoll_ctl)(int, int, int, struct epoll_event *);
+    int (*epoll_wait)(int, struct epoll_event *, int, int);
+    int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
+    int (*epoll_pwait2)(int, struct epoll_event *, int, const struct timespec *, const sigset_t *);
+} real;
+
+/* The next definition of a libc function (resolved once; a race resolves it twice). */
+#define REAL(f)                                                                                    \
+    (__atomic_load_n(&real.f, __ATOMIC_RELAXED)                                                    \
+         ? real.f                                                                                  \
+         : (__atomic_store_n(&real.f, (__typeof__(real.f))dlsym(RTLD_NEXT, #f), __ATOMIC_RELAXED), \
+            real.f))
+
+/* libshmnet's own libc calls (renamed in its object, see the file comment). */
+EXPORT int shmnet_sys_socket(int d, int t, int p)
+{
+    return REAL(socket)(d, t, p);
+}
+EXPORT int shmnet_sys_close(int fd)
+{
+    return REAL(close)(fd);
+}
+EXPORT ssize_t shmnet_sys_read(int fd, void *b, size_t n)
+{
+    return REAL(read)(fd, b, n);
+}
+EXPORT ssize_t shmnet_sys_write(int fd, const void *b, size_t n)
+{
+    return REAL(write)(fd, b, n);
+}
+EXPORT int shmnet_sys_connect(int fd, const struct sockaddr *a, socklen_t l)
+{
+    return REAL(connect)(fd, a, l);
+}
+EXPORT ssize_t shmnet_sys_send(int fd, const void *b, size_t n, int f)
+{
+    return REAL(send)(fd, b, n, f);
+}
+EXPORT ssize_t shmnet_sys_recv(int fd, void *b, size_t n, int f)
+{
+    return REAL(recv)(fd, b, n, f);
+}
+EXPORT ssize_t shmnet_sys_recvmsg(int fd, struct msghdr *m, int f)
+{
+    return REAL(recvmsg)(fd, m, f);
+}
+EXPORT int shmnet_sys_setsockopt(int fd, int l, int o, const void *v, socklen_t n)
+{
+    return REAL(setsockopt)(fd, l, o, v, n);
+}
+EXPORT int shmnet_sys_fcntl(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    return REAL(fcntl)(fd, cmd, arg);
+}
+EXPORT int shmnet_sys_poll(struct pollfd *f, nfds_t n, int t)
+{
+    return REAL(poll)(f, n, t);
+}
+EXPORT int shmnet_sys_ppoll(struct pollfd *f, nfds_t n, const struct timespec *t, const sigset_t *m)
+{
+    return REAL(ppoll)(f, n, t, m);
+}
+
+/* ------------------------------------------------------------------ policy */
+
+static bool inet6_kernel;    /* SHMNET_INET6=kernel: AF_INET6 sockets go to the kernel */
+static bool fallback_kernel; /* SHMNET_FALLBACK=kernel: no daemon -> kernel sockets */
+
+__attribute__((constructor)) static void preload_init(void)
+{
+    const char *v = getenv("SHMNET_INET6");
+    inet6_kernel = v && !strcmp(v, "kernel");
+    v = getenv("SHMNET_FALLBACK");
+    fallback_kernel = v && !strcmp(v, "kernel");
+    shmnet__set_warn_hint(fallback_kernel ? "; using kernel sockets (SHMNET_FALLBACK=kernel)"
+                                          : "; AF_INET sockets fail with ENETUNREACH "
+                                            "(SHMNET_FALLBACK=kernel uses kernel sockets)");
+}
+
+/* ------------------------------------------------------------------ which fds are ours */
+
+/* Per fd number: H_SN, a hint that it is a shmnet socket, so calls on kernel fds skip
+ * libshmnet's table lock (the table decides; the hint can be stale after a close this
+ * layer did not see); H_CLOEXEC, the close-on-exec flag as the program set it (the
+ * placeholder itself is always close-on-exec: after exec it would be a bare eventfd). */
+#define H_SN      1
+#define H_CLOEXEC 2
+static uint8_t hint[FD_LIMIT];
+
+static void mark(int fd, bool cloexec)
+{
+    if (fd >= 0 && fd < FD_LIMIT)
+        __atomic_store_n(&hint[fd], H_SN | (cloexec ? H_CLOEXEC : 0), __ATOMIC_RELAXED);
+}
+
+static void unmark(int fd)
+{
+    if (fd >= 0 && fd < FD_LIMIT)
+        __atomic_store_n(&hint[fd], 0, __ATOMIC_RELAXED);
+}
+
+static bool sn(int fd)
+{
+    return fd >= 0 && fd < FD_LIMIT && (__atomic_load_n(&hint[fd], __ATOMIC_RELAXED) & H_SN) &&
+           shmnet_is_socket(fd);
+}
+
+/* ------------------------------------------------------------------ sockets */
+
+EXPORT int socket(int domain, int type, int protocol)
+{
+    int base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+    if (domain == AF_INET6 && !inet6_kernel) {
+        errno = EAFNOSUPPORT; /* programs fall back to AF_INET (docs/preload.md) */
+        return -1;
+    }
+    if (domain != AF_INET || (base != SOCK_STREAM && base != SOCK_DGRAM))
+        return REAL(socket)(domain, type, protocol);
+    int fd = shmnet_socket(domain, type, protocol);
+    if (fd >= 0) {
+        mark(fd, type & SOCK_CLOEXEC);
+        return fd;
+    }
+    if (errno == ECONNREFUSED || errno == ENAMETOOLONG || errno == EACCES) {
+        /* no daemon (libshmnet said so once on stderr, with warn_hint) */
+        if (fallback_kernel)
+            return REAL(socket)(domain, type, protocol);
+        errno = ENETUNREACH;
+    }
+    return -1;
+}
+
+EXPORT int socketpair(int domain, int type, int protocol, int sv[2])
+{
+    static int (*f)(int, int, int, int *);
+    if (!f)
+        f = (int (*)(int, int, int, int *))dlsym(RTLD_NEXT, "socketpair");
+    return f(domain, type, protocol, sv);
+}
+
+static void ep_forget_fd(int fd);
+static void ep_migrate_fd(int fd);
+
+static int sock_type(int fd)
+{
+    int t = 0;
+    socklen_t l = sizeof(t);
+    return shmnet_getsockopt(fd, SOL_SOCKET, SO_TYPE, &t, &l) < 0 ? -1 : t;
+}
+
+static bool is_loopback(const struct sockaddr *a, socklen_t l)
+{
+    const struct sockaddr_in *in = (const struct sockaddr_in *)a;
+    return a && l >= sizeof(*in) && in->sin_family == AF_INET &&
+           (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+}
+
+/* shmnet has no loopback interface: a socket bound or connected to 127/8 becomes a kernel
+ * socket under the same number (docs/preload.md). The options programs set before bind
+ * or connect are carried over. Returns 0, or -1 with errno. */
+static int migrate(int fd)
+{
+    static const struct {
+        int level, name;
+    } opts[] = {{SOL_SOCKET, SO_REUSEADDR},
+                {SOL_SOCKET, SO_KEEPALIVE},
+                {IPPROTO_TCP, TCP_NODELAY},
+                {SOL_SOCKET, SO_BROADCAST}};
+    int type = sock_type(fd), fl = shmnet_fcntl(fd, F_GETFL);
+    if (type < 0 || fl < 0)
+        return -1;
+    int k = REAL(socket)(AF_INET, type | SOCK_CLOEXEC, 0);
+    if (k < 0)
+        return -1;
+    for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
+        int v = 0;
+        socklen_t vl = sizeof(v);
+        if ((opts[i].level != IPPROTO_TCP || type == SOCK_STREAM) &&
+            shmnet_getsockopt(fd, opts[i].level, opts[i].name, &v, &vl) == 0 && v)
+            REAL(setsockopt)(k, opts[i].level, opts[i].name, &v, sizeof(v));
+    }
+    if (fl & O_NONBLOCK)
+        REAL(fcntl)(k, F_SETFL, O_NONBLOCK);
+    bool cloexec = hint[fd] & H_CLOEXEC;
+    if (REAL(dup3)(k, fd, cloexec ? O_CLOEXEC : 0) < 0) {
+        int e = errno;
+        REAL(close)(k);
+        errno = e;
+        return -1;
+    }
+    REAL(close)(k);
+    unmark(fd);
+    ep_migrate_fd(fd);
+    shmnet__forget(fd);
+    return 0;
+}
+
+EXPORT int bind(int fd, const struct sockaddr *a, socklen_t l)
+{
+    if (sn(fd) && is_loopback(a, l) && migrate(fd) < 0)
+        return -1;
+    return sn(fd) ? shmnet_bind(fd, a, l) : REAL(bind)(fd, a, l);
+}
+
+EXPORT int listen(int fd, int backlog)
+{
+    return sn(fd) ? shmnet_listen(fd, backlog) : REAL(listen)(fd, backlog);
+}
+
+EXPORT int accept4(int fd, struct sockaddr *a, socklen_t *l, int flags)
+{
+    if (!sn(fd))
+        return REAL(accept4)(fd, a, l, flags);
+    int c = shmnet_accept4(fd, a, l, flags);
+    mark(c, flags & SOCK_CLOEXEC);
+    return c;
+}
+
+EXPORT int accept(int fd, struct sockaddr *a, socklen_t *l)
+{
+    if (!sn(fd))
+        return REAL(accept)(fd, a, l);
+    int c = shmnet_accept(fd, a, l);
+    mark(c, false);
+    return c;
+}
+
+EXPORT int connect(int fd, const struct sockaddr *a, socklen_t l)
+{
+    if (sn(fd) && is_loopback(a, l) && migrate(fd) < 0)
+        return -1;
+    return sn(fd) ? shmnet_connect(fd, a, l) : REAL(connect)(fd, a, l);
+}
+
+EXPORT int shutdown(int fd, int how)
+{
+    return sn(fd) ? shmnet_shutdown(fd, how) : REAL(shutdown)(fd, how);
+}
+
+EXPORT int getsockname(int fd, struct sockaddr *a, socklen_t *l)
+{
+    return sn(fd) ? shmnet_getsockname(fd, a, l) : REAL(getsockname)(fd, a, l);
+}
+
+EXPORT int getpeername(int fd, struct sockaddr *a, socklen_t *l)
+{
+    return sn(fd) ? shmnet_getpeername(fd, a, l) : REAL(getpeername)(fd, a, l);
+}
+
+EXPORT int getsockopt(int fd, int level, int name, void *v, socklen_t *l)
+{
+    return sn(fd) ? shmnet_getsockopt(fd, level, name, v, l)
+                  : REAL(getsockopt)(fd, level, name, v, l);
+}
+
+/* Options programs set for tuning that shmnet has no use for: accepted without effect
+ * (docs/preload.md), so a server does not refuse to start over them. */
+static bool benign_opt(int level, int name)
+{
+    switch (level) {
+    case SOL_SOCKET:
+        return name == SO_REUSEPORT || name == SO_PRIORITY || name == SO_RCVLOWAT ||
+               name == SO_SNDLOWAT || name == SO_OOBINLINE || name == SO_TIMESTAMP ||
+               name == SO_MAX_PACING_RATE || name == SO_BROADCAST || name == SO_ZEROCOPY;
+    case IPPROTO_TCP:
+        return name == TCP_DEFER_ACCEPT || name == TCP_FASTOPEN || name == TCP_NOTSENT_LOWAT ||
+               name == TCP_WINDOW_CLAMP || name == TCP_FASTOPEN_CONNECT ||
+               name == TCP_THIN_LINEAR_TIMEOUTS || name == TCP_SYNCNT || name == TCP_LINGER2 ||
+               name == TCP_MAXSEG;
+    case IPPROTO_IP:
+        return name == IP_TOS || name == IP_BIND_ADDRESS_NO_PORT || name == IP_RECVERR ||
+               name == IP_MTU_DISCOVER || name == IP_PKTINFO || name == IP_RECVTOS ||
+               name == IP_FREEBIND || name == IP_TTL;
+    default:
+        return false;
+    }
+}
+
+EXPORT int setsockopt(int fd, int level, int name, const void *v, socklen_t l)
+{
+    if (!sn(fd))
+        return REAL(setsockopt)(fd, level, name, v, l);
+    int r = shmnet_setsockopt(fd, level, name, v, l);
+    if (r < 0 && errno == ENOPROTOOPT && benign_opt(level, name))
+        r = 0;
+    return r;
+}
+
+/* ------------------------------------------------------------------ data */
+
+EXPORT ssize_t send(int fd, const void *b, size_t n, int f)
+{
+    return sn(fd) ? shmnet_send(fd, b, n, f) : REAL(send)(fd, b, n, f);
+}
+
+EXPORT ssize_t recv(int fd, void *b, size_t n, int f)
+{
+    return sn(fd) ? shmnet_recv(fd, b, n, f) : REAL(recv)(fd, b, n, f);
+}
+
+EXPORT ssize_t sendto(int fd, const void *b, size_t n, int f, const struct sockaddr *a, socklen_t l)
+{
+    if (sn(fd) && is_loopback(a, l)) {
+        struct sockaddr_in me;
+        socklen_t ml = sizeof(me);
+        /* an unbound datagram socket sending to 127/8 moves to the kernel */
+        if (shmnet_getsockname(fd, (struct sockaddr *)&me, &ml) == 0 && me.sin_port == 0 &&
+            migrate(fd) < 0)
+            return -1;
+    }
+    if (!sn(fd))
+        return REAL(sendto)(fd, b, n, f, a, l);
+    return a ? shmnet_sendto(fd, b, n, f, a, l) : shmnet_send(fd, b, n, f);
+}
+
+EXPORT ssize_t recvfrom(int fd, void *b, size_t n, int f, struct sockaddr *a, socklen_t *l)
+{
+    return sn(fd) ? shmnet_recvfrom(fd, b, n, f, a, l) : REAL(recvfrom)(fd, b, n, f, a, l);
+}
+
+EXPORT ssize_t read(int fd, void *b, size_t n)
+{
+    return sn(fd) ? shmnet_recv(fd, b, n, 0) : REAL(read)(fd, b, n);
+}
+
+EXPORT ssize_t write(int fd, const void *b, size_t n)
+{
+    return sn(fd) ? shmnet_send(fd, b, n, 0) : REAL(write)(fd, b, n);
+}
+
+static size_t iov_total(const struct iovec *iov, size_t cnt)
+{
+    size_t t = 0;
+    for (size_t i = 0; i < cnt; i++)
+        t += iov[i].iov_len;
+    return t;
+}
+
+/* Gather for one send: streams in chunks of up to 64 KiB (fewer, larger segments than a
+ * send per iovec), a datagram whole. */
+static ssize_t iov_send(int fd, const struct iovec *iov, size_t cnt, int flags,
+                        const struct sockaddr *to, socklen_t tolen)
+{
+    bool stream = sock_type(fd) == SOCK_STREAM;
+    size_t total = iov_total(iov, cnt), done = 0, i = 0, off = 0;
+    size_t cap = stream ? (total < 65536 ? total : 65536) : total;
+    uint8_t small[4096], *buf = cap <= sizeof(small) ? small : malloc(cap);
+    ssize_t r = 0;
+
+    if (!buf) {
+        errno = ENOMEM;
+        return -1;
+    }
+    if (!stream && total > 65535) {
+        if (buf != small)
+            free(buf);
+        errno = EMSGSIZE;
+        return -1;
+    }
+    do {
+        size_t n = 0;
+        while (i < cnt && n < cap) {
+            size_t k = iov[i].iov_len - off;
+            if (k > cap - n)
+                k = cap - n;
+            if (k)
+                memcpy(buf + n, (const uint8_t *)iov[i].iov_base + off, k);
+            n += k;
+            off += k;
+            if (off == iov[i].iov_len) {
+                i++;
+                off = 0;
+            }
+        }
+        r = to ? shmnet_sendto(fd, buf, n, flags, to, tolen) : shmnet_send(fd, buf, n, flags);
+        if (r > 0)
+            done += (size_t)r;
+        if (r < (ssize_t)n || !stream)
+            break;
+    } while (done < total);
+    if (buf != small)
+        free(buf);
+    if (r < 0 && done == 0)
+        return -1;
+    return stream ? (ssize_t)done : r;
+}
+
+/* Scatter from one receive. Streams: the first read may wait, later ones only take what is
+ * there. Datagrams: one datagram; *trunc set if it did not fit. */
+static ssize_t iov_recv(int fd, const struct iovec *iov, size_t cnt, int flags,
+                        struct sockaddr *from, socklen_t *fromlen, bool *trunc)
+{
+    *trunc = false;
+    if (sock_type(fd) == SOCK_STREAM) {
+        ssize_t done = 0;
+        for (size_t i = 0; i < cnt; i++) {
+            if (!iov[i].iov_len)
+                continue;
+            /* MSG_WAITALL: every part waits, as one recv would. */
+            int f = done && !(flags & MSG_WAITALL) ? flags | MSG_DONTWAIT : flags;
+            ssize_t r = shmnet_recvfrom(fd, iov[i].iov_base, iov[i].iov_len, f, done ? NULL : from,
+                                        done ? NULL : fromlen);
+            if (r < 0)
+                return done ? done : -1;
+            done += r;
+            if ((size_t)r < iov[i].iov_len || (flags & MSG_PEEK))
+                break;
+        }
+        return done;
+    }
+    size_t total = iov_total(iov, cnt);
+    size_t cap = total < 65536 ? total : 65536;
+    uint8_t small[2048], *buf = cap <= sizeof(small) ? small : malloc(cap);
+    if (!buf) {
+        errno = ENOMEM;
+        return -1;
+    }
+    ssize_t r = shmnet_recvfrom(fd, buf, cap, flags | MSG_TRUNC, from, fromlen);
+    if (r >= 0) {
+        size_t n = (size_t)r < cap ? (size_t)r : cap, pos = 0;
+        *trunc = (size_t)r > cap;
+        for (size_t i = 0; i < cnt && pos < n; i++) {
+            size_t k = iov[i].iov_len < n - pos ? iov[i].iov_len : n - pos;
+            memcpy(iov[i].iov_base, buf + pos, k);
+            pos += k;
+        }
+        if (!(flags & MSG_TRUNC))
+            r = (ssize_t)n;
+    }
+    if (buf != small)
+        free(buf);
+    return r;
+}
+
+EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+    if (!sn(fd))
+        return REAL(writev)(fd, iov, cnt);
+    if (cnt < 0 || cnt > IOV_MAX) {
+        errno = EINVAL;
+        return -1;
+    }
+    return iov_send(fd, iov, (size_t)cnt, 0, NULL, 0);
+}
+
+EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
+{
+    bool trunc;
+
+    if (!sn(fd))
+        return REAL(readv)(fd, iov, cnt);
+    if (cnt < 0 || cnt > IOV_MAX) {
+        errno = EINVAL;
+        return -1;
+    }
+    return iov_recv(fd, iov, (size_t)cnt, 0, NULL, NULL, &trunc);
+}
+
+EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
+{
+    if (!sn(fd))
+        return REAL(sendmsg)(fd, m, flags);
+    if (!m) {
+        errno = EFAULT;
+        return -1;
+    }
+    if (m->msg_iovlen > IOV_MAX) {
+        errno = EMSGSIZE;
+        return -1;
+    }
+    /* Control messages (IP_PKTINFO, ...) are not supported and ignored. */
+    return iov_send(fd, m->msg_iov, m->msg_iovlen, flags, m->msg_name,
+                    m->msg_name ? m->msg_namelen : 0);
+}
+
+EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
+{
+    bool trunc;
+
+    if (!sn(fd))
+        return REAL(recvmsg)(fd, m, flags);
+    if (!m) {
+        errno = EFAULT;
+        return -1;
+    }
+    if (m->msg_iovlen > IOV_MAX) {
+        errno = EMSGSIZE;
+        return -1;
+    }
+    socklen_t nl = m->msg_name ? m->msg_namelen : 0;
+    ssize_t r = iov_recv(fd, m->msg_iov, m->msg_iovlen, flags, m->msg_name,
+                         m->msg_name ? &nl : NULL, &trunc);
+    if (r >= 0) {
+        if (m->msg_name)
+            m->msg_namelen = nl;
+        m->msg_controllen = 0; /* no ancillary data */
+        m->msg_flags = trunc ? MSG_TRUNC : 0;
+    }
+    return r;
+}
+
+EXPORT int sendmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags)
+{
+    if (!sn(fd))
+        return REAL(sendmmsg)(fd, v, n, flags);
+    unsigned int i;
+    for (i = 0; i < n && i < UIO_MAXIOV; i++) {
+        ssize_t r = sendmsg(fd, &v[i].msg_hdr, flags);
+        if (r < 0)
+            return i ? (int)i : -1;
+        v[i].msg_len = (unsigned int)r;
+    }
+    return (int)i;
+}
+
+EXPORT int recvmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags, struct timespec *t)
+{
+    if (!sn(fd))
+        return REAL(recvmmsg)(fd, v, n, flags, t);
+    unsigned int i;
+    for (i = 0; i < n && i < UIO_MAXIOV; i++) {
+        /* Only the first waits (MSG_WAITFORONE semantics; a timeout is not supported). */
+        int f = i ? (flags & ~MSG_WAITFORONE) | MSG_DONTWAIT : flags & ~MSG_WAITFORONE;
+        ssize_t r = recvmsg(fd, &v[i].msg_hdr, f);
+        if (r < 0)
+            return i ? (int)i : -1;
+        v[i].msg_len = (unsigned int)r;
+    }
+    return (int)i;
+}
+
+/* sendfile to (or from) a shmnet socket: through a buffer; a short send ends it, as on a
+ * non-blocking kernel socket. */
+static ssize_t copy_fds(int out, int in, off_t *offset, size_t count)
+{
+    uint8_t buf[65536];
+    size_t done = 0;
+
+    while (done < count) {
+        size_t want = count - done < sizeof(buf) ? count - done : sizeof(buf);
+        ssize_t n = offset ? pread(in, buf, want, *offset) : read(in, buf, want);
+        if (n <= 0) {
+            if (n < 0 && done == 0)
+                return -1;
+            break;
+        }
+        ssize_t w = write(out, buf, (size_t)n);
+        if (w < 0) {
+            if (done == 0)
+                return -1;
+            break;
+        }
+        done += (size_t)w;
+        if (offset)
+            *offset += w;
+        else if (w < n)
+            lseek(in, w - n, SEEK_CUR); /* give back what was read but not sent */
+        if (w < n)
+            break;
+    }
+    return (ssize_t)done;
+}
+
+EXPORT ssize_t sendfile(int out, int in, off_t *offset, size_t count)
+{
+    if (!sn(out) && !sn(in))
+        return REAL(sendfile)(out, in, offset, count);
+    return copy_fds(out, in, offset, count);
+}
+
+EXPORT ssize_t sendfile64(int out, int in, off64_t *offset, size_t count)
+{
+    if (!sn(out) && !sn(in))
+        return REAL(sendfile64)(out, in, offset, count);
+    return copy_fds(out, in, (off_t *)offset, count);
+}
+
+/* ------------------------------------------------------------------ epoll (declared) */
+
+static void ep_free_fd(int epfd);
+
+/* ------------------------------------------------------------------ fds */
+
+EXPORT int close(int fd)
+{
+    if (sn(fd)) {
+        unmark(fd);
+        ep_forget_fd(fd);
+        return shmnet_close(fd);
+    }
+    unmark(fd);
+    ep_free_fd(fd);
+    return REAL(close)(fd);
+}
+
+static long fcntl_common(int (*f)(int, int, ...), int fd, int cmd, void *arg)
+{
+    if (!sn(fd))
+        return f(fd, cmd, arg);
+    switch (cmd) {
+    case F_GETFL:
+        return shmnet_fcntl(fd, F_GETFL);
+    case F_SETFL:
+        return shmnet_fcntl(fd, F_SETFL, (int)(long)arg);
+    case F_DUPFD:
+    case F_DUPFD_CLOEXEC: {
+        int n = f(fd, cmd, arg);
+        if (n >= 0) {
+            if (shmnet__dup(fd, n) < 0) {
+                int e = errno;
+                REAL(close)(n);
+                errno = e;
+                return -1;
+            }
+            mark(n, cmd == F_DUPFD_CLOEXEC);
+        }
+        return n;
+    }
+    case F_GETFD:
+        return hint[fd] & H_CLOEXEC ? FD_CLOEXEC : 0;
+    case F_SETFD:
+        mark(fd, (long)arg & FD_CLOEXEC);
+        return 0;
+    default: /* F_SETOWN, ...: the placeholder's */
+        return f(fd, cmd, arg);
+    }
+}
+
+EXPORT int fcntl(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    return (int)fcntl_common(REAL(fcntl), fd, cmd, arg);
+}
+
+EXPORT int fcntl64(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    return (int)fcntl_common(REAL(fcntl64) ? REAL(fcntl64) : REAL(fcntl), fd, cmd, arg);
+}
+
+EXPORT int ioctl(int fd, unsigned long req, ...)
+{
+    va_list ap;
+    va_start(ap, req);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    if (!sn(fd))
+        return REAL(ioctl)(fd, req, arg);
+    switch (req) {
+    case FIONREAD: {
+        int n = shmnet__nread(fd);
+        if (n < 0)
+            return -1;
+        *(int *)arg = n;
+        return 0;
+    }
+    case FIONBIO: {
+        int fl = shmnet_fcntl(fd, F_GETFL);
+        if (fl < 0)
+            return -1;
+        return shmnet_fcntl(fd, F_SETFL, *(int *)arg ? fl | O_NONBLOCK : fl & ~O_NONBLOCK);
+    }
+    default:
+        if ((req & 0xff00) == 0x8900) { /* SIOC*: interface queries, as any socket answers */
+            int k = REAL(socket)(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+            if (k < 0)
+                return -1;
+            int r = REAL(ioctl)(k, req, arg);
+            int e = errno;
+            REAL(close)(k);
+            errno = e;
+            return r;
+        }
+        errno = ENOTTY;
+        return -1;
+    }
+}
+
+/* newfd now names what oldfd names (after the kernel made it so). */
+static int dup_done(int oldfd, int newfd, bool old_sn, bool new_sn, bool cloexec)
+{
+    if (newfd < 0)
+        return newfd;
+    if (new_sn) { /* the kernel closed newfd's placeholder: forget that name */
+        unmark(newfd);
+        ep_forget_fd(newfd);
+        shmnet__forget(newfd);
+    }
+    if (old_sn) {
+        if (shmnet__dup(oldfd, newfd) < 0) {
+            int e = errno;
+            REAL(close)(newfd);
+            errno = e;
+            return -1;
+        }
+        mark(newfd, cloexec);
+    }
+    return newfd;
+}
+
+EXPORT int dup(int fd)
+{
+    bool s = sn(fd);
+    return dup_done(fd, REAL(dup)(fd), s, false, false);
+}
+
+EXPORT int dup2(int oldfd, int newfd)
+{
+    if (oldfd == newfd)
+        return REAL(dup2)(oldfd, newfd);
+    bool o = sn(oldfd), n = sn(newfd);
+    return dup_done(oldfd, REAL(dup2)(oldfd, newfd), o, n, false);
+}
+
+EXPORT int dup3(int oldfd, int newfd, int flags)
+{
+    bool o = sn(oldfd), n = oldfd != newfd && sn(newfd);
+    return dup_done(oldfd, REAL(dup3)(oldfd, newfd, flags), o, n, flags & O_CLOEXEC);
+}
+
+/* A socket reports itself as one (the placeholder is an eventfd). */
+EXPORT int fstat(int fd, struct stat *st)
+{
+    static int (*f)(int, struct stat *);
+    if (!f)
+        f = (int (*)(int, struct stat *))dlsym(RTLD_NEXT, "fstat");
+    int r = f(fd, st);
+    if (r == 0 && sn(fd))
+        st->st_mode = S_IFSOCK | 0777;
+    return r;
+}
+
+EXPORT int fstat64(int fd, struct stat64 *st)
+{
+    static int (*f)(int, struct stat64 *);
+    if (!f)
+        f = (int (*)(int, struct stat64 *))dlsym(RTLD_NEXT, "fstat64");
+    int r = f(fd, st);
+    if (r == 0 && sn(fd))
+        st->st_mode = S_IFSOCK | 0777;
+    return r;
+}
+
+/* ------------------------------------------------------------------ poll, select */
+
+static bool any_sn(const struct pollfd *fds, nfds_t n)
+{
+    for (nfds_t i = 0; i < n; i++)
+        if (sn(fds[i].fd))
+            return true;
+    return false;
+}
+
+static int64_t ts_ns(const struct timespec *t)
+{
+    if (!t)
+        return -1;
+    if (t->tv_sec < 0 || t->tv_nsec < 0 || t->tv_nsec >= 1000000000)
+        return -2;
+    if (t->tv_sec > INT64_MAX / 1000000000 - 1)
+        return -1;
+    return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec;
+}
+
+EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)
+{
+    if (!fds || !any_sn(fds, n))
+        return REAL(poll)(fds, n, timeout);
+    return shmnet__poll(fds, n, timeout < 0 ? -1 : (int64_t)timeout * 1000000, NULL);
+}
+
+EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *t, const sigset_t *m)
+{
+    if (!fds || !any_sn(fds, n))
+        return REAL(ppoll)(fds, n, t, m);
+    int64_t ns = ts_ns(t);
+    if (ns == -2) {
+        errno = EINVAL;
+        return -1;
+    }
+    return shmnet__poll(fds, n, ns, m);
+}
+
+EXPORT int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t fdslen)
+{
+    if (fdslen / sizeof(*fds) < n)
+        abort(); /* what glibc's __chk_fail does: a buffer overflow */
+    return poll(fds, n, timeout);
+}
+
+EXPORT int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *t, const sigset_t *m,
+                       size_t fdslen)
+{
+    if (fdslen / sizeof(*fds) < n)
+        abort();
+    return ppoll(fds, n, t, m);
+}
+
+static int do_select(int nfds, fd_set *r, fd_set *w, fd_set *e, int64_t ns, const sigset_t *m)
+{
+    struct pollfd small[64], *p = small;
+    int n = 0, ready = 0;
+
+    if (nfds < 0 || nfds > FD_SETSIZE) {
+        errno = EINVAL;
+        return -1;
+    }
+    for (int fd = 0; fd < nfds; fd++)
+        n += (r && FD_ISSET(fd, r)) || (w && FD_ISSET(fd, w)) || (e && FD_ISSET(fd, e));
+    if (n > 64 && !(p = calloc((size_t)n, sizeof(*p)))) {
+        errno = ENOMEM;
+        return -1;
+    }
+    n = 0;
+    for (int fd = 0; fd < nfds; fd++) {
+        short ev =
+            (short)((r && FD_ISSET(fd, r) ? POLLIN : 0) | (w && FD_ISSET(fd, w) ? POLLOUT : 0) |
+                    (e && FD_ISSET(fd, e) ? POLLPRI : 0));
+        if (ev)
+            p[n++] = (struct pollfd){.fd = fd, .events = ev};
+    }
+    int k = shmnet__poll(p, (nfds_t)n, ns, m);
+    if (k >= 0) {
+        for (int i = 0; i < n; i++)
+            if (p[i].revents & POLLNVAL) {
+                k = -1;
+                errno = EBADF;
+            }
+    }
+    if (k >= 0) {
+        /* Linux's select: POLLHUP/POLLERR make a read-watched fd readable, POLLERR a
+         * write-watched one writable. */
+        for (int i = 0; i < n; i++) {
+            int fd = p[i].fd;
+            short re = p[i].revents;
+            if (r && FD_ISSET(fd, r) && !(re & (POLLIN | POLLHUP | POLLERR)))
+                FD_CLR(fd, r);
+            if (w && FD_ISSET(fd, w) && !(re & (POLLOUT | POLLERR)))
+                FD_CLR(fd, w);
+            if (e && FD_ISSET(fd, e) && !(re & POLLPRI))
+                FD_CLR(fd, e);
+            ready += (r && FD_ISSET(fd, r)) + (w && FD_ISSET(fd, w)) + (e && FD_ISSET(fd, e));
+        }
+        k = ready;
+    }
+    if (p != small)
+        free(p);
+    return k;
+}
+
+static bool sets_have_sn(int nfds, fd_set *r, fd_set *w, fd_set *e)
+{
+    if (nfds > FD_SETSIZE)
+        nfds = FD_SETSIZE;
+    for (int fd = 0; fd < nfds; fd++)
+        if (((r && FD_ISSET(fd, r)) || (w && FD_ISSET(fd, w)) || (e && FD_ISSET(fd, e))) && sn(fd))
+            return true;
+    return false;
+}
+
+static int64_t mono_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv)
+{
+    if (!sets_have_sn(nfds, r, w, e))
+        return REAL(select)(nfds, r, w, e, tv);
+    if (tv && (tv->tv_sec < 0 || tv->tv_usec < 0)) {
+        errno = EINVAL;
+        return -1;
+    }
+    int64_t ns = tv ? (int64_t)tv->tv_sec * 1000000000 + (int64_t)tv->tv_usec * 1000 : -1;
+    int64_t t0 = mono_ns();
+    int k = do_select(nfds, r, w, e, ns, NULL);
+    if (tv) { /* Linux reports the time not slept */
+        int64_t left = ns - (mono_ns() - t0);
+        if (left < 0)
+            left = 0;
+        tv->tv_sec = left / 1000000000;
+        tv->tv_usec = (left % 1000000000) / 1000;
+    }
+    return k;
+}
+
+EXPORT int pselect(int nfds, fd_set *r, fd_set *w, fd_set *e, const struct timespec *t,
+                   const sigset_t *m)
+{
+    if (!sets_have_sn(nfds, r, w, e))
+        return REAL(pselect)(nfds, r, w, e, t, m);
+    int64_t ns = ts_ns(t);
+    if (ns == -2) {
+        errno = EINVAL;
+        return -1;
+    }
+    return do_select(nfds, r, w, e, ns, m);
+}
+
+/* ------------------------------------------------------------------ epoll */
+
+/* A kernel epoll instance keeps the kernel fds; the shmnet sockets added to it are kept
+ * here (struct ep) and checked from memory. Before sleeping, the thread's wake fds
+ * (channel eventfd, control socket) are added to the kernel instance with a marker. */
+#define EP_MARK      0x73686d6e00000000ull /* "shmn" in the high half of data.u64 */
+#define EP_MARK_MASK 0xffffffff00000000ull
+
+struct epe {
+    int fd;
+    uint32_t events;
+    epoll_data_t data;
+    uint64_t sig; /* EPOLLET: readiness signature last reported */
+    bool have_sig, disabled;
+};
+
+struct ep {
+    int refs; /* atomic: the table's + one per call in progress */
+    int epfd;
+    pthread_mutex_t lock;
+    struct epe *v;
+    int n, cap, rr;
+    int *pos; /* pos[fd] = index + 1 in v, or 0 */
+    int npos;
+    int wake[8]; /* wake fds added to the kernel instance */
+    int nwake;
+    struct ep *next; /* all instances with shmnet sockets, under ep_glock */
+};
+
+static struct ep *eptab[FD_LIMIT];
+static struct ep *ep_all;
+static pthread_mutex_t ep_glock = PTHREAD_MUTEX_INITIALIZER;
+
+static void ep_put(struct ep *e)
+{
+    if (__atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        pthread_mutex_destroy(&e->lock);
+        free(e->v);
+        free(e->pos);
+        free(e);
+    }
+}
+
+static struct ep *ep_get(int epfd, bool create)
+{
+    struct ep *e;
+
+    if (epfd < 0 || epfd >= FD_LIMIT)
+        return NULL;
+    pthread_mutex_lock(&ep_glock);
+    e = eptab[epfd];
+    if (!e && create && (e = calloc(1, sizeof(*e)))) {
+        e->refs = 1;
+        e->epfd = epfd;
+        pthread_mutex_init(&e->lock, NULL);
+        eptab[epfd] = e;
+        e->next = ep_all;
+        ep_all = e;
+    }
+    if (e)
+        __atomic_fetch_add(&e->refs, 1, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&ep_glock);
+    return e;
+}
+
+static void ep_free_fd(int epfd)
+{
+    struct ep *e = NULL;
+
+    if (epfd < 0 || epfd >= FD_LIMIT || !__atomic_load_n(&eptab[epfd], __ATOMIC_RELAXED))
+        return;
+    pthread_mutex_lock(&ep_glock);
+    e = eptab[epfd];
+    eptab[epfd] = NULL;
+    for (struct ep **pp = &ep_all; e && *pp; pp = &(*pp)->next) {
+        if (*pp == e) {
+            *pp = e->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&ep_glock);
+    if (e)
+        ep_put(e);
+}
+
+static void ep_del_locked(struct ep *e, int fd)
+{
+    if (fd >= e->npos || !e->pos[fd])
+        return;
+    int i = e->pos[fd] - 1;
+    e->pos[fd] = 0;
+    if (i != e->n - 1) {
+        e->v[i] = e->v[e->n - 1];
+        e->pos[e->v[i].fd] = i + 1;
+    }
+    e->n--;
+}
+
+/* A shmnet fd name went away: drop it from every epoll set (the kernel does this when the
+ * last reference closes; here a name is the unit, which is what programs rely on). */
+static void ep_forget_fd(int fd)
+{
+    if (!__atomic_load_n(&ep_all, __ATOMIC_RELAXED))
+        return;
+    pthread_mutex_lock(&ep_glock);
+    for (struct ep *e = ep_all; e; e = e->next) {
+        pthread_mutex_lock(&e->lock);
+        ep_del_locked(e, fd);
+        pthread_mutex_unlock(&e->lock);
+    }
+    pthread_mutex_unlock(&ep_glock);
+}
+
+/* fd became a kernel socket (migrate): its registrations move to the kernel instances. */
+static void ep_migrate_fd(int fd)
+{
+    if (!__atomic_load_n(&ep_all, __ATOMIC_RELAXED))
+        return;
+    pthread_mutex_lock(&ep_glock);
+    for (struct ep *e = ep_all; e; e = e->next) {
+        pthread_mutex_lock(&e->lock);
+        if (fd < e->npos && e->pos[fd]) {
+            struct epe *x = &e->v[e->pos[fd] - 1];
+            struct epoll_event ev = {.events = x->events, .data = x->data};
+            REAL(epoll_ctl)(e->epfd, EPOLL_CTL_ADD, fd, &ev);
+            ep_del_locked(e, fd);
+        }
+        pthread_mutex_unlock(&e->lock);
+    }
+    pthread_mutex_unlock(&ep_glock);
+}
+
+EXPORT int epoll_create(int size)
+{
+    return REAL(epoll_create)(size);
+}
+
+EXPORT int epoll_create1(int flags)
+{
+    return REAL(epoll_create1)(flags);
+}
+
+EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    if (!sn(fd))
+        return REAL(epoll_ctl)(epfd, op, fd, ev);
+    if (epfd == fd || REAL(fcntl)(epfd, F_GETFD) < 0) {
+        errno = epfd == fd ? EINVAL : EBADF;
+        return -1;
+    }
+    if (op != EPOLL_CTL_DEL && !ev) {
+        errno = EFAULT;
+        return -1;
+    }
+    struct ep *e = ep_get(epfd, op == EPOLL_CTL_ADD);
+    int r = 0;
+    if (!e) {
+        errno = op == EPOLL_CTL_ADD ? ENOMEM : ENOENT;
+        return -1;
+    }
+    pthread_mutex_lock(&e->lock);
+    bool present = fd < e->npos && e->pos[fd];
+    if (op == EPOLL_CTL_ADD) {
+        if (present) {
+            r = -EEXIST;
+        } else {
+            if (fd >= e->npos) {
+                int np = e->npos ? e->npos : 64;
+                while (np <= fd)
+                    np *= 2;
+                int *p = realloc(e->pos, (size_t)np * sizeof(*p));
+                if (!p) {
+                    r = -ENOMEM;
+                    goto out;
+                }
+                memset(p + e->npos, 0, (size_t)(np - e->npos) * sizeof(*p));
+                e->pos = p;
+                e->npos = np;
+            }
+            if (e->n == e->cap) {
+                int nc = e->cap ? 2 * e->cap : 16;
+                struct epe *v = realloc(e->v, (size_t)nc * sizeof(*v));
+                if (!v) {
+                    r = -ENOMEM;
+                    goto out;
+                }
+                e->v = v;
+                e->cap = nc;
+            }
+            e->v[e->n] = (struct epe){.fd = fd, .events = ev->events, .data = ev->data};
+            e->pos[fd] = ++e->n;
+        }
+    } else if (op == EPOLL_CTL_MOD) {
+        if (!present)
+            r = -ENOENT;
+        else if (ev->events & EPOLLEXCLUSIVE)
+            r = -EINVAL;
+        else
+            e->v[e->pos[fd] - 1] = (struct epe){.fd = fd, .events = ev->events, .data = ev->data};
+    } else if (op == EPOLL_CTL_DEL) {
+        if (!present)
+            r = -ENOENT;
+        else
+            ep_del_locked(e, fd);
+    } else {
+        r = -EINVAL;
+    }
+out:
+    pthread_mutex_unlock(&e->lock);
+    ep_put(e);
+    if (r < 0) {
+        errno = -r;
+        return -1;
+    }
+    return 0;
+}
+
+/* Ready shmnet entries into out[0..max), round robin so none starves. */
+static int ep_scan(struct ep *e, struct epoll_event *out, int max)
+{
+    int k = 0;
+
+    pthread_mutex_lock(&e->lock);
+    for (int j = 0; j < e->n && k < max; j++) {
+        int i = (e->rr + j) % e->n;
+        struct epe *x = &e->v[i];
+        uint64_t sig;
+        if (x->disabled)
+            continue;
+        int rev = shmnet__revents(x->fd, (short)(x->events & 0xffff), &sig);
+        if (rev < 0)
+            continue; /* closed behind our back: nothing to report */
+        rev &= (int)(x->events | EPOLLERR | EPOLLHUP) & 0xffff;
+        if (!rev) {
+            x->have_sig = false;
+            continue;
+        }
+        if (x->events & EPOLLET) {
+            if (x->have_sig && x->sig == sig)
+                continue;
+            x->sig = sig;
+            x->have_sig = true;
+        }
+        if (x->events & EPOLLONESHOT)
+            x->disabled = true;
+        out[k].events = (uint32_t)rev;
+        out[k].data = x->data;
+        k++;
+    }
+    if (e->n)
+        e->rr = (e->rr + 1) % e->n;
+    pthread_mutex_unlock(&e->lock);
+    return k;
+}
+
+/* Drop the marker events; returns how many real ones remain. */
+static int ep_filter(struct ep *e, struct epoll_event *ev, int n)
+{
+    int k = 0;
+
+    for (int i = 0; i < n; i++) {
+        if ((ev[i].data.u64 & EP_MARK_MASK) == EP_MARK)
+            continue;
+        ev[k++] = ev[i];
+    }
+    return k;
+}
+
+/* Make sure wake fd w is in the kernel instance (level-triggered, with the marker). */
+static void ep_add_wake(struct ep *e, int w)
+{
+    pthread_mutex_lock(&e->lock);
+    bool have = false;
+    for (int i = 0; i < e->nwake; i++)
+        have |= e->wake[i] == w;
+    if (!have) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EP_MARK | (uint32_t)w};
+        int r = REAL(epoll_ctl)(e->epfd, EPOLL_CTL_ADD, w, &ev);
+        if ((r == 0 || errno == EEXIST) && e->nwake < 8)
+            e->wake[e->nwake++] = w;
+    }
+    pthread_mutex_unlock(&e->lock);
+}
+
+/* The session's wake fds must not keep firing once nothing of it is watched. */
+static void ep_drop_wakes(struct ep *e)
+{
+    pthread_mutex_lock(&e->lock);
+    for (int i = 0; i < e->nwake; i++)
+        REAL(epoll_ctl)(e->epfd, EPOLL_CTL_DEL, e->wake[i], NULL);
+    e->nwake = 0;
+    pthread_mutex_unlock(&e->lock);
+}
+
+static int ep_fds(struct ep *e, int **out, int *cap)
+{
+    pthread_mutex_lock(&e->lock);
+    int n = e->n;
+    if (n > *cap) {
+        int *p = realloc(*out, (size_t)n * sizeof(*p));
+        if (!p) {
+            pthread_mutex_unlock(&e->lock);
+            return -1;
+        }
+        *out = p;
+        *cap = n;
+    }
+    for (int i = 0; i < n; i++)
+        (*out)[i] = e->v[i].fd;
+    pthread_mutex_unlock(&e->lock);
+    return n;
+}
+
+static int ep_wait(struct ep *e, struct epoll_event *ev, int max, int64_t ns, const sigset_t *m)
+{
+    int64_t t0 = mono_ns(), deadline = ns < 0 ? -1 : t0 + ns;
+    int64_t spin_end = t0 + shmnet__spin_ns();
+    int *fds = NULL, nfd = 0, cap = 0, k;
+
+    for (;;) {
+        k = ep_scan(e, ev, max);
+        if (k < max) {
+            int r = REAL(epoll_pwait)(e->epfd, ev + k, max - k, 0, NULL);
+            if (r > 0)
+                k += ep_filter(e, ev + k, r);
+        }
+        if (k || ns == 0)
+            break;
+        int64_t t = mono_ns();
+        if (deadline >= 0 && t >= deadline)
+            break;
+        if (t < spin_end) {
+            for (int i = 0; i < 16 && !(k = ep_scan(e, ev, max)); i++) {
+                for (int j = 0; j < 64; j++)
+                    cpu_relax();
+            }
+            if (k)
+                break;
+            continue;
+        }
+        /* Sleep in the kernel instance with the wake fds of the sockets' session. */
+        int wake[2];
+        int64_t capns, left = deadline < 0 ? -1 : deadline - t;
+        nfd = ep_fds(e, &fds, &cap);
+        bool armed = nfd > 0 && shmnet__arm(fds, (size_t)nfd, wake, &capns) == 0;
+        if (armed) {
+            ep_add_wake(e, wake[0]);
+            ep_add_wake(e, wake[1]);
+            if (capns >= 0 && (left < 0 || left > capns))
+                left = capns;
+            k = ep_scan(e, ev, max); /* after announcing: see sock_wait's protocol */
+        } else {
+            ep_drop_wakes(e);
+        }
+        if (!k) {
+            int ms = left < 0 ? -1 : (int)((left + 999999) / 1000000);
+            int r = REAL(epoll_pwait)(e->epfd, ev, max, ms, m);
+            if (r < 0) {
+                int err = errno;
+                if (armed)
+                    shmnet__disarm(fds, (size_t)nfd);
+                free(fds);
+                errno = err;
+                return -1;
+            }
+            k = ep_filter(e, ev, r);
+        }
+        if (armed)
+            shmnet__disarm(fds, (size_t)nfd);
+        if (k < max)
+            k += ep_scan(e, ev + k, max - k);
+        if (k)
+            break;
+        spin_end = 0; /* woken for nothing (another thread's wake-up): sleep again */
+    }
+    free(fds);
+    return k;
+}
+
+EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeout, const sigset_t *m)
+{
+    struct ep *e = ep_get(epfd, false);
+
+    if (!e)
+        return REAL(epoll_pwait)(epfd, ev, max, timeout, m);
+    if (max <= 0 || !ev) {
+        ep_put(e);
+        errno = max <= 0 ? EINVAL : EFAULT;
+        return -1;
+    }
+    int r = ep_wait(e, ev, max, timeout < 0 ? -1 : (int64_t)timeout * 1000000, m);
+    ep_put(e);
+    return r;
+}
+
+EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout)
+{
+    if (epfd < 0 || epfd >= FD_LIMIT || !__atomic_load_n(&eptab[epfd], __ATOMIC_RELAXED))
+        return REAL(epoll_wait)(epfd, ev, max, timeout);
+    return epoll_pwait(epfd, ev, max, timeout, NULL);
+}
+
+EXPORT int epoll_pwait2(int epfd, struct epoll_event *ev, int max, const struct timespec *t,
+                        const sigset_t *m)
+{
+    struct ep *e = ep_get(epfd, false);
+
+    if (!e)
+        return REAL(epoll_pwait2)(epfd, ev, max, t, m);
+    int64_t ns = ts_ns(t);
+    int r;
+    if (max <= 0 || !ev || ns == -2) {
+        errno = ns == -2 || max <= 0 ? EINVAL : EFAULT;
+        r = -1;
+    } else {
+        r = ep_wait(e, ev, max, ns, m);
+    }
+    ep_put(e);
+    return r;
+}
+
+/* ------------------------------------------------------------------ fortified variants */
+
+EXPORT ssize_t __read_chk(int fd, void *b, size_t n, size_t blen)
+{
+    if (n > blen)
+        abort();
+    return read(fd, b, n);
+}
+
+EXPORT ssize_t __recv_chk(int fd, void *b, size_t n, size_t blen, int f)
+{
+    if (n > blen)
+        abort();
+    return recv(fd, b, n, f);
+}
+
+EXPORT ssize_t __recvfrom_chk(int fd, void *b, size_t n, size_t blen, int f, struct sockaddr *a,
+                              socklen_t *l)
+{
+    if (n > blen)
+        abort();
+    return recvfrom(fd, b, n, f, a, l);
+}
+
+EXPORT const char *shmnet_preload_version(void)
 {
     return shmnet_version();
 }

@@ -10,6 +10,7 @@
  *                  flags. Found through a two-level fd table under a rwlock.
  * Internal functions return a value >= 0 or -errno; the exported wrappers set errno. */
 #include "libclient/shmnet.h"
+#include "libclient/shmnet_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +30,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
@@ -60,12 +62,37 @@ static int64_t spin_ns = SPIN_NS_DEFAULT;
  * errno POSIX would give for a reset connection (ECONNRESET / EPIPE / ENOTCONN). */
 #define E_DEAD (-ESHUTDOWN)
 
+/* Per-channel client state. It lives in the family area (below), shared by every
+ * process forked from the one that attached, so a child can post requests on the
+ * session's channels without corrupting a parent's rings. */
 struct chan_priv {
-    pthread_mutex_t lock; /* request posting and the wait for its completion */
-    uint32_t req_tail;    /* private producer index of the request ring */
-    uint32_t cpl_head;    /* private consumer index of the completion ring */
+    pthread_mutex_t lock; /* robust, process-shared: posting and the wait for completion */
+    uint32_t req_tail;    /* producer index of the request ring */
+    uint32_t cpl_head;    /* consumer index of the completion ring */
     uint32_t seq;
-    int users; /* threads on this channel (atomic); > 1 means shared */
+    int users;      /* threads on this channel, family-wide (atomic) */
+    uint64_t owner; /* atomic: exclusive claim, pid << 32 | tid; 0 = free */
+};
+
+/* Per-socket-slot client state, in the family area for the same reason: the fifo indices
+ * a forked child continues from, and which processes hold the socket. */
+struct sock_priv {
+    pthread_mutex_t rx_lock, tx_lock; /* robust, process-shared */
+    uint32_t rx_head;                 /* under rx_lock (read atomically by poll) */
+    uint32_t tx_tail;                 /* under tx_lock (read atomically by waits) */
+    uint32_t handle;                  /* the handle these fields belong to */
+    uint64_t holders;                 /* atomic: bit per process slot holding the socket */
+};
+
+#define FAM_PROCS 64
+/* The family area: MAP_SHARED | MAP_ANONYMOUS, created at attach, inherited by fork.
+ * Processes of one family trust each other (they are one program). */
+struct fam {
+    int32_t proc_pid[FAM_PROCS]; /* atomic: slot owner; 0 free; -pid reserved by a forker */
+    uint32_t next_share;         /* atomic: round robin once all channels are claimed */
+    int forked;                  /* atomic: a process of the family has forked */
+    struct chan_priv ch[SHM_MAX_CHANNELS];
+    struct sock_priv sock[];
 };
 
 struct attach {
@@ -80,15 +107,17 @@ struct attach {
     size_t state_size;
     struct shm_channel *chans;
     struct shm_sock *socks;
-    uint64_t chan_used;  /* atomic: channels claimed by one thread each */
-    uint32_t next_share; /* atomic: round robin once all channels are taken */
-    int64_t last_check;  /* atomic: last liveness poll of ctl_fd (ns) */
-    struct chan_priv cp[SHM_MAX_CHANNELS];
+    int64_t last_check; /* atomic: last liveness poll of ctl_fd (ns) */
+    struct fam *fam;
+    size_t fam_size;
+    struct chan_priv *cp; /* fam->ch */
+    int proc_slot;        /* this process's slot in fam->proc_pid, -1 if none */
 };
 
 struct csock {
-    int refs; /* atomic: the fd table's reference + one per call in progress */
-    int fd;   /* the placeholder kernel fd */
+    int refs;   /* atomic: the fd table's references + one per call in progress */
+    int fd;     /* the placeholder kernel fd it was created with */
+    int fdrefs; /* atomic: fd numbers of this process naming it (dup) */
     int type;
     int nonblock; /* atomic */
     int closed;   /* atomic */
@@ -99,9 +128,7 @@ struct csock {
     uint32_t handle;
     struct attach *att;
     struct shm_sock *sh;
-    pthread_mutex_t rx_lock, tx_lock; /* RX consumer state / TX producer state */
-    uint32_t rx_head;                 /* private, under rx_lock (read atomically by poll) */
-    uint32_t tx_tail;                 /* private, under tx_lock (read atomically by waits) */
+    struct sock_priv *sp; /* its slot's state in the family area */
     uint8_t *rx_base, *tx_base;
     uint32_t rx_size, tx_size;
     int64_t rcvtimeo, sndtimeo; /* ns; 0 = none, < 0 = expire at once */
@@ -170,9 +197,107 @@ static int get_sockaddr(const struct sockaddr *sa, socklen_t len, uint32_t *addr
 
 /* ------------------------------------------------------------------ sessions */
 
+static void fam_sweep(struct attach *a);
+
 static pthread_mutex_t att_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct attach *att_cur; /* under att_lock; holds one reference */
 static int att_warned;         /* atomic: the "cannot reach" line was printed */
+
+/* ------------------------------------------------------------------ the family area */
+
+/* A robust, process-shared mutex: a process of the family that dies holding it does not
+ * wedge the others. */
+static void fam_mutex_init(pthread_mutex_t *m)
+{
+    pthread_mutexattr_t at;
+
+    pthread_mutexattr_init(&at);
+    pthread_mutexattr_setpshared(&at, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&at, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(m, &at);
+    pthread_mutexattr_destroy(&at);
+}
+
+/* Lock; if the holder died, take the state it left (callers resync what they need). */
+static int fam_lock(pthread_mutex_t *m)
+{
+    int r = pthread_mutex_lock(m);
+
+    if (r == EOWNERDEAD) {
+        pthread_mutex_consistent(m);
+        return 1;
+    }
+    return 0;
+}
+
+/* Is process pid (of this family) still running? Zombies count as gone: their fds are. */
+static bool proc_alive(int32_t pid)
+{
+    char path[64], buf[256];
+    ssize_t n;
+    int fd;
+
+    if (pid < 0) /* reserved by a forker for a child that has not started yet */
+        return true;
+    if (pid == 0 || (kill(pid, 0) < 0 && errno == ESRCH))
+        return false;
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return true;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return true;
+    buf[n] = 0;
+    const char *rp = strrchr(buf, ')'); /* "pid (comm) S ..." */
+    return !(rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'));
+}
+
+/* Does any process of holders (a bit per process slot) still run, besides me? */
+static bool holders_alive(const struct attach *a, uint64_t holders)
+{
+    while (holders) {
+        int i = __builtin_ctzll(holders);
+        holders &= holders - 1;
+        if (i != a->proc_slot &&
+            proc_alive(__atomic_load_n(&a->fam->proc_pid[i], __ATOMIC_ACQUIRE)))
+            return true;
+    }
+    return false;
+}
+
+static uint64_t proc_bit(const struct attach *a)
+{
+    return a->proc_slot >= 0 ? 1ull << a->proc_slot : 0;
+}
+
+/* Can thread tid of process pid still use its channel? */
+static bool thread_alive(int32_t pid, int32_t tid)
+{
+    return !(syscall(SYS_tgkill, pid, tid, 0) < 0 && errno == ESRCH);
+}
+
+static int fam_create(struct attach *a)
+{
+    a->fam_size = sizeof(struct fam) + (size_t)a->nsocks * sizeof(struct sock_priv);
+    void *p = mmap(NULL, a->fam_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        a->fam_size = 0;
+        return -ENOMEM;
+    }
+    a->fam = p;
+    a->cp = a->fam->ch;
+    for (uint32_t i = 0; i < a->nchannels; i++) {
+        fam_mutex_init(&a->cp[i].lock);
+        /* Start from what the daemon initialised ([C] fields, written before the reply). */
+        a->cp[i].req_tail = __atomic_load_n(&a->chans[i].req_tail, __ATOMIC_RELAXED);
+        a->cp[i].cpl_head = __atomic_load_n(&a->chans[i].cpl_head, __ATOMIC_RELAXED);
+    }
+    a->fam->proc_pid[0] = getpid();
+    a->proc_slot = 0;
+    return 0;
+}
 
 static void att_ref(struct attach *a)
 {
@@ -181,10 +306,10 @@ static void att_ref(struct attach *a)
 
 static void att_free(struct attach *a)
 {
-    for (uint32_t i = 0; i < a->nchannels; i++) {
+    for (uint32_t i = 0; i < a->nchannels; i++)
         close(a->chan_fd[i]);
-        pthread_mutex_destroy(&a->cp[i].lock);
-    }
+    if (a->fam)
+        munmap(a->fam, a->fam_size);
     if (a->region)
         munmap(a->region, a->region_size);
     if (a->state)
@@ -245,13 +370,22 @@ static bool att_alive(struct attach *a, bool force)
     struct pollfd p = {.fd = a->ctl_fd, .events = POLLIN};
     if (poll(&p, 1, 0) > 0)
         att_ctl_event(a, p.revents);
+    fam_sweep(a);
     return !att_dead(a);
+}
+
+static const char *warn_hint = ""; /* what happens instead (set by the preload layer) */
+
+void shmnet__set_warn_hint(const char *hint)
+{
+    warn_hint = hint;
 }
 
 static void warn_once(const char *path, int err)
 {
     if (__atomic_exchange_n(&att_warned, 1, __ATOMIC_RELAXED) == 0)
-        fprintf(stderr, "shmnet: cannot attach to shmnetd at %s: %s\n", path, strerror(err));
+        fprintf(stderr, "shmnet: cannot attach to shmnetd at %s: %s%s\n", path, strerror(err),
+                warn_hint);
 }
 
 static int att_validate(struct attach *a, const struct shm_attach_reply *rep)
@@ -427,19 +561,15 @@ static int att_open(struct attach **out)
         /* Non-blocking reads: two threads sharing a channel may race for one wake-up.
          * (Status flags are shared with the daemon's copy; its writes never block.) */
         fcntl(a->chan_fd[i], F_SETFL, fcntl(a->chan_fd[i], F_GETFL) | O_NONBLOCK);
-        pthread_mutex_init(&a->cp[i].lock, NULL);
     }
     nfds = 0;
     err = !a->region || !a->state ? ENOMEM : -att_validate(a, &rep);
+    if (!err)
+        err = -fam_create(a);
     if (err) {
         warn_once(path, err);
         att_free(a);
         return -err;
-    }
-    for (uint32_t i = 0; i < a->nchannels; i++) {
-        /* Start from what the daemon initialised ([C] fields, written before the reply). */
-        a->cp[i].req_tail = __atomic_load_n(&a->chans[i].req_tail, __ATOMIC_RELAXED);
-        a->cp[i].cpl_head = __atomic_load_n(&a->chans[i].cpl_head, __ATOMIC_RELAXED);
     }
     a->last_check = now_ns();
     *out = a;
@@ -488,6 +618,11 @@ static __thread struct {
 static pthread_key_t tls_key;
 static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
 
+static uint64_t owner_word(void)
+{
+    return (uint64_t)(uint32_t)getpid() << 32 | (uint32_t)gettid();
+}
+
 static void tls_release(void)
 {
     struct attach *a = tls.att;
@@ -495,10 +630,13 @@ static void tls_release(void)
     if (!a)
         return;
     __atomic_fetch_sub(&a->cp[tls.ch].users, 1, __ATOMIC_RELAXED);
-    /* release: our last uses of the channel's private state happen before the next thread
-     * claims it (its CAS acquires). */
-    if (tls.exclusive)
-        __atomic_fetch_and(&a->chan_used, ~(1ull << tls.ch), __ATOMIC_RELEASE);
+    /* release: our last uses of the channel's state happen before the next thread claims
+     * it (its CAS acquires). */
+    if (tls.exclusive) {
+        uint64_t me = owner_word();
+        __atomic_compare_exchange_n(&a->cp[tls.ch].owner, &me, 0, false, __ATOMIC_RELEASE,
+                                    __ATOMIC_RELAXED);
+    }
     tls.att = NULL;
     att_unref(a);
 }
@@ -513,35 +651,46 @@ static void tls_init(void)
     pthread_key_create(&tls_key, tls_destructor);
 }
 
+/* This thread's channel: a free one claimed for itself (family-wide, so threads of forked
+ * processes never share rings unknowingly), a stale claim of a thread that has exited,
+ * or, when every channel is owned, one shared under its lock. */
 static int tls_channel(struct attach *a)
 {
-    uint64_t mask, used;
+    uint64_t me = owner_word();
     int ch = -1;
 
     if (tls.att == a)
         return tls.ch;
     tls_release();
     pthread_once(&tls_once, tls_init);
-    mask = a->nchannels >= 64 ? ~0ull : (1ull << a->nchannels) - 1;
-    used = __atomic_load_n(&a->chan_used, __ATOMIC_RELAXED);
-    while (~used & mask) {
-        int c = __builtin_ctzll(~used & mask);
-        /* acquire: see the previous owner's private state (pairs with tls_release). */
-        if (__atomic_compare_exchange_n(&a->chan_used, &used, used | 1ull << c, false,
-                                        __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
-            ch = c;
-            break;
+    for (int pass = 0; pass < 2 && ch < 0; pass++) {
+        for (uint32_t c = 0; c < a->nchannels && ch < 0; c++) {
+            uint64_t o = __atomic_load_n(&a->cp[c].owner, __ATOMIC_RELAXED);
+            if (o && (pass == 0 || thread_alive((int32_t)(o >> 32), (int32_t)o)))
+                continue;
+            /* acquire: see the previous owner's channel state (pairs with tls_release). */
+            if (__atomic_compare_exchange_n(&a->cp[c].owner, &o, me, false, __ATOMIC_ACQUIRE,
+                                            __ATOMIC_RELAXED))
+                ch = (int)c;
         }
     }
     tls.exclusive = ch >= 0;
     if (ch < 0) /* every channel is owned: share one (docs/libshmnet.md) */
-        ch = (int)(__atomic_fetch_add(&a->next_share, 1, __ATOMIC_RELAXED) % a->nchannels);
+        ch = (int)(__atomic_fetch_add(&a->fam->next_share, 1, __ATOMIC_RELAXED) % a->nchannels);
     __atomic_fetch_add(&a->cp[ch].users, 1, __ATOMIC_RELAXED);
     att_ref(a);
     tls.att = a;
     tls.ch = ch;
     pthread_setspecific(tls_key, &tls); /* any non-NULL value runs the destructor */
     return ch;
+}
+
+/* Lock channel ch. If the last holder died mid-call, continue from the request index it
+ * published (a request it wrote but did not publish is simply not sent). */
+static void chan_lock(struct attach *a, int ch)
+{
+    if (fam_lock(&a->cp[ch].lock))
+        a->cp[ch].req_tail = shm_load_acq(&a->chans[ch].req_tail);
 }
 
 /* Sleep on channel ch's eventfd and the control socket until either fires or timeout_ns
@@ -643,7 +792,7 @@ static int att_call(struct attach *a, struct shm_req *req, struct shm_cpl *out)
     ch = tls_channel(a);
     struct chan_priv *cp = &a->cp[ch];
     struct shm_channel *c = &a->chans[ch];
-    pthread_mutex_lock(&cp->lock);
+    chan_lock(a, ch);
     while (shm_cpl_pop(c, &cp->cpl_head, &stray)) {
         /* late completions of TX kicks: nobody waits for them */
     }
@@ -672,8 +821,6 @@ static pthread_rwlock_t fdt_lock = PTHREAD_RWLOCK_INITIALIZER;
 
 static void csock_free(struct csock *s)
 {
-    pthread_mutex_destroy(&s->rx_lock);
-    pthread_mutex_destroy(&s->tx_lock);
     att_unref(s->att);
     free(s);
 }
@@ -875,7 +1022,7 @@ static uint32_t tx_free(struct csock *s, uint32_t tail)
 
 static bool rx_nonempty(struct csock *s)
 {
-    return shm_load_acq(&s->sh->rx_tail) != __atomic_load_n(&s->rx_head, __ATOMIC_RELAXED);
+    return shm_load_acq(&s->sh->rx_tail) != __atomic_load_n(&s->sp->rx_head, __ATOMIC_RELAXED);
 }
 
 static bool sock_errored(struct csock *s)
@@ -891,7 +1038,7 @@ static bool rx_ready(struct csock *s, uint32_t unused)
 
 static bool tx_ready(struct csock *s, uint32_t len)
 {
-    uint32_t tail = __atomic_load_n(&s->tx_tail, __ATOMIC_RELAXED);
+    uint32_t tail = __atomic_load_n(&s->sp->tx_tail, __ATOMIC_RELAXED);
     return tx_free(s, tail) >= shm_dgram_need(s->tx_size, tail, len) || sock_closed(s) ||
            (sock_shut(s) & 2) || sock_errored(s) || att_dead(s->att);
 }
@@ -899,7 +1046,7 @@ static bool tx_ready(struct csock *s, uint32_t len)
 /* Every record in the TX fifo was taken by the daemon (or waiting is pointless). */
 static bool tx_drained(struct csock *s, uint32_t unused)
 {
-    return shm_load_acq(&s->sh->tx_head) == __atomic_load_n(&s->tx_tail, __ATOMIC_RELAXED) ||
+    return shm_load_acq(&s->sh->tx_head) == __atomic_load_n(&s->sp->tx_tail, __ATOMIC_RELAXED) ||
            att_dead(s->att);
 }
 
@@ -969,7 +1116,7 @@ static bool tcp_tx_ready(struct csock *s, uint32_t unused)
         return true;
     if (sock_tstate(s) == TS_CONNECTING)
         return ev & SHM_EV_OUT;
-    return tx_free(s, __atomic_load_n(&s->tx_tail, __ATOMIC_RELAXED)) > 0;
+    return tx_free(s, __atomic_load_n(&s->sp->tx_tail, __ATOMIC_RELAXED)) > 0;
 }
 
 /* close: everything written was acknowledged, or there is no point in waiting. */
@@ -1061,17 +1208,23 @@ static int csock_make(struct attach *a, uint32_t h, int type, bool nonblock, str
     }
     s->refs = 1;
     s->fd = fd;
+    s->fdrefs = 1;
     s->type = type;
     s->nonblock = nonblock;
     s->linger_s = -1;
     s->handle = h;
     s->att = a; /* takes the caller's reference */
     s->sh = sh;
-    pthread_mutex_init(&s->rx_lock, NULL);
-    pthread_mutex_init(&s->tx_lock, NULL);
+    /* The slot is new: no process of the family can still hold its previous socket (the
+     * daemon frees a slot only after the last holder closed it). */
+    s->sp = &a->fam->sock[idx];
+    fam_mutex_init(&s->sp->rx_lock);
+    fam_mutex_init(&s->sp->tx_lock);
     /* Our indices start where the daemon initialised the [C] fields of the slot. */
-    s->rx_head = __atomic_load_n(&sh->rx_head, __ATOMIC_RELAXED);
-    s->tx_tail = __atomic_load_n(&sh->tx_tail, __ATOMIC_RELAXED);
+    s->sp->rx_head = __atomic_load_n(&sh->rx_head, __ATOMIC_RELAXED);
+    s->sp->tx_tail = __atomic_load_n(&sh->tx_tail, __ATOMIC_RELAXED);
+    s->sp->handle = h;
+    __atomic_store_n(&s->sp->holders, proc_bit(a), __ATOMIC_RELEASE);
     s->rx_base = (uint8_t *)a->region + sh->rx_off;
     s->rx_size = sh->rx_size;
     s->tx_base = (uint8_t *)a->region + sh->tx_off;
@@ -1384,14 +1537,14 @@ static ssize_t do_send_stream(struct csock *s, const uint8_t *buf, size_t len, i
         return -EOPNOTSUPP;
     if (!buf && len)
         return -EFAULT;
-    pthread_mutex_lock(&s->tx_lock);
+    fam_lock(&s->sp->tx_lock);
     for (;;) {
         r = tcp_tx_state(s, done ? flags | MSG_NOSIGNAL : flags);
         if (r < 0)
             break;
         if (r == 0) {
             /* acquire: the daemon's reads of the acknowledged bytes are done. */
-            uint32_t used = s->tx_tail - shm_load_acq(&s->sh->tx_head);
+            uint32_t used = s->sp->tx_tail - shm_load_acq(&s->sh->tx_head);
             if (used > s->tx_size) {
                 r = -EIO; /* the daemon published an impossible head */
                 break;
@@ -1400,12 +1553,12 @@ static ssize_t do_send_stream(struct csock *s, const uint8_t *buf, size_t len, i
             if (n > len - done)
                 n = len - done;
             if (n) {
-                shm_fifo_put(s->tx_base, s->tx_size, s->tx_tail, buf + done, (uint32_t)n);
-                s->tx_tail += (uint32_t)n;
+                shm_fifo_put(s->tx_base, s->tx_size, s->sp->tx_tail, buf + done, (uint32_t)n);
+                s->sp->tx_tail += (uint32_t)n;
                 /* relaxed store: lets waiters read tx_tail without the lock; release store
                  * into the slot: the bytes are visible before the daemon sees the tail. */
-                __atomic_store_n(&s->tx_tail, s->tx_tail, __ATOMIC_RELAXED);
-                shm_store_rel(&s->sh->tx_tail, s->tx_tail);
+                __atomic_store_n(&s->sp->tx_tail, s->sp->tx_tail, __ATOMIC_RELAXED);
+                shm_store_rel(&s->sh->tx_tail, s->sp->tx_tail);
                 done += n;
                 if (tcp_kick_tx(s) < 0) {
                     r = E_DEAD;
@@ -1421,13 +1574,13 @@ static ssize_t do_send_stream(struct csock *s, const uint8_t *buf, size_t len, i
         }
         if (!deadline)
             deadline = deadline_of(s->sndtimeo);
-        pthread_mutex_unlock(&s->tx_lock);
+        pthread_mutex_unlock(&s->sp->tx_lock);
         r = sock_wait(s, tcp_tx_ready, 0, deadline);
-        pthread_mutex_lock(&s->tx_lock);
+        fam_lock(&s->sp->tx_lock);
         if (r < 0 && r != E_DEAD)
             break; /* -EAGAIN (SO_SNDTIMEO), -EINTR */
     }
-    pthread_mutex_unlock(&s->tx_lock);
+    pthread_mutex_unlock(&s->sp->tx_lock);
     if (done)
         return (ssize_t)done;
     if (r == E_DEAD)
@@ -1456,28 +1609,28 @@ static ssize_t do_recv_stream(struct csock *s, uint8_t *buf, size_t len, int fla
         *srclen = 0; /* a stream reports no source address (as Linux's TCP) */
     if (len == 0)
         return 0;
-    pthread_mutex_lock(&s->rx_lock);
+    fam_lock(&s->sp->rx_lock);
     for (;;) {
         if (sock_closed(s)) {
             r = -EBADF;
             break;
         }
         /* acquire: the bytes the daemon wrote before its release store are visible. */
-        uint32_t avail = shm_load_acq(&s->sh->rx_tail) - s->rx_head;
+        uint32_t avail = shm_load_acq(&s->sh->rx_tail) - s->sp->rx_head;
         if (avail > s->rx_size) {
             r = -EIO; /* the daemon published an impossible tail */
             break;
         }
         if (avail) {
             size_t n = avail < len - done ? avail : len - done;
-            shm_fifo_get(s->rx_base, s->rx_size, s->rx_head, buf + done, (uint32_t)n);
+            shm_fifo_get(s->rx_base, s->rx_size, s->sp->rx_head, buf + done, (uint32_t)n);
             done += n;
             if (!(flags & MSG_PEEK)) {
-                s->rx_head += (uint32_t)n;
+                s->sp->rx_head += (uint32_t)n;
                 /* relaxed: rx_nonempty reads it without the lock. release into the slot:
                  * our reads of the bytes are done before the daemon may reuse the space. */
-                __atomic_store_n(&s->rx_head, s->rx_head, __ATOMIC_RELAXED);
-                shm_store_rel(&s->sh->rx_head, s->rx_head);
+                __atomic_store_n(&s->sp->rx_head, s->sp->rx_head, __ATOMIC_RELAXED);
+                shm_store_rel(&s->sh->rx_head, s->sp->rx_head);
                 tcp_kick_rx(s);
             }
             if (done == len || !waitall)
@@ -1505,16 +1658,16 @@ static ssize_t do_recv_stream(struct csock *s, uint8_t *buf, size_t len, int fla
         }
         if (!deadline)
             deadline = deadline_of(s->rcvtimeo);
-        pthread_mutex_unlock(&s->rx_lock);
+        pthread_mutex_unlock(&s->sp->rx_lock);
         r = sock_wait(s, tcp_rx_ready, 0, deadline);
-        pthread_mutex_lock(&s->rx_lock);
+        fam_lock(&s->sp->rx_lock);
         if (r == E_DEAD)
             continue; /* queued bytes are still delivered, then ECONNRESET */
         if (r < 0 && !rx_nonempty(s))
             break;
         r = 0;
     }
-    pthread_mutex_unlock(&s->rx_lock);
+    pthread_mutex_unlock(&s->sp->rx_lock);
     return done ? (ssize_t)done : r;
 }
 
@@ -1555,19 +1708,19 @@ static ssize_t do_sendto(struct csock *s, const void *buf, size_t len, int flags
     if (shm_dgram_space(h.len) > s->tx_size)
         return -EMSGSIZE;
 
-    pthread_mutex_lock(&s->tx_lock);
+    fam_lock(&s->sp->tx_lock);
     for (;;) {
         uint32_t head = shm_load_acq(&s->sh->tx_head);
-        if (s->tx_tail - head > s->tx_size) {
+        if (s->sp->tx_tail - head > s->tx_size) {
             r = -EIO; /* the daemon published an impossible head */
             break;
         }
-        r = shm_dgram_write(s->tx_base, s->tx_size, &s->tx_tail, head, &h, buf, NULL, 0);
+        r = shm_dgram_write(s->tx_base, s->tx_size, &s->sp->tx_tail, head, &h, buf, NULL, 0);
         if (r == 0)
             break;
         /* A record that does not fit even in the empty fifo at this position (it would
          * need a wrap marker plus itself) can never be sent: see docs/libshmnet.md. */
-        if (shm_dgram_need(s->tx_size, s->tx_tail, h.len) > s->tx_size) {
+        if (shm_dgram_need(s->tx_size, s->sp->tx_tail, h.len) > s->tx_size) {
             r = -EMSGSIZE;
             break;
         }
@@ -1577,9 +1730,9 @@ static ssize_t do_sendto(struct csock *s, const void *buf, size_t len, int flags
         }
         if (!deadline)
             deadline = deadline_of(s->sndtimeo);
-        pthread_mutex_unlock(&s->tx_lock);
+        pthread_mutex_unlock(&s->sp->tx_lock);
         r = sock_wait(s, tx_ready, h.len, deadline);
-        pthread_mutex_lock(&s->tx_lock);
+        fam_lock(&s->sp->tx_lock);
         if (r == E_DEAD || att_dead(s->att))
             r = -EPIPE;
         else if (sock_closed(s))
@@ -1587,9 +1740,9 @@ static ssize_t do_sendto(struct csock *s, const void *buf, size_t len, int flags
         else if (sock_shut(s) & 2)
             r = -EPIPE;
         else if (r == 0 && sock_errored(s)) {
-            pthread_mutex_unlock(&s->tx_lock);
+            pthread_mutex_unlock(&s->sp->tx_lock);
             r = sock_take_error(s);
-            pthread_mutex_lock(&s->tx_lock);
+            fam_lock(&s->sp->tx_lock);
             r = -r;
         }
         if (r < 0)
@@ -1598,10 +1751,10 @@ static ssize_t do_sendto(struct csock *s, const void *buf, size_t len, int flags
     if (r == 0) {
         /* release: the record's bytes are visible before the daemon sees the new tail. The
          * atomic store also lets tx_ready read tx_tail without the lock. */
-        __atomic_store_n(&s->tx_tail, s->tx_tail, __ATOMIC_RELAXED);
-        shm_store_rel(&s->sh->tx_tail, s->tx_tail);
+        __atomic_store_n(&s->sp->tx_tail, s->sp->tx_tail, __ATOMIC_RELAXED);
+        shm_store_rel(&s->sh->tx_tail, s->sp->tx_tail);
     }
-    pthread_mutex_unlock(&s->tx_lock);
+    pthread_mutex_unlock(&s->sp->tx_lock);
     if (r < 0)
         return r;
     /* seq_cst fence: the tx_tail store is ordered before the tx_kick exchange. The daemon
@@ -1644,7 +1797,7 @@ static ssize_t do_recvfrom(struct csock *s, void *buf, size_t len, int flags, st
     if (src && (int)*srclen < 0)
         return -EINVAL;
 
-    pthread_mutex_lock(&s->rx_lock);
+    fam_lock(&s->sp->rx_lock);
     for (;;) {
         struct shm_dgram h;
         uint32_t pos, next;
@@ -1663,7 +1816,7 @@ static ssize_t do_recvfrom(struct csock *s, void *buf, size_t len, int flags, st
         }
         /* acquire: the record's bytes written by the daemon are visible after this load. */
         uint32_t tail = shm_load_acq(&s->sh->rx_tail);
-        r = shm_dgram_peek(s->rx_base, s->rx_size, s->rx_head, tail, &h, &pos, &next);
+        r = shm_dgram_peek(s->rx_base, s->rx_size, s->sp->rx_head, tail, &h, &pos, &next);
         if (r >= 0) {
             size_t n = (size_t)r < len ? (size_t)r : len;
             if (n)
@@ -1671,7 +1824,7 @@ static ssize_t do_recvfrom(struct csock *s, void *buf, size_t len, int flags, st
             if (src)
                 put_sockaddr(src, srclen, h.addr, h.port);
             if (!(flags & MSG_PEEK)) {
-                __atomic_store_n(&s->rx_head, next, __ATOMIC_RELAXED);
+                __atomic_store_n(&s->sp->rx_head, next, __ATOMIC_RELAXED);
                 /* release: we are done reading the record before the daemon may reuse
                  * its space. */
                 shm_store_rel(&s->sh->rx_head, next);
@@ -1698,15 +1851,15 @@ static ssize_t do_recvfrom(struct csock *s, void *buf, size_t len, int flags, st
         }
         if (!deadline)
             deadline = deadline_of(s->rcvtimeo);
-        pthread_mutex_unlock(&s->rx_lock);
+        pthread_mutex_unlock(&s->sp->rx_lock);
         r = sock_wait(s, rx_ready, 0, deadline);
-        pthread_mutex_lock(&s->rx_lock);
+        fam_lock(&s->sp->rx_lock);
         if (r == E_DEAD)
             continue; /* queued data is still delivered, then the error */
         if (r < 0 && !rx_nonempty(s))
             break;
     }
-    pthread_mutex_unlock(&s->rx_lock);
+    pthread_mutex_unlock(&s->sp->rx_lock);
     return r;
 }
 
@@ -1721,18 +1874,41 @@ ssize_t shmnet_recv(int fd, void *buf, size_t len, int flags)
     return WITH_SOCK(fd, s, do_recvfrom(s, buf, len, flags, NULL, NULL));
 }
 
-int shmnet_close(int fd)
+/* Send the daemon the close of handle h (a socket this family no longer holds). */
+static void close_handle(struct attach *a, uint32_t h)
 {
-    struct csock *s = fdt_remove(fd);
-    struct shm_req req = {.op = SHM_OP_CLOSE};
+    struct shm_req req = {.op = SHM_OP_CLOSE, .handle = h};
     struct shm_cpl cpl = {0};
 
-    if (!s)
-        return (int)ret_errno(fd < 0 || fcntl(fd, F_GETFD) < 0 ? -EBADF : -ENOTSOCK);
+    att_call(a, &req, &cpl);
+}
+
+/* The last fd of this process naming s went away. The socket closes (in the daemon) only
+ * when no other live process of the family holds it, as a kernel socket lives while any
+ * process has a descriptor for it; otherwise the last holder to exit or close does it
+ * (fam_sweep). */
+static void sock_release(struct csock *s)
+{
+    struct attach *a = s->att;
+    uint64_t me = proc_bit(a), h = __atomic_load_n(&s->sp->holders, __ATOMIC_ACQUIRE);
+    bool others;
+
+    /* acq_rel: one winner between us and a sweeping process (which swaps in 0 too). */
+    do {
+        others = holders_alive(a, h & ~me);
+    } while (!__atomic_compare_exchange_n(&s->sp->holders, &h, others ? h & ~me : 0, false,
+                                          __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+    if (!h && me) /* a sweep closed it meanwhile (a slotless child's own sockets have 0) */
+        others = true;
+    if (others && !att_dead(a)) {
+        __atomic_store_n(&s->closed, 1, __ATOMIC_RELEASE);
+        sock_wake_local(s);
+        return;
+    }
     /* Datagrams still in the TX fifo were accepted by sendto: let the daemon take them
      * before it frees the socket (Linux has sent them by the time close runs). Bounded, in
      * case the daemon cannot make progress. */
-    if (!att_dead(s->att) && s->type == SOCK_DGRAM) {
+    if (!att_dead(a) && s->type == SOCK_DGRAM) {
         int64_t deadline = now_ns() + CLOSE_LINGER_NS;
         while (!tx_drained(s, 0) && sock_wait(s, tx_drained, 0, deadline) == 0) {
         }
@@ -1741,7 +1917,7 @@ int shmnet_close(int fd)
      * a process that exits; wait (bounded: SO_LINGER's time, else CLOSE_LINGER_NS) until
      * the peer has acknowledged what we wrote, so send + close + exit loses nothing. Not
      * with SO_LINGER {1, 0} or unread data (the daemon resets), nor when not connected. */
-    if (!att_dead(s->att) && s->type == SOCK_STREAM && s->linger_s != 0 &&
+    if (!att_dead(a) && s->type == SOCK_STREAM && s->linger_s != 0 &&
         sock_tstate(s) == TS_CONNECTED && !rx_nonempty(s)) {
         int64_t deadline =
             now_ns() + (s->linger_s > 0 ? s->linger_s * 1000000000ll : CLOSE_LINGER_NS);
@@ -1750,13 +1926,51 @@ int shmnet_close(int fd)
     }
     /* release: a woken waiter that sees closed also sees the table entry gone. */
     __atomic_store_n(&s->closed, 1, __ATOMIC_RELEASE);
-    if (!att_dead(s->att))
-        sock_call(s, &req, &cpl, OP_OTHER);
+    if (!att_dead(a))
+        close_handle(a, s->handle);
     sock_wake_local(s);
+}
+
+/* Sockets that processes of the family held and left without a close (exit, crash) or
+ * closed while another still held them: once no holder runs any more, close them, as the
+ * kernel closes a socket with its last descriptor. Runs with the periodic liveness
+ * check, only in families that forked. */
+static void fam_sweep(struct attach *a)
+{
+    if (!__atomic_load_n(&a->fam->forked, __ATOMIC_RELAXED) || att_dead(a))
+        return;
+    for (uint32_t i = 0; i < a->nsocks; i++) {
+        struct sock_priv *sp = &a->fam->sock[i];
+        uint64_t h = __atomic_load_n(&sp->holders, __ATOMIC_ACQUIRE);
+        if (!h || (h & proc_bit(a)) || holders_alive(a, h))
+            continue;
+        /* acq_rel: whoever wins the exchange sends the one close. */
+        if (__atomic_compare_exchange_n(&sp->holders, &h, 0, false, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_RELAXED))
+            close_handle(a, sp->handle);
+    }
+}
+
+/* Drop fd's name for its socket; the socket itself goes with its last name. With
+ * close_fd the kernel placeholder is closed too (else the caller reused the number). */
+static int fd_drop(int fd, bool close_fd)
+{
+    struct csock *s = fdt_remove(fd);
+
+    if (!s)
+        return fd < 0 || fcntl(fd, F_GETFD) < 0 ? -EBADF : -ENOTSOCK;
+    if (__atomic_sub_fetch(&s->fdrefs, 1, __ATOMIC_ACQ_REL) == 0)
+        sock_release(s);
     /* The placeholder goes last: its number cannot be reused while the table maps it. */
-    close(s->fd);
+    if (close_fd)
+        close(fd);
     sock_put(s);
     return 0;
+}
+
+int shmnet_close(int fd)
+{
+    return (int)ret_errno(fd_drop(fd, true));
 }
 
 static int do_shutdown(struct csock *s, int how)
@@ -1958,7 +2172,7 @@ int shmnet_getpeername(int fd, struct sockaddr *addr, socklen_t *addrlen)
     return (int)WITH_SOCK(fd, s, do_getname(s, SHM_OP_GETPEERNAME, addr, addrlen));
 }
 
-static int do_fcntl(struct csock *s, int cmd, long arg)
+static int do_fcntl(struct csock *s, int fd, int cmd, long arg)
 {
     switch (cmd) {
     case F_GETFL:
@@ -1968,7 +2182,7 @@ static int do_fcntl(struct csock *s, int cmd, long arg)
         return 0;
     case F_GETFD:
     case F_SETFD: {
-        int r = fcntl(s->fd, cmd, (int)arg);
+        int r = fcntl(fd, cmd, (int)arg);
         return r < 0 ? -errno : r;
     }
     default:
@@ -1986,7 +2200,7 @@ int shmnet_fcntl(int fd, int cmd, ...)
         arg = va_arg(ap, int);
         va_end(ap);
     }
-    return (int)WITH_SOCK(fd, s, do_fcntl(s, cmd, arg));
+    return (int)WITH_SOCK(fd, s, do_fcntl(s, fd, cmd, arg));
 }
 
 /* ------------------------------------------------------------------ poll */
@@ -2014,7 +2228,7 @@ static short sock_revents(struct csock *s, short events)
             ev |= POLLIN | POLLRDNORM;
         if ((sev & SHM_EV_OUT) && !(sev & SHM_EV_HUP) && !(shut & 2) &&
             sock_tstate(s) != TS_LISTEN &&
-            tx_free(s, __atomic_load_n(&s->tx_tail, __ATOMIC_RELAXED)) > 0)
+            tx_free(s, __atomic_load_n(&s->sp->tx_tail, __ATOMIC_RELAXED)) > 0)
             ev |= POLLOUT | POLLWRNORM;
         if ((sev & SHM_EV_RDHUP) || (shut & 1))
             ev |= POLLRDHUP;
@@ -2029,7 +2243,7 @@ static short sock_revents(struct csock *s, short events)
     if (sock_errored(s) || (sev & SHM_EV_ERR))
         ev |= POLLERR;
     if (!(shut & 2) &&
-        tx_free(s, __atomic_load_n(&s->tx_tail, __ATOMIC_RELAXED)) >= tx_poll_room(s))
+        tx_free(s, __atomic_load_n(&s->sp->tx_tail, __ATOMIC_RELAXED)) >= tx_poll_room(s))
         ev |= POLLOUT | POLLWRNORM;
     if (shut == 3 || (sev & SHM_EV_HUP))
         ev |= POLLHUP;
@@ -2143,31 +2357,384 @@ int shmnet_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms)
     return (int)ret_errno(r);
 }
 
+/* ------------------------------------------------------------------ preload support */
+
+int shmnet__dup(int oldfd, int newfd)
+{
+    struct csock *s = fdt_lookup(oldfd); /* this reference becomes newfd's */
+    int r;
+
+    if (!s)
+        return (int)ret_errno(-EBADF);
+    __atomic_fetch_add(&s->fdrefs, 1, __ATOMIC_RELAXED);
+    r = fdt_insert(newfd, s);
+    if (r < 0) {
+        __atomic_fetch_sub(&s->fdrefs, 1, __ATOMIC_RELAXED);
+        sock_put(s);
+    }
+    return (int)ret_errno(r);
+}
+
+int shmnet__forget(int fd)
+{
+    return (int)ret_errno(fd_drop(fd, false));
+}
+
+int shmnet__revents(int fd, short events, uint64_t *sig)
+{
+    struct csock *s = fdt_lookup(fd);
+
+    if (!s)
+        return (int)ret_errno(-EBADF);
+    int r = sock_revents(s, events);
+    if (sig)
+        *sig = (uint64_t)shm_load_acq(&s->sh->rx_tail) << 32 ^
+               (uint64_t)shm_load_acq(&s->sh->tx_head) ^ (uint64_t)sock_events(s) << 48 ^
+               (uint64_t)(uint32_t)__atomic_load_n(&s->shut, __ATOMIC_RELAXED) << 40;
+    sock_put(s);
+    return r;
+}
+
+int shmnet__nread(int fd)
+{
+    struct csock *s = fdt_lookup(fd);
+    int r = 0;
+
+    if (!s)
+        return (int)ret_errno(-EBADF);
+    uint32_t tail = shm_load_acq(&s->sh->rx_tail);
+    uint32_t head = __atomic_load_n(&s->sp->rx_head, __ATOMIC_RELAXED);
+    if (s->type == SOCK_STREAM) {
+        uint32_t n = tail - head;
+        r = n > s->rx_size ? 0 : (int)n;
+    } else {
+        struct shm_dgram h;
+        uint32_t pos, next;
+        int k = shm_dgram_peek(s->rx_base, s->rx_size, head, tail, &h, &pos, &next);
+        r = k > 0 ? k : 0;
+    }
+    sock_put(s);
+    return r;
+}
+
+int64_t shmnet__spin_ns(void)
+{
+    return SPIN_NS;
+}
+
+/* The live session of the first live shmnet socket among fds, referenced, or NULL. */
+static struct attach *fds_session(const int *fds, size_t n, struct csock **socks)
+{
+    struct attach *a = NULL;
+
+    for (size_t i = 0; i < n; i++) {
+        socks[i] = fds[i] >= 0 ? fdt_lookup(fds[i]) : NULL;
+        if (socks[i] && !a && !att_dead(socks[i]->att))
+            a = socks[i]->att;
+    }
+    return a;
+}
+
+static void socks_put(struct csock **socks, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (socks[i])
+            sock_put(socks[i]);
+}
+
+int shmnet__arm(const int *fds, size_t n, int wake_fds[2], int64_t *cap_ns)
+{
+    struct csock *small[64], **socks = n <= 64 ? small : calloc(n, sizeof(*socks));
+    struct attach *a;
+
+    wake_fds[0] = wake_fds[1] = -1;
+    *cap_ns = -1;
+    if (!socks)
+        return (int)ret_errno(-ENOMEM);
+    a = fds_session(fds, n, socks);
+    if (a) {
+        int ch = tls_channel(a);
+        poll_bits(socks, n, a, 1ull << ch, true);
+        /* seq_cst: see sock_wait (the caller re-checks readiness after this). */
+        __atomic_store_n(&a->chans[ch].client_sleeping, 1, __ATOMIC_SEQ_CST);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        wake_fds[0] = a->chan_fd[ch];
+        wake_fds[1] = a->ctl_fd;
+        if (__atomic_load_n(&a->cp[ch].users, __ATOMIC_RELAXED) > 1)
+            *cap_ns = SHARED_CAP_NS;
+    }
+    socks_put(socks, n);
+    if (socks != small)
+        free(socks);
+    return a ? 0 : (int)ret_errno(-EBADF);
+}
+
+void shmnet__disarm(const int *fds, size_t n)
+{
+    struct csock *small[64], **socks = n <= 64 ? small : calloc(n, sizeof(*socks));
+    struct attach *a;
+    uint64_t v;
+
+    if (!socks)
+        return;
+    a = fds_session(fds, n, socks);
+    if (a && tls.att == a) {
+        int ch = tls.ch;
+        __atomic_store_n(&a->chans[ch].client_sleeping, 0, __ATOMIC_RELAXED);
+        poll_bits(socks, n, a, 1ull << ch, false);
+        if (read(a->chan_fd[ch], &v, sizeof(v)) < 0) {
+            /* EAGAIN: no wake-up pending */
+        }
+        struct pollfd p = {.fd = a->ctl_fd, .events = POLLIN};
+        if (poll(&p, 1, 0) > 0)
+            att_ctl_event(a, p.revents);
+    }
+    socks_put(socks, n);
+    if (socks != small)
+        free(socks);
+}
+
+/* Readiness of the kernel fds among fds (socks[i] == NULL), without waiting. */
+static int kpoll_scan(struct pollfd *fds, nfds_t n, struct csock **socks, struct pollfd *k,
+                      nfds_t *map)
+{
+    nfds_t nk = 0;
+    int ready = 0;
+
+    for (nfds_t i = 0; i < n; i++) {
+        if (fds[i].fd >= 0 && !socks[i]) {
+            k[nk] = (struct pollfd){.fd = fds[i].fd, .events = fds[i].events};
+            map[nk++] = i;
+        }
+    }
+    if (nk && ppoll(k, nk, &(struct timespec){0}, NULL) > 0) {
+        for (nfds_t j = 0; j < nk; j++) {
+            fds[map[j]].revents = k[j].revents;
+            ready += k[j].revents != 0;
+        }
+    }
+    return ready;
+}
+
+static int mixed_scan(struct pollfd *fds, nfds_t n, struct csock **socks, struct pollfd *k,
+                      nfds_t *map, bool kernel)
+{
+    int ready = 0;
+
+    for (nfds_t i = 0; i < n; i++) {
+        if (fds[i].fd < 0 || !socks[i]) {
+            fds[i].revents = 0;
+            continue;
+        }
+        fds[i].revents = sock_revents(socks[i], fds[i].events);
+        ready += fds[i].revents != 0;
+    }
+    return ready + (kernel ? kpoll_scan(fds, n, socks, k, map) : 0);
+}
+
+static int do_mixed_poll(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigset_t *mask,
+                         struct csock **socks, struct pollfd *k, nfds_t *map)
+{
+    int64_t deadline = timeout_ns < 0 ? 0 : now_ns() + timeout_ns;
+    int64_t spin_end = now_ns() + SPIN_NS;
+    struct attach *a = NULL;
+    nfds_t nk = 0;
+    int r;
+
+    for (nfds_t i = 0; i < n; i++) {
+        socks[i] = fds[i].fd >= 0 ? fdt_lookup(fds[i].fd) : NULL;
+        if (socks[i] && !a && !att_dead(socks[i]->att))
+            a = socks[i]->att;
+        nk += fds[i].fd >= 0 && !socks[i];
+    }
+    r = mixed_scan(fds, n, socks, k, map, true);
+    if (r || timeout_ns == 0)
+        return r;
+    for (;;) {
+        int64_t t = now_ns();
+        if (deadline && t >= deadline)
+            return 0;
+        if (a && t < spin_end) { /* spin on the shmnet sockets only: no system calls */
+            for (int i = 0; i < 64; i++)
+                cpu_relax();
+            r = mixed_scan(fds, n, socks, k, map, false);
+            if (r)
+                return r;
+            continue;
+        }
+        /* Sleep in the kernel on the kernel fds plus, with live shmnet sockets, the
+         * channel eventfd and the control socket (announced as in sock_wait). */
+        int ch = -1;
+        int64_t left = deadline ? deadline - now_ns() : -1;
+        nfds_t m = 0;
+        for (nfds_t i = 0; i < n; i++) {
+            if (fds[i].fd >= 0 && !socks[i]) {
+                k[m] = (struct pollfd){.fd = fds[i].fd, .events = fds[i].events};
+                map[m++] = i;
+            }
+        }
+        if (a) {
+            ch = tls_channel(a);
+            poll_bits(socks, n, a, 1ull << ch, true);
+            __atomic_store_n(&a->chans[ch].client_sleeping, 1, __ATOMIC_SEQ_CST);
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
+            k[m++] = (struct pollfd){.fd = a->chan_fd[ch], .events = POLLIN};
+            k[m++] = (struct pollfd){.fd = a->ctl_fd, .events = POLLIN};
+            if (__atomic_load_n(&a->cp[ch].users, __ATOMIC_RELAXED) > 1 &&
+                (left < 0 || left > SHARED_CAP_NS))
+                left = SHARED_CAP_NS;
+        }
+        r = a ? mixed_scan(fds, n, socks, NULL, NULL, false) : 0;
+        int w = 0;
+        if (!r) {
+            struct timespec ts, *tsp = NULL;
+            if (left >= 0) {
+                ts.tv_sec = left / 1000000000ll;
+                ts.tv_nsec = left % 1000000000ll;
+                tsp = &ts;
+            }
+            w = ppoll(k, m, tsp, mask);
+            if (w < 0)
+                w = -errno;
+        }
+        if (a) {
+            uint64_t v;
+            __atomic_store_n(&a->chans[ch].client_sleeping, 0, __ATOMIC_RELAXED);
+            poll_bits(socks, n, a, 1ull << ch, false);
+            if (w > 0 && (k[m - 2].revents & POLLIN) && read(a->chan_fd[ch], &v, sizeof(v)) < 0) {
+                /* EAGAIN: a thread sharing the channel took the wake-up */
+            }
+            if (w > 0 && k[m - 1].revents)
+                att_ctl_event(a, k[m - 1].revents);
+            if (att_dead(a))
+                a = NULL;
+        }
+        if (r)
+            return r;
+        if (w < 0)
+            return w; /* -EINTR (a signal, possibly unblocked by mask) */
+        /* Report the kernel fds from this ppoll, the shmnet sockets from a fresh scan. */
+        r = 0;
+        for (nfds_t i = 0; i < n; i++) {
+            if (fds[i].fd >= 0 && socks[i]) {
+                fds[i].revents = sock_revents(socks[i], fds[i].events);
+                r += fds[i].revents != 0;
+            }
+        }
+        for (nfds_t j = 0; j < m - (ch >= 0 ? 2 : 0); j++) {
+            fds[map[j]].revents = k[j].revents;
+            r += k[j].revents != 0;
+        }
+        if (r)
+            return r;
+    }
+}
+
+int shmnet__poll(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigset_t *sigmask)
+{
+    struct csock *small[16], **socks = small;
+    struct pollfd ksmall[18], *k = ksmall;
+    nfds_t msmall[18], *map = msmall;
+    int r = -ENOMEM;
+
+    if (!fds && n)
+        return (int)ret_errno(-EFAULT);
+    if (n > (nfds_t)INT_MAX - 2)
+        return (int)ret_errno(-EINVAL);
+    if (n > 16) {
+        socks = calloc(n, sizeof(*socks));
+        k = calloc(n + 2, sizeof(*k));
+        map = calloc(n + 2, sizeof(*map));
+    }
+    if (socks && k && map)
+        r = do_mixed_poll(fds, n, timeout_ns, sigmask, socks, k, map);
+    else
+        socks = socks ? socks : small, n = 0;
+    for (nfds_t i = 0; i < n; i++)
+        if (socks[i])
+            sock_put(socks[i]);
+    if (socks != small)
+        free(socks);
+    if (k != ksmall)
+        free(k);
+    if (map != msmall)
+        free(map);
+    return (int)ret_errno(r);
+}
+
 /* ------------------------------------------------------------------ fork */
 
-/* A child must not share the parent's rings: its session is dead (its sockets fail), its
- * copy of the control socket is closed so the daemon still sees the parent's hang-up, and
- * its next shmnet_socket attaches afresh. */
+/* fork: the child continues the parent's session (DESIGN.md section 5: nginx's workers
+ * accept on the master's listener). The region, the family area, the eventfds and the
+ * control socket are inherited; the child gets a process slot of its own, reserved and
+ * marked as a holder of every socket before the fork, so a parent that closes its copy
+ * right after fork does not close the child's. The child's thread claims a channel of its
+ * own on its first call. */
+static int fork_slot = -1;
+static struct attach *fork_att;
+
+static void atfork_prepare(void)
+{
+    pthread_mutex_lock(&att_lock);
+    pthread_rwlock_wrlock(&fdt_lock);
+    fork_slot = -1;
+    fork_att = att_cur && !att_dead(att_cur) && att_cur->proc_slot >= 0 ? att_cur : NULL;
+    if (!fork_att)
+        return;
+    struct attach *a = fork_att;
+    __atomic_store_n(&a->fam->forked, 1, __ATOMIC_RELAXED);
+    for (int i = 0; i < FAM_PROCS && fork_slot < 0; i++) {
+        int32_t p = __atomic_load_n(&a->fam->proc_pid[i], __ATOMIC_ACQUIRE);
+        if (p && (i == a->proc_slot || proc_alive(p)))
+            continue;
+        if (__atomic_compare_exchange_n(&a->fam->proc_pid[i], &p, -getpid(), false,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+            fork_slot = i;
+    }
+    if (fork_slot < 0)
+        return; /* more than FAM_PROCS processes: the child holds nothing (docs) */
+    uint64_t bit = 1ull << fork_slot;
+    /* A recycled slot: the previous process's holds are over. */
+    for (uint32_t i = 0; i < a->nsocks; i++)
+        if (__atomic_load_n(&a->fam->sock[i].holders, __ATOMIC_RELAXED) & bit)
+            __atomic_fetch_and(&a->fam->sock[i].holders, ~bit, __ATOMIC_RELAXED);
+    for (int p = 0; p < FDT_PAGES; p++) {
+        for (int i = 0; fdt[p] && i < FDT_PAGE; i++) {
+            struct csock *c = fdt[p][i];
+            /* release: the bit is in place before the child exists. */
+            if (c && c->att == a && !sock_closed(c))
+                __atomic_fetch_or(&c->sp->holders, bit, __ATOMIC_RELEASE);
+        }
+    }
+}
+
+static void atfork_parent(void)
+{
+    pthread_rwlock_unlock(&fdt_lock);
+    pthread_mutex_unlock(&att_lock);
+}
+
 static void atfork_child(void)
 {
-    struct attach *a = att_cur;
-
-    att_cur = NULL;
-    if (a) {
-        att_mark_dead(a);
-        close(a->ctl_fd);
-        a->ctl_fd = -1;
-        att_unref(a);
-    }
+    /* Only this thread exists in the child: the channel claims of the parent's threads
+     * (this one's included) stay theirs. Drop our view of it without releasing it. */
     if (tls.att) {
-        tls.att->cp[tls.ch].users--;
         struct attach *t = tls.att;
         tls.att = NULL;
         att_unref(t);
     }
+    if (fork_att) {
+        fork_att->proc_slot = fork_slot;
+        if (fork_slot >= 0)
+            __atomic_store_n(&fork_att->fam->proc_pid[fork_slot], getpid(), __ATOMIC_RELEASE);
+    }
+    /* Re-initialised, not unlocked: the child's thread has a new tid, and a rwlock
+     * write-locked under the parent's tid cannot be unlocked by it. */
+    pthread_rwlock_init(&fdt_lock, NULL);
+    pthread_mutex_init(&att_lock, NULL);
 }
 
 __attribute__((constructor)) static void shmnet_init(void)
 {
-    pthread_atfork(NULL, NULL, atfork_child);
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }

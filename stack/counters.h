@@ -63,6 +63,8 @@
     X(ip4_drop_no_route)                                                                           \
     X(ip4_drop_proto)                                                                              \
     X(ip4_drop_options)                                                                            \
+    X(ip4_tx_local)           /* datagrams to our own addresses, looped back */                    \
+    X(ip4_drop_local_full)    /* looped-back queue full (STACK_LO_MAX) */                          \
     X(ip4_drop_df)            /* too big, DF set: frag-needed sent */                              \
     X(ip4_drop_nobuf)         /* pktbuf pool empty on output */                                    \
     X(ip4_frag_created)                                                                            \
@@ -127,6 +129,8 @@
     X(tcp_rx_rst)                                                                                  \
     X(tcp_timeouts)                                                                                \
     X(tcp_tw_reuse)                                                                                \
+    X(tcp_zero_window_probes) /* persist timer probes of a closed window (RFC 9293 3.8.6.1) */     \
+    X(tcp_lost_retrans)       /* retransmissions found lost by later SACKs and sent again */       \
     X(tcp_drop_bad_off)       /* data offset beyond the segment */                                 \
     X(tcp_drop_out_of_window) /* sequence number outside the window (ACKed) */                     \
     X(tcp_drop_paws)          /* timestamp older than ts_recent (RFC 7323) */                      \

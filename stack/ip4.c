@@ -147,6 +147,45 @@ drop:
     pktbuf_free(pb);
 }
 
+/* Deliver up to budget looped-back datagrams (those queued before this call). */
+int ip4_loop_input(struct stack *st, int budget)
+{
+    int n = 0;
+    uint32_t todo = st->lo_len;
+
+    while (st->lo_head && todo-- && n < budget) {
+        struct pktbuf *pb = st->lo_head;
+        struct ip4_view ip;
+        st->lo_head = pb->next;
+        if (!st->lo_head)
+            st->lo_tail = NULL;
+        st->lo_len--;
+        pb->next = NULL;
+        n++;
+        if (ip4_parse(pktbuf_data(pb), pb->len, &ip) != IP4_OK) { /* we wrote it: cannot */
+            pktbuf_free(pb);
+            continue;
+        }
+        if (!hook_run(st, HOOK_PREROUTING, &ip, pktbuf_data(pb) + ip.ihl, pb->len - ip.ihl)) {
+            pktbuf_free(pb);
+            continue;
+        }
+        ip4_local_deliver(st, pb, &ip);
+    }
+    return n;
+}
+
+void ip4_loop_flush(struct stack *st)
+{
+    while (st->lo_head) {
+        struct pktbuf *pb = st->lo_head;
+        st->lo_head = pb->next;
+        pktbuf_free(pb);
+    }
+    st->lo_tail = NULL;
+    st->lo_len = 0;
+}
+
 void ip4_local_deliver(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip)
 {
     const uint8_t *l4 = pktbuf_data(pb) + ip->ihl;
@@ -248,6 +287,25 @@ int ip4_output(struct stack *st, struct pktbuf *pb, uint32_t src, uint32_t dst, 
         return -EPERM;
     }
     CNT_INC(&st->cnt, ip4_tx);
+    if (ip4_is_local(st, dst)) { /* the seed documents' loopback: no wire, no fragmenting */
+        if (st->lo_len >= STACK_LO_MAX) {
+            CNT_INC(&st->cnt, ip4_drop_local_full);
+            pktbuf_free(pb);
+            return -ENOBUFS;
+        }
+        CNT_INC(&st->cnt, ip4_tx_local);
+        pb->ifindex = (uint16_t)ifidx;
+        pb->csum_ok = true; /* never left memory (a TSO segment's checksum is partial) */
+        pb->gso_size = 0;
+        pb->next = NULL;
+        if (st->lo_tail)
+            st->lo_tail->next = pb;
+        else
+            st->lo_head = pb;
+        st->lo_tail = pb;
+        st->lo_len++;
+        return 0;
+    }
     uint16_t mtu = st->ifs[ifidx].p.mtu;
     /* A TCP super-segment on a TSO interface is cut by the NIC, not fragmented. */
     if (pb->len > mtu && !(pb->gso_size && st->ifs[ifidx].tso)) {

@@ -146,8 +146,10 @@ void stack_destroy(struct stack *st)
             pktbuf_free(ifp->tx[k]);
         ifp->ntx = 0;
     }
+    ip4_loop_flush(st);
     tcp_destroy(st);
     udp_destroy(st);
+    ip4_loop_flush(st); /* what closing connections sent to each other */
     ip4_frag_destroy(st);
     arp_destroy(st);
     pktbuf_pool_destroy(&st->rx64);
@@ -177,7 +179,7 @@ void stack_input(struct stack *st, int ifidx, struct pktbuf *pb)
 int stack_rx(struct stack *st, int budget)
 {
     struct pktbuf *pkts[NIC_BURST];
-    int total = 0;
+    int total = ip4_loop_input(st, budget);
     for (int i = 0; i < st->nifs && total < budget; i++) {
         struct stack_if *ifp = &st->ifs[i];
         if (!ifp->nic)
@@ -216,6 +218,8 @@ void stack_flush(struct stack *st)
 uint64_t stack_next_deadline(const struct stack *st)
 {
     uint64_t t = timer_wheel_next(&st->tw);
+    if (st->lo_head) /* looped-back datagrams wait: no sleeping */
+        return st->now;
     for (int i = 0; i < st->nifs; i++) {
         if (!st->ifs[i].nic)
             continue;

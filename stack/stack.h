@@ -127,6 +127,8 @@ typedef int (*stack_l4_input_fn)(struct stack *st, struct pktbuf *pb, const stru
 typedef void (*stack_l4_err_fn)(struct stack *st, uint8_t type, uint8_t code, uint32_t info,
                                 const uint8_t *quoted, uint32_t qlen);
 
+#define STACK_LO_MAX 4096 /* looped-back datagrams queued at most */
+
 struct stack {
     uint64_t now; /* ns; set by stack_poll() */
     struct stack_counters cnt;
@@ -149,6 +151,10 @@ struct stack {
     /* echo replies to our own echo requests (stack_ping) */
     uint64_t ping_replies;
     uint16_t ping_last_seq;
+    /* Datagrams for our own addresses (two local sockets talking): delivered on the next
+     * stack_rx, never from inside the output path, so a protocol is not re-entered. */
+    struct pktbuf *lo_head, *lo_tail;
+    uint32_t lo_len;
     stack_l4_input_fn l4_input[256];
     stack_l4_err_fn l4_err[256];
     void *user; /* owner (the worker) */

@@ -873,9 +873,10 @@ Test(libclient, threads_beyond_channels)
     for (int i = 0; i < 2 * F_NCH; i++)
         pthread_join(t[i], NULL);
     /* thread exit released every channel (pthread key destructor) */
-    cr_assert_eq(__atomic_load_n(&att_cur->chan_used, __ATOMIC_RELAXED), 0);
-    for (int i = 0; i < F_NCH; i++)
+    for (int i = 0; i < F_NCH; i++) {
+        cr_assert_eq(__atomic_load_n(&att_cur->cp[i].owner, __ATOMIC_RELAXED), 0);
         cr_assert_eq(att_cur->cp[i].users, 0);
+    }
     fake_stop(f, false);
     fake_free(f);
 }

@@ -1,0 +1,43 @@
+/* Internal interface between libshmnet and its LD_PRELOAD layer (libclient/preload.c).
+ * Not installed; may change with any release. Same conventions as the API: -1 and errno. */
+#ifndef SHMNET_INT_H
+#define SHMNET_INT_H
+
+#include <poll.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* newfd (already a kernel dup of the placeholder oldfd) names oldfd's socket too. */
+int shmnet__dup(int oldfd, int newfd);
+/* fd stops naming its socket without closing the kernel fd (dup2/dup3 replaced it). */
+int shmnet__forget(int fd);
+
+/* Readiness of shmnet socket fd for `events` (poll bits, POLLERR/POLLHUP always), or -1
+ * EBADF if fd is not one. *sig (may be NULL) changes whenever data, space or state
+ * arrives: edge-triggered waiters report again when it changes. */
+int shmnet__revents(int fd, short events, uint64_t *sig);
+
+/* Bytes readable (stream) or the size of the next datagram (0 if none). */
+int shmnet__nread(int fd);
+
+/* poll(2) over any mix of shmnet sockets and kernel fds. timeout_ns < 0 waits forever;
+ * sigmask as for ppoll. Spins briefly, then sleeps in the kernel with the thread's
+ * channel eventfd among the fds. */
+int shmnet__poll(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigset_t *sigmask);
+
+/* For waits that sleep elsewhere (epoll): announce this thread as a waiter on the shmnet
+ * sockets fds[0..n), after which the caller re-checks readiness and sleeps with wake_fds
+ * (the thread's channel eventfd and the session's control socket; -1 if none) in its
+ * wait, for at most *cap_ns (< 0: no cap). shmnet__disarm undoes it after the wait and
+ * consumes the wake-up. Returns 0, or -1 if none of fds is a live shmnet socket. */
+int shmnet__arm(const int *fds, size_t n, int wake_fds[2], int64_t *cap_ns);
+void shmnet__disarm(const int *fds, size_t n);
+
+/* Text appended to the one "cannot attach" line on stderr (what the caller does instead). */
+void shmnet__set_warn_hint(const char *hint);
+
+/* Busy-wait budget before sleeping (SHMNET_SPIN_US), in ns. */
+int64_t shmnet__spin_ns(void);
+
+#endif
