@@ -563,10 +563,12 @@ static int tcp_setsockopt(struct client *cl, struct dsock *ds, const struct shm_
             tcp_arm_keepalive(cl->st, t);
             return 0;
         case SO_REUSEADDR:
+            ds->reuseaddr = v != 0;
+            return 0; /* TIME_WAIT never blocks a listener's bind */
         case SO_RCVBUF:
         case SO_SNDBUF:
         case SO_PRIORITY:
-            return 0; /* fifos have their size; TIME_WAIT never blocks a listener's bind */
+            return 0; /* fifos have their size */
         default:
             return -ENOPROTOOPT;
         }
@@ -638,7 +640,7 @@ static int tcp_getsockopt(struct client *cl, struct dsock *ds, const struct shm_
         case SO_SNDBUF:
             return put_int(c, (int)ds->tx_size);
         case SO_REUSEADDR:
-            return put_int(c, 0);
+            return put_int(c, ds->reuseaddr);
         case SO_ACCEPTCONN:
             return put_int(c, t && t->state == TCPS_LISTEN);
         case SO_LINGER: {

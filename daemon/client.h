@@ -26,6 +26,7 @@ struct dsock {
     bool closing;        /* closed by the client; fifos in use until TCP lets go */
     bool unaccepted;     /* a connection in a listener's queue, not yet accepted */
     bool linger0;        /* SO_LINGER with zero timeout: close sends RST */
+    bool reuseaddr;      /* SO_REUSEADDR as set (reported back; binds never need it) */
     /* private copies of what the region says about this socket */
     uint32_t rx_off, rx_size, tx_off, tx_size;
     uint32_t rx_tail, tx_head; /* our indices */

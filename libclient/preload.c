@@ -698,7 +698,7 @@ static long fcntl_common(int (*f)(int, int, ...), int fd, int cmd, void *arg)
         return shmnet_fcntl(fd, F_SETFL, (int)(long)arg);
     case F_DUPFD:
     case F_DUPFD_CLOEXEC: {
-        int n = f(fd, cmd, arg);
+        int n = f(fd, F_DUPFD_CLOEXEC, arg); /* close-on-exec: see dup_done */
         if (n >= 0) {
             if (shmnet__dup(fd, n) < 0) {
                 int e = errno;
@@ -787,6 +787,9 @@ static int dup_done(int oldfd, int newfd, bool old_sn, bool new_sn, bool cloexec
         shmnet__forget(newfd);
     }
     if (old_sn) {
+        /* The kernel fd stays close-on-exec whatever the program asked (its view is kept
+         * in the hint): after exec it would be a bare eventfd, closed is the clear error. */
+        REAL(fcntl)(newfd, F_SETFD, FD_CLOEXEC);
         if (shmnet__dup(oldfd, newfd) < 0) {
             int e = errno;
             REAL(close)(newfd);

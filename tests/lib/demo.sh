@@ -32,6 +32,7 @@ T=$(mktemp -d /tmp/shmnet-demo.XXXXXX)
 SOCK="$T/shmnetd.sock"
 DPID=""
 NPID=""
+WPID=""
 NS_MADE=0
 
 cleanup() {
@@ -45,6 +46,7 @@ cleanup() {
         rc=$?
     fi
     [[ -n $NPID ]] && kill "$NPID" 2>/dev/null && wait "$NPID" 2>/dev/null
+    [[ -n $WPID ]] && kill "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null
     ((NS_MADE)) && ip netns del "$NS" 2>/dev/null && echo "demo: namespace $NS removed"
     ip link del "$TAP" 2>/dev/null
     rm -rf "$T"
@@ -91,6 +93,21 @@ if ! { ip link set "$TAP" netns "$NS" && ip -n "$NS" addr add 10.200.0.1/24 dev 
     die "cannot move $TAP into $NS"
 fi
 
+# A web server on the kernel side, for the LD_PRELOAD example.
+mkdir -p "$T/www"
+echo "hello from the Linux kernel's side of the TAP" >"$T/www/hello.txt"
+ip netns exec "$NS" "$PY" -m http.server -d "$T/www" -b 10.200.0.1 8000 >/dev/null 2>&1 &
+WPID=$!
+PRELOAD=$(cd "$(dirname "$SHMNETD")" && pwd)/libshmnet_preload.so
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+    ip netns exec "$NS" "$PY" -c 'import socket; socket.create_connection(("10.200.0.1", 8000), 1)' \
+        2>/dev/null && break
+    sleep 0.2
+done
+if got=$(SHMNET_SOCKET=$SOCK LD_PRELOAD=$PRELOAD curl -s --max-time 5 http://10.200.0.1:8000/hello.txt); then
+    echo "demo: curl under LD_PRELOAD, through shmnet, got: $got"
+fi
+
 cat <<EOF
 
 shmnet demo is running: shmnetd (pid $DPID) is 10.200.0.2 on $TAP; the Linux kernel in
@@ -102,6 +119,11 @@ the namespace $NS is 10.200.0.1 on the other end of the TAP. Try, in another she
     SHMNET_SOCKET=$SOCK $SHMNETCTL neigh
     SHMNET_SOCKET=$SOCK $SHMNETCTL ping 10.200.0.1 3
     SHMNET_SOCKET=$SOCK $SHMNETCTL capture start /tmp/demo.pcap   (then: capture stop)
+
+Any program on shmnet (a web server runs on the kernel side at 10.200.0.1:8000):
+
+    SHMNET_SOCKET=$SOCK LD_PRELOAD=$PRELOAD curl http://10.200.0.1:8000/hello.txt
+    SHMNET_SOCKET=$SOCK $SHMNETCTL sockets     # while a program runs
 
 Press Ctrl-C to stop (daemon stopped, namespace removed).
 EOF
