@@ -656,11 +656,12 @@ static void tls_init(void)
  * or, when every channel is owned, one shared under its lock. */
 static int tls_channel(struct attach *a)
 {
-    uint64_t me = owner_word();
+    uint64_t me;
     int ch = -1;
 
     if (tls.att == a)
         return tls.ch;
+    me = owner_word(); /* two system calls: only when claiming */
     tls_release();
     pthread_once(&tls_once, tls_init);
     for (int pass = 0; pass < 2 && ch < 0; pass++) {
@@ -2036,6 +2037,15 @@ static int do_setsockopt(struct csock *s, int level, int name, const void *val, 
     req.optlen = (uint16_t)len;
     if (len)
         memcpy(req.opt, val, len);
+    /* TCP_CORK and TCP_NODELAY on a connection cannot fail in the daemon, and servers flip
+     * them around every response (nginx's tcp_nopush): post them like a TX kick, without
+     * waiting for the completion. Requests of a channel are handled in order, so the bytes
+     * sent before and after are corked or pushed as they would be. */
+    if (level == IPPROTO_TCP && (name == TCP_CORK || name == TCP_NODELAY) &&
+        len >= sizeof(int) && s->type == SOCK_STREAM && sock_tstate(s) == TS_CONNECTED) {
+        req.handle = s->handle;
+        return att_call(s->att, &req, NULL) < 0 ? dead_err(s, OP_OTHER) : 0;
+    }
     r = sock_call(s, &req, &cpl, OP_OTHER);
     if (r < 0)
         return r;
