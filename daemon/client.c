@@ -332,16 +332,35 @@ static void tcp_snd_ack(void *ctx, uint32_t n)
     __atomic_store_n(&shsock(ds->cl, ds->idx)->tx_head, ds->tx_head, __ATOMIC_RELEASE);
 }
 
-static uint32_t tcp_rcv_space(void *ctx)
+static uint32_t rx_free(struct dsock *ds, struct shm_sock *sh)
 {
-    struct dsock *ds = ctx;
-    uint32_t head = __atomic_load_n(&shsock(ds->cl, ds->idx)->rx_head, __ATOMIC_ACQUIRE);
+    uint32_t head = __atomic_load_n(&sh->rx_head, __ATOMIC_ACQUIRE);
     uint32_t used = ds->rx_tail - head;
     if (used > ds->rx_size) {
         client_break(ds->cl, "impossible RX fifo index");
         return 0;
     }
     return ds->rx_size - used;
+}
+
+/* Free RX fifo space (the receive window). Also decides whether the client should post
+ * SHM_OP_RX_DONE after it reads: only while the window is under half the fifo, when a
+ * read can make a window update worth sending (RFC 9293 3.8.6.2.2). Above that, rx_kick
+ * stays 1 and reads cost the client nothing: our next segment carries the larger window. */
+static uint32_t tcp_rcv_space(void *ctx)
+{
+    struct dsock *ds = ctx;
+    struct shm_sock *sh = shsock(ds->cl, ds->idx);
+    uint32_t free = rx_free(ds, sh);
+
+    if (free >= ds->rx_size / 2) {
+        __atomic_store_n(&sh->rx_kick, 1, __ATOMIC_RELAXED); /* a hint: no ordering needed */
+        return free;
+    }
+    /* seq_cst store, then load rx_head again: the client stores rx_head and then exchanges
+     * rx_kick (seq_cst), so either we see its read here or it sees 0 and posts (Dekker). */
+    __atomic_store_n(&sh->rx_kick, 0, __ATOMIC_SEQ_CST);
+    return rx_free(ds, sh);
 }
 
 static void tcp_rcv_write_at(void *ctx, uint32_t off, const uint8_t *data, uint32_t len)
@@ -896,6 +915,7 @@ static int handle_tcp(struct client *cl, struct dsock *ds, const struct shm_req 
     case SHM_OP_RX_DONE:
         __atomic_store_n(&shsock(cl, ds->idx)->rx_kick, 0, __ATOMIC_SEQ_CST);
         tcp_rcvd(cl->st, t);
+        tcp_rcv_space(ds); /* re-arm or suppress the next RX_DONE */
         return 0;
     case SHM_OP_SHUTDOWN:
         rc = tcp_shutdown(cl->st, t, r->arg0);

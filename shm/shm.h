@@ -168,7 +168,8 @@ struct shm_sock {
      * drains the fifo, so one kick is in flight per burst of sends. */
     SHM_CL uint32_t tx_kick;
     /* [C] TCP: set to 1 when the client posts SHM_OP_RX_DONE after reading (the daemon
-     * may open the receive window); cleared by the daemon, like tx_kick. */
+     * may open the receive window); cleared by the daemon, like tx_kick, but only while
+     * the window is under half the fifo: otherwise it leaves 1 and reads post nothing. */
     uint32_t rx_kick;
     /* [C] bit i: channel i waits for an event on this socket (blocking call or poll). */
     SHM_CL uint64_t waiters;
