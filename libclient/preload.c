@@ -1012,6 +1012,7 @@ EXPORT int pselect(int nfds, fd_set *r, fd_set *w, fd_set *e, const struct times
 
 struct epe {
     int fd;
+    void *sock; /* a reference to its socket (shmnet__sock_ref) */
     uint32_t events;
     epoll_data_t data;
     uint64_t sig; /* EPOLLET: readiness signature last reported */
@@ -1038,6 +1039,8 @@ static pthread_mutex_t ep_glock = PTHREAD_MUTEX_INITIALIZER;
 static void ep_put(struct ep *e)
 {
     if (__atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        for (int i = 0; i < e->n; i++)
+            shmnet__sock_unref(e->v[i].sock);
         pthread_mutex_destroy(&e->lock);
         free(e->v);
         free(e->pos);
@@ -1093,6 +1096,7 @@ static void ep_del_locked(struct ep *e, int fd)
         return;
     int i = e->pos[fd] - 1;
     e->pos[fd] = 0;
+    shmnet__sock_unref(e->v[i].sock);
     if (i != e->n - 1) {
         e->v[i] = e->v[e->n - 1];
         e->pos[e->v[i].fd] = i + 1;
@@ -1191,7 +1195,13 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
                 e->v = v;
                 e->cap = nc;
             }
-            e->v[e->n] = (struct epe){.fd = fd, .events = ev->events, .data = ev->data};
+            void *sock = shmnet__sock_ref(fd);
+            if (!sock) {
+                r = -EBADF;
+                goto out;
+            }
+            e->v[e->n] =
+                (struct epe){.fd = fd, .sock = sock, .events = ev->events, .data = ev->data};
             e->pos[fd] = ++e->n;
         }
     } else if (op == EPOLL_CTL_MOD) {
@@ -1199,8 +1209,10 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
             r = -ENOENT;
         else if (ev->events & EPOLLEXCLUSIVE)
             r = -EINVAL;
-        else
-            e->v[e->pos[fd] - 1] = (struct epe){.fd = fd, .events = ev->events, .data = ev->data};
+        else {
+            struct epe *x = &e->v[e->pos[fd] - 1];
+            *x = (struct epe){.fd = fd, .sock = x->sock, .events = ev->events, .data = ev->data};
+        }
     } else if (op == EPOLL_CTL_DEL) {
         if (!present)
             r = -ENOENT;
@@ -1231,9 +1243,7 @@ static int ep_scan(struct ep *e, struct epoll_event *out, int max)
         uint64_t sig;
         if (x->disabled)
             continue;
-        int rev = shmnet__revents(x->fd, (short)(x->events & 0xffff), &sig);
-        if (rev < 0)
-            continue; /* closed behind our back: nothing to report */
+        int rev = shmnet__sock_revents(x->sock, (short)(x->events & 0xffff), &sig);
         rev &= (int)(x->events | EPOLLERR | EPOLLHUP) & 0xffff;
         if (!rev) {
             x->have_sig = false;

@@ -2041,8 +2041,8 @@ static int do_setsockopt(struct csock *s, int level, int name, const void *val, 
      * them around every response (nginx's tcp_nopush): post them like a TX kick, without
      * waiting for the completion. Requests of a channel are handled in order, so the bytes
      * sent before and after are corked or pushed as they would be. */
-    if (level == IPPROTO_TCP && (name == TCP_CORK || name == TCP_NODELAY) &&
-        len >= sizeof(int) && s->type == SOCK_STREAM && sock_tstate(s) == TS_CONNECTED) {
+    if (level == IPPROTO_TCP && (name == TCP_CORK || name == TCP_NODELAY) && len >= sizeof(int) &&
+        s->type == SOCK_STREAM && sock_tstate(s) == TS_CONNECTED) {
         req.handle = s->handle;
         return att_call(s->att, &req, NULL) < 0 ? dead_err(s, OP_OTHER) : 0;
     }
@@ -2396,12 +2396,30 @@ int shmnet__revents(int fd, short events, uint64_t *sig)
 
     if (!s)
         return (int)ret_errno(-EBADF);
+    int r = shmnet__sock_revents(s, events, sig);
+    sock_put(s);
+    return r;
+}
+
+void *shmnet__sock_ref(int fd)
+{
+    return fdt_lookup(fd);
+}
+
+void shmnet__sock_unref(void *sock)
+{
+    if (sock)
+        sock_put(sock);
+}
+
+int shmnet__sock_revents(void *sock, short events, uint64_t *sig)
+{
+    struct csock *s = sock;
     int r = sock_revents(s, events);
     if (sig)
         *sig = (uint64_t)shm_load_acq(&s->sh->rx_tail) << 32 ^
                (uint64_t)shm_load_acq(&s->sh->tx_head) ^ (uint64_t)sock_events(s) << 48 ^
                (uint64_t)(uint32_t)__atomic_load_n(&s->shut, __ATOMIC_RELAXED) << 40;
-    sock_put(s);
     return r;
 }
 

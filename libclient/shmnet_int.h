@@ -18,6 +18,12 @@ int shmnet__forget(int fd);
  * arrives: edge-triggered waiters report again when it changes. */
 int shmnet__revents(int fd, short events, uint64_t *sig);
 
+/* A reference to fd's socket (NULL if fd is not one), kept by an epoll set while the fd is
+ * registered so readiness checks skip the fd table; shmnet__sock_revents as above. */
+void *shmnet__sock_ref(int fd);
+void shmnet__sock_unref(void *sock);
+int shmnet__sock_revents(void *sock, short events, uint64_t *sig);
+
 /* Bytes readable (stream) or the size of the next datagram (0 if none). */
 int shmnet__nread(int fd);
 
