@@ -150,17 +150,38 @@ static uint32_t fifo_alloc(struct client *cl, uint32_t bytes)
     return 0;
 }
 
+/* Freed fifo pages are given back to the system in bulk: MADV_REMOVE on memory the client
+ * maps too costs a TLB shootdown on every CPU, too much for each short connection, and
+ * the lowest free pages are the next ones allocated anyway. */
+#define FIFO_DIRTY_MAX 8192 /* pages (32 MiB) */
+
+static void fifo_release_free(struct client *cl)
+{
+    uint32_t run = 0;
+    for (uint32_t p = 0; p <= cl->fifo_pages; p++) {
+        if (p < cl->fifo_pages && !page_used(cl, p)) {
+            run++;
+            continue;
+        }
+        if (run)
+            madvise(cl->base + cl->fifo_off + (size_t)(p - run) * PAGE, (size_t)run * PAGE,
+                    MADV_REMOVE);
+        run = 0;
+    }
+    cl->fifo_dirty = 0;
+}
+
 static void fifo_free(struct client *cl, uint32_t off, uint32_t bytes, bool release)
 {
     if (!off)
         return;
-    uint32_t first = (off - cl->fifo_off) / PAGE;
-    pages_mark(cl, first, page_up(bytes) / PAGE, false);
+    uint32_t first = (off - cl->fifo_off) / PAGE, n = page_up(bytes) / PAGE;
+    pages_mark(cl, first, n, false);
     if (first < cl->fifo_hint)
         cl->fifo_hint = first;
-    /* Give the pages back to the system: a closed socket's fifos cost no memory. */
-    if (release)
-        madvise(cl->base + off, page_up(bytes), MADV_REMOVE);
+    /* A closed socket's fifos cost no memory for long. */
+    if (release && (cl->fifo_dirty += n) >= FIFO_DIRTY_MAX)
+        fifo_release_free(cl);
 }
 
 /* ---- misbehaviour and wake-ups ---- */
