@@ -22,9 +22,9 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -fPIC -I. -MMD -MP \
            -D_GNU_SOURCE $(SANFLAGS)
 LDFLAGS += $(SANFLAGS)
-LDLIBS_D := -luring -lev -lconfig -lpthread -lm
+LDLIBS_D := -luring -lev -lconfig -lxdp -lbpf -lpthread -lm
 
-CORE_SRC   := $(wildcard stack/*.c) $(wildcard nic/*.c)
+CORE_SRC   := $(wildcard stack/*.c) $(filter-out %.bpf.c,$(wildcard nic/*.c))
 CONF_SRC   := $(wildcard conf/*.c)
 SHM_SRC    := $(wildcard shm/*.c)
 DAEMON_SRC := $(wildcard daemon/*.c)
@@ -48,7 +48,17 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(CORE_LIB): $(call obj,$(CORE_SRC) $(CONF_SRC) $(SHM_SRC))
+# The af_xdp steering program: BPF bytecode, embedded into the core library (xdp_steer_obj.S).
+BPF_OBJ := $(BUILD)/bpf/xdp_steer.bpf.o
+$(BPF_OBJ): nic/xdp_steer.bpf.c nic/xdp_steer.h
+	@mkdir -p $(dir $@)
+	clang -O2 -g -target bpf -I. -I/usr/include/$(shell $(CC) -dumpmachine) -Wall -Werror -c $< -o $@
+
+$(BUILD)/obj/nic/xdp_steer_obj.o: nic/xdp_steer_obj.S $(BPF_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -c -DXDP_STEER_OBJ='"$(BPF_OBJ)"' $< -o $@
+
+$(CORE_LIB): $(call obj,$(CORE_SRC) $(CONF_SRC) $(SHM_SRC)) $(BUILD)/obj/nic/xdp_steer_obj.o
 	@rm -f $@
 	ar rcs $@ $^
 
@@ -128,9 +138,9 @@ FUZZ_CFLAGS := -std=gnu11 -g -O1 -I. -D_GNU_SOURCE -fsanitize=fuzzer,address,und
 .PHONY: fuzz-build
 fuzz-build: $(FUZZ_TARGETS)
 FUZZ_DAEMON_SRC := daemon/client.c daemon/log.c tests/lib/tcptest.c
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(CORE_SRC) $(SHM_SRC) $(FUZZ_DAEMON_SRC) $(wildcard */*.h)
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(CORE_SRC) $(SHM_SRC) $(FUZZ_DAEMON_SRC) $(wildcard */*.h) build/obj/nic/xdp_steer_obj.o
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) -o $@ $< $(CORE_SRC) $(SHM_SRC) $(FUZZ_DAEMON_SRC) -luring -lm
+	clang $(FUZZ_CFLAGS) -o $@ $< $(CORE_SRC) $(SHM_SRC) $(FUZZ_DAEMON_SRC) build/obj/nic/xdp_steer_obj.o -luring -lxdp -lbpf -lm
 
 # Long fuzzing by hand: make fuzz FUZZ_SECONDS=3600
 FUZZ_SECONDS ?= 600
@@ -151,9 +161,11 @@ install: all
 	test -e $(DESTDIR)/etc/shmnet/shmnetd.conf || install -m 644 conf/shmnetd.conf $(DESTDIR)/etc/shmnet/shmnetd.conf
 	sed 's|@PREFIX@|$(PREFIX)|g' systemd/shmnetd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/shmnetd.service
 
+# nic/xdp_steer.bpf.c is BPF C (SEC() and map macros): clang -target bpf checks it.
 cppcheck:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr \
-	  --suppress=missingIncludeSystem -I. -D_GNU_SOURCE conf nic stack shm daemon libclient tools
+	  --suppress=missingIncludeSystem -I. -D_GNU_SOURCE -i nic/xdp_steer.bpf.c \
+	  conf nic stack shm daemon libclient tools
 
 check-format:
 	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')

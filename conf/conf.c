@@ -667,8 +667,8 @@ static void load_fault(struct ld *ld, config_setting_t *g, const char *gname,
 static bool load_iface(struct ld *ld, config_setting_t *g, int idx, struct conf_iface *ci)
 {
     static const char *const keys[] = {
-        "name", "backend", "mac",     "mtu",   "address", "promiscuous",
-        "vlan", "rx_ring", "tx_ring", "fault", "tso",     NULL,
+        "name",    "backend", "mac",   "mtu", "address",  "promiscuous", "vlan",
+        "rx_ring", "tx_ring", "fault", "tso", "xdp_mode", NULL,
     };
     int nerr0 = ld->nerr;
     struct stack_iface_params *ip = &ci->ip;
@@ -710,12 +710,24 @@ static bool load_iface(struct ld *ld, config_setting_t *g, int idx, struct conf_
 
     str = get_str(ld, g, gname, "backend", &s);
     if (str) {
-        if (!strcmp(str, "tap") || !strcmp(str, "sim"))
+        if (!strcmp(str, "tap") || !strcmp(str, "sim") || !strcmp(str, "af_xdp"))
             snprintf(nic->backend, sizeof(nic->backend), "%s", str);
-        else if (!strcmp(str, "af_xdp"))
-            err_at(ld, s, "%s.backend: backend 'af_xdp' is not built yet", gname);
         else
-            err_at(ld, s, "%s.backend: '%s' is not one of tap, sim", gname, str);
+            err_at(ld, s, "%s.backend: '%s' is not one of tap, sim, af_xdp", gname, str);
+    }
+
+    str = get_str(ld, g, gname, "xdp_mode", &s);
+    if (str) {
+        if (!strcmp(str, "auto"))
+            nic->xdp_mode = NIC_XDP_AUTO;
+        else if (!strcmp(str, "copy"))
+            nic->xdp_mode = NIC_XDP_COPY;
+        else if (!strcmp(str, "native"))
+            nic->xdp_mode = NIC_XDP_NATIVE;
+        else
+            err_at(ld, s, "%s.xdp_mode: '%s' is not one of auto, copy, native", gname, str);
+        if (strcmp(nic->backend, "af_xdp"))
+            err_at(ld, s, "%s.xdp_mode: only the af_xdp backend has it", gname);
     }
 
     str = get_str(ld, g, gname, "mac", &s);
@@ -811,6 +823,7 @@ static bool load_iface(struct ld *ld, config_setting_t *g, int idx, struct conf_
     memcpy(nic->name, ip->name, sizeof(nic->name));
     memcpy(nic->mac, ip->mac, 6);
     nic->mtu = ip->mtu;
+    nic->addr = ip->addr;
     return ld->nerr == nerr0;
 }
 
@@ -1423,6 +1436,7 @@ int conf_diff_static(const struct conf *old, const struct conf *nw, conf_err_fn 
             IFDIFF(a->nic.rx_ring != b->nic.rx_ring, "rx_ring");
             IFDIFF(a->nic.tx_ring != b->nic.tx_ring, "tx_ring");
             IFDIFF(a->nic.nqueues != b->nic.nqueues, "nqueues");
+            IFDIFF(a->nic.xdp_mode != b->nic.xdp_mode, "xdp_mode");
 #undef IFDIFF
             /* fault.* is a tunable: the injector is rebuilt on reload. */
         }

@@ -66,8 +66,8 @@ static int worker_init(struct worker *w)
         memset(n, 0, sizeof(*n));
         ret = nic_open(n, &ci->nic);
         if (ret < 0) {
-            log_error("interface %s: cannot open %s backend: %s", ci->ip.name, ci->nic.backend,
-                      strerror(-ret));
+            log_error("interface %s: cannot open %s backend: %s%s%s", ci->ip.name, ci->nic.backend,
+                      n->errmsg, n->errmsg[0] ? ": " : "", strerror(-ret));
             return ret;
         }
         w->nicp[w->nnics] = n;

@@ -9,6 +9,7 @@
 
 extern const struct nic_ops nic_tap_ops;
 extern const struct nic_ops nic_sim_ops;
+extern const struct nic_ops nic_xdp_ops;
 
 #define NIC_DEFAULT_RING 256u
 #define NIC_DEFAULT_MTU  1500u
@@ -28,7 +29,9 @@ const struct nic_ops *nic_find_ops(const char *backend)
         return &nic_tap_ops;
     if (strcmp(backend, "sim") == 0)
         return &nic_sim_ops;
-    return NULL; /* "af_xdp": not built yet */
+    if (strcmp(backend, "af_xdp") == 0)
+        return &nic_xdp_ops;
+    return NULL;
 }
 
 int nic_open(struct nic *n, const struct nic_params *p)

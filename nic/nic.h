@@ -33,9 +33,16 @@ struct nic_fault_params {
     bool rx, tx;        /* directions it applies to */
 };
 
+/* af_xdp: where the steering program runs (docs/nic.md). */
+enum nic_xdp_mode {
+    NIC_XDP_AUTO = 0, /* native if the driver has it, else copy */
+    NIC_XDP_COPY,     /* generic (SKB) XDP */
+    NIC_XDP_NATIVE,   /* driver XDP; an error if the driver lacks it */
+};
+
 struct nic_params {
     char name[IFNAMSIZ];
-    char backend[16]; /* "tap", "sim", later "af_xdp" */
+    char backend[16]; /* "tap", "sim", "af_xdp" */
     uint8_t mac[6];
     uint16_t mtu;
     uint16_t nqueues; /* 1 unless multi-queue */
@@ -44,6 +51,8 @@ struct nic_params {
     bool tso;         /* TCP segmentation offload: frames with pktbuf.gso_size may exceed
                        * the MTU (tap: IFF_VNET_HDR); the backend clears it if it cannot */
     struct nic_fault_params fault;
+    enum nic_xdp_mode xdp_mode; /* af_xdp only */
+    uint32_t addr;              /* our IPv4 address (host order): af_xdp steers ARP for it */
 };
 
 struct nic_ops {
@@ -72,9 +81,10 @@ struct nic {
     struct nic_fault *fault;                    /* NULL when fault injection is off */
     struct pcap_tap *pcap;                      /* owned by the worker of queue 0; NULL = off */
     void *priv;                                 /* backend state */
+    char errmsg[160]; /* why open failed, when the backend can say more than -errno */
 };
 
-/* Look up a backend by name ("tap", "sim"); NULL if unknown. */
+/* Look up a backend by name ("tap", "sim", "af_xdp"); NULL if unknown. */
 const struct nic_ops *nic_find_ops(const char *backend);
 
 /* Open a NIC. Pools and counters per queue must be bound with nic_bind_queue() before the

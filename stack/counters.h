@@ -18,6 +18,16 @@
     X(nic_rx_drop_error)      /* backend read error / truncated by the device */                   \
     X(nic_tx_drop_full)       /* backend TX ring full */                                           \
     X(nic_tx_drop_error)      /* backend write error */                                            \
+    X(xdp_umem_free)          /* af_xdp gauge: UMEM frames free in the daemon */                   \
+    X(xdp_umem_fill)          /* af_xdp gauge: frames in the fill ring */                          \
+    X(xdp_umem_rx)            /* af_xdp gauge: taken from the fill ring, not yet received */       \
+    X(xdp_umem_tx)            /* af_xdp gauge: in the TX ring or being sent */                     \
+    X(xdp_umem_comp)          /* af_xdp gauge: sent, waiting in the completion ring */             \
+    X(xdp_fill_empty)         /* af_xdp: kernel found the fill ring empty (XDP_STATISTICS) */      \
+    X(xdp_rx_drop_kernel)     /* af_xdp: kernel dropped (no fill frame, too big) */                \
+    X(xdp_rx_drop_ring_full)  /* af_xdp: kernel dropped, RX ring full */                           \
+    X(xdp_rx_drop_invalid)    /* af_xdp: invalid fill descriptors */                               \
+    X(xdp_tx_drop_invalid)    /* af_xdp: invalid TX descriptors */                                 \
     X(fault_drop_loss)                                                                             \
     X(fault_dup)                                                                                   \
     X(fault_reorder)                                                                               \
@@ -131,6 +141,7 @@
     X(tcp_tw_reuse)                                                                                \
     X(tcp_zero_window_probes) /* persist timer probes of a closed window (RFC 9293 3.8.6.1) */     \
     X(tcp_lost_retrans)       /* retransmissions found lost by later SACKs and sent again */       \
+    X(tcp_tlp)                /* tail loss probes sent (RFC 8985 7) instead of waiting for RTO */  \
     X(tcp_drop_bad_off)       /* data offset beyond the segment */                                 \
     X(tcp_drop_out_of_window) /* sequence number outside the window (ACKed) */                     \
     X(tcp_drop_paws)          /* timestamp older than ts_recent (RFC 7323) */                      \
@@ -142,6 +153,7 @@
     X(tcp_drop_ooo_full)      /* out-of-order data beyond the ranges we track */                   \
     X(tcp_drop_no_mem)        /* no connection object left */                                      \
     X(tcp_drop_rcv_closed)    /* data after shutdown(SHUT_RD) or close */                          \
+    X(tcp_drop_rcv_full)      /* data (or part) beyond the receive buffer: past our window */      \
     X(timer_fired)
 // clang-format on
 

@@ -10,6 +10,7 @@ set -euo pipefail
 PKGS=(
     build-essential pkg-config
     liburing-dev libev-dev libconfig-dev libcriterion-dev
+    libxdp-dev libbpf-dev ethtool  # af_xdp backend (ethtool: veth checksum offload off in tests)
     clang libclang-rt-dev          # libFuzzer (libclang_rt.fuzzer)
     iproute2 iputils-ping arping tcpdump
     python3 python3-scapy socat hping3

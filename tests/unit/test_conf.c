@@ -483,7 +483,7 @@ Test(conf, interface_values)
     cr_assert_eq(
         load_text("interfaces = ( {\n"
                   " name = \"s\"; address = \"10.0.0.1/8\";\n"
-                  " backend = \"af_xdp\";\n"
+                  " backend = \"xdp\";\n"
                   " mac = \"00:00:00:00:00:00\";\n"
                   " mtu = 575;\n"
                   " vlan = 4095;\n"
@@ -494,7 +494,7 @@ Test(conf, interface_values)
                   "} );\n",
                   &p),
         -EINVAL);
-    EXPECT_ERR(p, 3, "backend 'af_xdp' is not built yet");
+    EXPECT_ERR(p, 3, "'xdp' is not one of tap, sim, af_xdp");
     EXPECT_ERR(p, 4, "all-zero");
     EXPECT_ERR(p, 5, "interfaces[0].mtu: 575 is out of range 576..9000");
     EXPECT_ERR(p, 6, "interfaces[0].vlan: 4095 is out of range 0..4094");
@@ -506,6 +506,42 @@ Test(conf, interface_values)
     EXPECT_ERR(p, 9, "unknown key 'bogus' in group 'interfaces[0].fault'");
     EXPECT_ERR(p, 10, "unknown key 'backend2' in group 'interfaces[0]'");
     cr_assert_eq(ms->n, 11, "%s", ms->all);
+    free(p);
+}
+
+Test(conf, af_xdp_backend)
+{
+    char *p;
+
+    cr_assert_eq(load_text("interfaces = ( { name = \"veth0\"; address = \"10.0.0.2/24\";\n"
+                           " backend = \"af_xdp\"; xdp_mode = \"native\"; } );\n",
+                           &p),
+                 0, "%s", ms->all);
+    free(p);
+    cr_assert_str_eq(cf->ifs[0].nic.backend, "af_xdp");
+    cr_assert_eq(cf->ifs[0].nic.xdp_mode, NIC_XDP_NATIVE);
+    cr_assert_eq(cf->ifs[0].nic.addr, 0x0a000002u);
+
+    cr_assert_eq(load_text("interfaces = ( { name = \"veth0\"; address = \"10.0.0.2/24\";\n"
+                           " backend = \"af_xdp\"; } );\n",
+                           &p),
+                 0, "%s", ms->all);
+    free(p);
+    cr_assert_eq(cf->ifs[0].nic.xdp_mode, NIC_XDP_AUTO);
+
+    cr_assert_eq(load_text("interfaces = ( { name = \"veth0\"; address = \"10.0.0.2/24\";\n"
+                           " backend = \"af_xdp\";\n"
+                           " xdp_mode = \"zerocopy\"; } );\n",
+                           &p),
+                 -EINVAL);
+    EXPECT_ERR(p, 3, "interfaces[0].xdp_mode: 'zerocopy' is not one of auto, copy, native");
+    free(p);
+
+    cr_assert_eq(load_text("interfaces = ( { name = \"shm0\"; address = \"10.0.0.2/24\";\n"
+                           " xdp_mode = \"copy\"; } );\n",
+                           &p),
+                 -EINVAL);
+    EXPECT_ERR(p, 2, "interfaces[0].xdp_mode: only the af_xdp backend has it");
     free(p);
 }
 
