@@ -9,7 +9,8 @@
 # (bench/udp_bench.c) runs on libshmnet and on kernel sockets; the kernel-side servers are
 # its kernel build in both cases. Writes a markdown table to stdout, progress to stderr.
 # Environment: RR_N (20000 ping-pongs), TPUT_SECS (3), RING_ROUNDS (200000),
-# BUSY_POLL_US (daemon.busy_poll_us, default 50).
+# BUSY_POLL_US (daemon.busy_poll_us, default 50), MEM_CONNS (idle connections for the
+# memory rows, cumulative steps, default "10000 100000"), MEM_PER_PROC (15000).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -181,10 +182,19 @@ s=$("$B/bench/tcp_bench" rate 10.200.0.1 9102 "$TPUT_SECS" | field conn_per_s)
 k=$(ip netns exec "$NSA" "$B/bench/tcp_bench_kernel" rate 10.210.0.2 9102 "$TPUT_SECS" | field conn_per_s)
 ROWS+=("| TCP connections/s (connect, 1-byte round trip, close) | $s | $k | x$(ratio "$s" "$k") (target x1.0) |")
 
-# Memory per idle connection: the daemon's RSS before and after opening N connections.
-MEM_CONNS=${MEM_CONNS:-10000}
+# Memory per idle connection: the daemon's RSS before and after opening N connections,
+# for each N of MEM_CONNS (cumulative: the connections of one step stay open for the next).
+# RLIMIT_NOFILE (here a hard limit of 20000, not raisable) bounds every process: a shmnet
+# socket holds a placeholder fd and a kernel socket is one, so the connections are spread
+# over openers of at most MEM_PER_PROC connections and kernel holders of one port each.
+MEM_CONNS=${MEM_CONNS:-10000 100000}
+MEM_PER_PROC=${MEM_PER_PROC:-15000}
+mem_max=0
+for n in $MEM_CONNS; do ((n > mem_max)) && mem_max=$n; done
+MEM_PORTS=$(((mem_max + MEM_PER_PROC - 1) / MEM_PER_PROC))
+((MEM_PORTS < 8)) && MEM_PORTS=8
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$DPID/status"; }
-ulimit -n 1048576 2>/dev/null || ulimit -n 65536
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null
 # Sessions attached after a reload get the new clients.* values: small fifos for this one.
 sed -i 's/rcvbuf = 1048576; sndbuf = 1048576;/rcvbuf = 4096; sndbuf = 4096;/' "$T/d.conf"
 kill -HUP "$DPID"
@@ -192,20 +202,44 @@ for ((i = 0; i < 100; i++)); do # the reload is done when the control socket ans
     "$B/shmnetctl" version >/dev/null 2>&1 && break
     sleep 0.05
 done
-tcp_srv "$NSP" hold 9200 8
-wait_port "$NSP" 9207 || { log "hold server not listening"; exit 1; }
-before=$(rss_kb)
-log "opening $MEM_CONNS idle connections"
-exec {hold_in}> >(exec "$B/bench/tcp_bench" idle 10.200.0.1 9200 "$MEM_CONNS" 8 >"$T/idle.out" 2>&1)
-for ((i = 0; i < 1200; i++)); do
-    grep -q '^open' "$T/idle.out" 2>/dev/null && break
-    sleep 0.1
+for ((p = 0; p < MEM_PORTS; p++)); do # one kernel holder per port (one fd per connection)
+    tcp_srv "$NSP" hold $((9200 + p)) 1
 done
-after=$(rss_kb)
-opened=$(field open <"$T/idle.out")
-per=$(awk -v a="$after" -v b="$before" -v n="${opened:-0}" 'BEGIN { if (n > 0) printf "%.0f", (a - b) * 1024 / n; else print "-" }')
-ROWS+=("| daemon memory per idle TCP connection ($opened open) | $per bytes | - | target < 4096 (fifo pages untouched while idle) |")
-exec {hold_in}>&-
+wait_port "$NSP" $((9200 + MEM_PORTS - 1)) || { log "hold servers not listening"; exit 1; }
+# The openers read stdin until EOF: one fifo, kept open for writing by this script.
+mkfifo "$T/hold.fifo"
+exec {hold_w}<>"$T/hold.fifo"
+before=$(rss_kb)
+opened=0 nproc_idle=0
+for n in $MEM_CONNS; do
+    log "opening idle connections up to $n"
+    t_open=$SECONDS
+    while ((opened < n)); do
+        k=$((n - opened < MEM_PER_PROC ? n - opened : MEM_PER_PROC))
+        nproc_idle=$((nproc_idle + 1))
+        "$B/bench/tcp_bench" idle 10.200.0.1 9200 "$k" "$MEM_PORTS" <"$T/hold.fifo" \
+            >"$T/idle.$nproc_idle.out" 2>&1 &
+        PIDS+=("$!")
+        opened=$((opened + k))
+    done
+    # Wait (bounded) until every opener has reported.
+    for ((i = 0; i < 3000; i++)); do
+        ((nrep = 0))
+        for ((j = 1; j <= nproc_idle; j++)); do
+            grep -q '^open' "$T/idle.$j.out" 2>/dev/null && nrep=$((nrep + 1))
+        done
+        ((nrep == nproc_idle)) && break
+        sleep 0.1
+    done
+    after=$(rss_kb)
+    got=$(cat "$T"/idle.*.out | awk '$1 == "open" { s += $2 } END { print s + 0 }')
+    est=$(ip netns exec "$NSP" ss -tnH state established "( sport >= :9200 and sport < :$((9200 + MEM_PORTS)) )" | wc -l)
+    log "$got open ($est established on the kernel side) in $((SECONDS - t_open)) s, daemon VmRSS $before -> $after kB"
+    per=$(awk -v a="$after" -v b="$before" -v n="$got" 'BEGIN { if (n > 0) printf "%.0f", (a - b) * 1024 / n; else print "-" }')
+    ROWS+=("| daemon memory per idle TCP connection ($got open, $est established at the kernel) | $per bytes | - | target < 4096 (fifo pages untouched while idle) |")
+    ((got == n)) || { log "only $got of $n connections opened: $(cat "$T"/idle.*.out | grep -v '^open' | sort | uniq -c | head -n 3)"; break; }
+done
+exec {hold_w}>&-
 kill -0 "$DPID" 2>/dev/null || { log "shmnetd died during the run"; cat "$T/shmnetd.log" >&2; exit 1; }
 echo "shmnet benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -r), busy_poll_us=$BUSY_POLL_US"
 echo

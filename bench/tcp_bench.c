@@ -8,7 +8,9 @@
  *   tcp_bench idle HOST PORT N [PORTS]   open N connections (over PORTS consecutive server
  *                                        ports), print "open N", hold them until stdin closes
  *   tcp_bench hold PORT [PORTS]          accept on PORTS ports and keep every connection
- * Output: one line "key value" for scripts. */
+ * Output: one line "key value" for scripts. Every descriptor counts against RLIMIT_NOFILE
+ * (a shmnet socket holds a placeholder fd too): the soft limit is raised to the hard one,
+ * and bench/run.sh spreads 100000 connections over several processes. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -19,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -208,9 +211,11 @@ static void run_rate(const char *host, int port, double secs)
 static void run_idle(const char *host, int port, int n, int ports)
 {
     int ok = 0;
-    for (int i = 0; i < n; i++)
-        if (connect_to(host, port + i % (ports > 0 ? ports : 1)) >= 0)
-            ok++;
+    for (int i = 0; i < n; i++) { /* the first failure (connect_to printed it) ends it */
+        if (connect_to(host, port + i % (ports > 0 ? ports : 1)) < 0)
+            break;
+        ok++;
+    }
     printf("open %d\n", ok);
     fflush(stdout);
     char c;
@@ -237,8 +242,13 @@ static void run_hold(int port, int ports)
 
 int main(int argc, char **argv)
 {
+    struct rlimit rl;
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IOLBF, 0);
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     if (argc >= 3 && !strcmp(argv[1], "sink"))
         run_sink(atoi(argv[2]));
     else if (argc >= 5 && !strcmp(argv[1], "bulk"))

@@ -62,8 +62,8 @@ struct client {
     uint32_t fifo_off, fifo_pages;
     uint64_t *fifo_map;
     uint32_t fifo_used_pages;
-    uint32_t fifo_hint;   /* no free page below it */
-    uint32_t fifo_dirty;  /* freed pages not yet given back to the system (FIFO_DIRTY_MAX) */
+    uint32_t fifo_hint;  /* no free page below it */
+    uint32_t fifo_dirty; /* freed pages not yet given back to the system (FIFO_DIRTY_MAX) */
     uint32_t rcvbuf, sndbuf;
     struct dsock *txq; /* sockets whose TX fifo still holds records */
     bool broken;       /* misbehaved: no more service; the control thread detaches it */

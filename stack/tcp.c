@@ -598,9 +598,15 @@ size_t tcp_report(struct stack *st, char *buf, size_t cap)
     int h =
         snprintf(buf, cap, "%-10s %6s %6s %s %s\n", "State", "Recv-Q", "Send-Q", "Local", "Peer");
     size_t n = h < 0 ? 0 : (size_t)h, hdr = n;
-    for (uint32_t b = 0; b < TCP_HASH + TCP_LHASH && n < cap; b++) {
-        struct tcp_pcb *p = b < TCP_HASH ? st->tcp->conn[b] : st->tcp->lis[b - TCP_HASH];
+    /* TIME_WAIT last: after a storm of short connections they can fill the caller's
+     * buffer, and the live connections are the interesting ones. */
+    for (uint32_t b = 0; b < 2 * (TCP_HASH + TCP_LHASH) && n < cap; b++) {
+        uint32_t k = b % (TCP_HASH + TCP_LHASH);
+        bool tw_pass = b >= TCP_HASH + TCP_LHASH;
+        struct tcp_pcb *p = k < TCP_HASH ? st->tcp->conn[k] : st->tcp->lis[k - TCP_HASH];
         for (; p && n < cap; p = p->hnext) {
+            if ((p->state == TCPS_TIME_WAIT) != tw_pass)
+                continue;
             uint32_t sendq = p->state == TCPS_LISTEN ? p->backlog : tcp_flight(p);
             uint32_t recvq = p->state == TCPS_LISTEN ? p->acc_qlen
                              : p->buf                ? p->buf->rcv_space(p->ctx)

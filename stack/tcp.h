@@ -39,7 +39,8 @@ struct tcp_buf_ops {
     void (*snd_copy)(void *ctx, uint32_t off, uint32_t len, uint8_t *dst);
     /* n bytes at snd_una were acknowledged: release them. */
     void (*snd_ack)(void *ctx, uint32_t n);
-    /* Free space in the receive buffer (from the end of the committed bytes). */
+    /* Free space in the receive buffer (from the end of the committed bytes). A listener's
+     * is the size of the buffer its connections get: their SYN-ACKs offer it. */
     uint32_t (*rcv_space)(void *ctx);
     /* Write bytes off bytes past the committed end (off + len <= rcv_space): out-of-order
      * data goes straight to its place in the buffer and waits there for the hole. */
@@ -68,6 +69,16 @@ typedef int (*tcp_accept_fn)(void *lctx, struct tcp_pcb *listener, struct tcp_pc
 
 struct tcp_range {
     uint32_t start, end; /* [start, end) in sequence space */
+};
+
+/* A range retransmitted in SACK recovery, watched for a second loss (RACK-like, RFC 8985
+ * 6.2 in spirit): it was lost again if bytes first sent after it (at or beyond the
+ * SND.MAX of its sending) are SACKed while it is not. */
+#define TCP_MAX_RXT 4
+struct tcp_rxt {
+    uint32_t start, end; /* [start, end); when lost, start is where sending it again resumes */
+    uint32_t snd_max;    /* SND.MAX when it went out */
+    bool lost;
 };
 
 struct tcp_cc_ops;
@@ -113,6 +124,8 @@ struct tcp_pcb {
     uint8_t dupacks;
     bool in_recovery;
     uint32_t recover, high_rxt, high_sack;
+    struct tcp_rxt rxt[TCP_MAX_RXT]; /* oldest first */
+    uint8_t nrxt;
     uint32_t rtx_count;    /* consecutive timeouts of the current head */
     uint64_t first_rtx_ns; /* when the current head was first retransmitted */
 
@@ -132,6 +145,9 @@ struct tcp_pcb {
     struct timer t_delack;
     struct timer t_keep; /* keepalive */
     bool persist;        /* t_rtx is the zero-window probe timer */
+    bool tlp_pending;    /* t_rtx is the tail loss probe timer (RFC 8985 7) */
+    bool tlp_out;        /* a probe went out: none again before the ACK of tlp_high */
+    uint32_t tlp_high;   /* SND.MAX after the probe */
     bool force_runt;     /* the SWS override timer fired: send a window-limited runt */
 
     /* ACK generation */

@@ -92,9 +92,15 @@ void tcp_send_synack_stateless(struct stack *st, struct tcp_pcb *tmp);
 void tcp_send_rst_for(struct stack *st, const struct tcp_seg *s);
 void tcp_send_rst(struct stack *st, struct tcp_pcb *pcb);
 void tcp_send_probe(struct stack *st, struct tcp_pcb *pcb);
+/* The tail loss probe timer fired: one new segment, else the last one again. */
+void tcp_send_tlp(struct stack *st, struct tcp_pcb *pcb);
 /* Retransmit one segment starting at seq (<= mss bytes, stops at end). */
 uint32_t tcp_retransmit(struct stack *st, struct tcp_pcb *pcb, uint32_t seq, uint32_t end);
 uint32_t tcp_rcv_window(struct tcp_pcb *pcb);
+/* SACK recovery retransmitted [start, end): watch it for a second loss. */
+void tcp_rxt_note(struct tcp_pcb *pcb, uint32_t start, uint32_t end);
+/* After an ACK in SACK recovery: forget what is acknowledged, mark what was lost again. */
+void tcp_rxt_check(struct tcp_pcb *pcb);
 void tcp_arm_rtx(struct stack *st, struct tcp_pcb *pcb);
 int tcp_parse_opts(const uint8_t *p, uint32_t len, bool syn, struct tcp_opts *o);
 

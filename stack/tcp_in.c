@@ -217,6 +217,7 @@ static void syn_to_listener(struct stack *st, struct tcp_pcb *l, const struct tc
         tmp.raddr = s->src;
         tmp.rport = s->h.sport;
         tmp.state = TCPS_SYN_RECEIVED;
+        tmp.parent = l; /* for the window it offers (tcp_rcv_window) */
         uint16_t route = tcp_route_mss(st, s->src);
         uint16_t mss = s->o.mss_ok && s->o.mss < route ? s->o.mss : route;
         tmp.iss = tcp_cookie_make(st, s, mss);
@@ -309,8 +310,13 @@ static void syn_sent_input(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg
     }
     if (!(s->flags & TCP_SYN))
         return;
+    /* Our SYN offered a window from RCV.NXT = 0 (there was none yet): the edge it set
+     * is relative to the peer's ISN, now known. A stale rcv_adv would be a random edge,
+     * "never shrunk" ever after: the buffer overrun by a peer trusting it. */
+    uint32_t syn_wnd = pcb->rcv_adv - pcb->rcv_nxt;
     pcb->irs = s->seq;
     pcb->rcv_nxt = s->seq + 1;
+    pcb->rcv_adv = pcb->rcv_nxt + syn_wnd;
     uint16_t adv = pcb->adv_mss;
     negotiate(st, pcb, s);
     pcb->adv_mss = adv;
@@ -341,6 +347,7 @@ static void enter_recovery(struct stack *st, struct tcp_pcb *pcb)
     pcb->ssthresh = pcb->cc->ssthresh(pcb, st->now);
     pcb->recover = pcb->snd_max;
     pcb->in_recovery = true;
+    pcb->tlp_out = false; /* recovery takes over from a probe */
     pcb->high_rxt = pcb->snd_una;
     pcb->rtt_ts = 0;
     if (pcb->sack_ok) {
@@ -352,6 +359,9 @@ static void enter_recovery(struct stack *st, struct tcp_pcb *pcb)
     }
     uint32_t end = pcb->nsacked ? pcb->sacked[0].start : pcb->snd_una + pcb->mss;
     pcb->high_rxt = pcb->snd_una + tcp_retransmit(st, pcb, pcb->snd_una, end);
+    pcb->nrxt = 0;
+    if (pcb->sack_ok)
+        tcp_rxt_note(pcb, pcb->snd_una, pcb->high_rxt);
     tcp_arm_rtx(st, pcb);
 }
 
@@ -389,7 +399,7 @@ static bool process_ack(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s
         return false;
     }
     uint32_t acked = SEQ_GT(s->ack, pcb->snd_una) ? s->ack - pcb->snd_una : 0;
-    uint32_t old_wnd = pcb->snd_wnd;
+    uint32_t old_wnd = pcb->snd_wnd, sacked_before = tcp_sacked_bytes(pcb);
     if (pcb->sack_ok && s->o.nsack)
         sack_update(pcb, &s->o);
 
@@ -438,10 +448,13 @@ static bool process_ack(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s
         sack_trim(pcb);
         pcb->rtx_count = 0;
         pcb->first_rtx_ns = 0;
+        if (pcb->tlp_out && SEQ_GEQ(s->ack, pcb->tlp_high))
+            pcb->tlp_out = false; /* the probe's episode is over */
         if (pcb->in_recovery) {
             if (SEQ_GEQ(s->ack, pcb->recover)) {
                 /* Full ACK: leave recovery (RFC 6582 3.2 step 3). */
                 pcb->in_recovery = false;
+                pcb->nrxt = 0;
                 uint32_t flight = tcp_flight(pcb);
                 pcb->cwnd = pcb->ssthresh < flight + pcb->mss ? pcb->ssthresh : flight + pcb->mss;
                 if (pcb->cwnd < pcb->mss)
@@ -455,6 +468,8 @@ static bool process_ack(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s
             pcb->cc->on_ack(pcb, data ? data : acked, st->now);
         }
         pcb->dupacks = 0;
+        if (pcb->in_recovery && pcb->sack_ok)
+            tcp_rxt_check(pcb);
         if (pcb->snd_una == pcb->snd_max)
             timer_cancel(&st->tw, &pcb->t_rtx);
         else if (!pcb->persist)
@@ -465,9 +480,13 @@ static bool process_ack(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s
             fin_acked(st, pcb);
         return pcb->state != TCPS_CLOSED;
     }
-    /* Duplicate ACK (RFC 5681 2): nothing new acked, no data, same window, data out. */
-    if (s->len == 0 && !(s->flags & (TCP_SYN | TCP_FIN)) && nwnd == old_wnd &&
-        pcb->snd_una != pcb->snd_max && s->ack == pcb->snd_una) {
+    /* Duplicate ACK: nothing new acked while data is out, and either (RFC 5681 2) no data,
+     * same window, or (RFC 6675 2) it SACKs bytes not SACKed before. The second counts
+     * whatever the window says: a receiver whose application reads moves its window
+     * with every ACK, and requiring the same window left losses to the RTO. */
+    bool classic = s->len == 0 && !(s->flags & (TCP_SYN | TCP_FIN)) && nwnd == old_wnd;
+    bool sack_news = pcb->sack_ok && tcp_sacked_bytes(pcb) > sacked_before;
+    if ((classic || sack_news) && pcb->snd_una != pcb->snd_max && s->ack == pcb->snd_una) {
         if (pcb->dupacks < 255)
             pcb->dupacks++;
         bool lost = pcb->dupacks >= 3 || (pcb->sack_ok && tcp_sacked_bytes(pcb) > 2u * pcb->mss);
@@ -476,6 +495,9 @@ static bool process_ack(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s
         else if (pcb->in_recovery && !pcb->sack_ok)
             pcb->cwnd += pcb->mss; /* inflation (RFC 6582 3.2 step 3) */
     }
+    /* Any ACK may bring SACK blocks (not only a duplicate one: the peer may be sending). */
+    if (pcb->in_recovery && pcb->sack_ok)
+        tcp_rxt_check(pcb);
     return true;
 }
 
@@ -550,6 +572,8 @@ static void process_data(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *
     uint32_t take = 0;
     if (len && off < space)
         take = len < space - off ? len : space - off;
+    if (take < len)
+        CNT_INC(&st->cnt, tcp_drop_rcv_full);
     if (len && !take) {
         pcb->ack_now = true;
         return;

@@ -74,8 +74,17 @@ int tcp_parse_opts(const uint8_t *p, uint32_t len, bool syn, struct tcp_opts *o)
  * moves left. */
 uint32_t tcp_rcv_window(struct tcp_pcb *pcb)
 {
-    if (!pcb->buf) /* a handshake in progress has no buffer yet: offer one unscaled window */
-        return pcb->state == TCPS_SYN_RECEIVED ? TCP_MAX_WIN : 0;
+    if (!pcb->buf) {
+        /* A passive open has no buffer before the handshake completes: its SYN-ACK offers
+         * what the listener's (empty) buffer holds, the size an accepted connection gets
+         * (tcp.h), up to one unscaled window. Offering more would invite data that the
+         * buffer cannot take. */
+        if (pcb->state != TCPS_SYN_RECEIVED)
+            return 0;
+        const struct tcp_pcb *l = pcb->parent;
+        uint32_t w = l && l->buf ? l->buf->rcv_space(l->ctx) : TCP_MAX_WIN;
+        return w < TCP_MAX_WIN ? w : TCP_MAX_WIN;
+    }
     uint32_t space = pcb->buf->rcv_space(pcb->ctx);
     uint32_t max = TCP_MAX_WIN << pcb->rcv_wscale;
     if (space > max)
@@ -182,16 +191,15 @@ static int tcp_xmit(struct stack *st, struct tcp_pcb *pcb, uint32_t seq, uint8_t
         pktbuf_free(pb);
         return -EMSGSIZE;
     }
-    uint32_t wnd = 0;
-    if (!(flags & TCP_RST)) {
-        wnd = tcp_rcv_window(pcb);
-        pcb->rcv_adv = pcb->rcv_nxt + wnd;
-    }
+    uint32_t wnd = (flags & TCP_RST) ? 0 : tcp_rcv_window(pcb);
     /* RFC 7323 2.2: the window in a SYN is never scaled. */
     uint32_t wfield =
         (flags & TCP_SYN) ? (wnd > TCP_MAX_WIN ? TCP_MAX_WIN : wnd) : wnd >> pcb->rcv_wscale;
     if (wfield > TCP_MAX_WIN)
         wfield = TCP_MAX_WIN;
+    /* The right edge the peer now sees: what the field says, not what we meant. */
+    if (!(flags & TCP_RST))
+        pcb->rcv_adv = pcb->rcv_nxt + ((flags & TCP_SYN) ? wfield : wfield << pcb->rcv_wscale);
     wr16(h, pcb->lport);
     wr16(h + 2, pcb->rport);
     wr32(h + 4, seq);
@@ -225,13 +233,43 @@ static int tcp_xmit(struct stack *st, struct tcp_pcb *pcb, uint32_t seq, uint8_t
     return ip4_output(st, pb, pcb->laddr, pcb->raddr, IPPROTO_TCP_, st->par.default_ttl, 0, true);
 }
 
+#define TLP_MIN_NS    (10 * NS_PER_MS)  /* floor of the probe timeout, as Linux */
+#define TLP_DELACK_NS (200 * NS_PER_MS) /* worst-case delayed ACK (RFC 8985 7.2 WCDelAckT) */
+
+/* RFC 8985 7.2: the probe timeout, or 0 when no probe is due. A probe needs SACK (what it
+ * elicits must show what is missing), no recovery or back-off in progress, and an RTT. */
+static uint64_t tlp_timeout(const struct tcp_pcb *pcb)
+{
+    switch (pcb->state) {
+    case TCPS_ESTABLISHED:
+    case TCPS_CLOSE_WAIT:
+    case TCPS_FIN_WAIT_1:
+    case TCPS_CLOSING:
+    case TCPS_LAST_ACK:
+        break;
+    default:
+        return 0;
+    }
+    if (!pcb->sack_ok || pcb->in_recovery || pcb->tlp_out || pcb->rtx_count || !pcb->srtt_us ||
+        pcb->snd_una == pcb->snd_max)
+        return 0;
+    uint64_t pto = 2ull * pcb->srtt_us * 1000u;
+    if (tcp_flight(pcb) <= pcb->mss) /* one segment: the peer may delay its ACK */
+        pto += TLP_DELACK_NS;
+    return pto < TLP_MIN_NS ? TLP_MIN_NS : pto;
+}
+
 void tcp_arm_rtx(struct stack *st, struct tcp_pcb *pcb)
 {
     uint64_t rto = (uint64_t)pcb->rto_ms << (pcb->rtx_count < 16 ? pcb->rtx_count : 16);
     if (rto > st->par.tcp_rto_max_ms)
         rto = st->par.tcp_rto_max_ms;
     pcb->persist = false;
-    timer_arm(&st->tw, &pcb->t_rtx, st->now + rto * NS_PER_MS);
+    /* A tail loss probe first when it comes before the RTO: a lost tail (or the one ACK
+     * a receiver sent for a whole flight) then costs two RTTs, not an RTO. */
+    uint64_t pto = tlp_timeout(pcb);
+    pcb->tlp_pending = pto && pto < rto * NS_PER_MS;
+    timer_arm(&st->tw, &pcb->t_rtx, st->now + (pcb->tlp_pending ? pto : rto * NS_PER_MS));
 }
 
 void tcp_send_syn(struct stack *st, struct tcp_pcb *pcb)
@@ -270,6 +308,28 @@ void tcp_send_rst(struct stack *st, struct tcp_pcb *pcb)
 void tcp_send_probe(struct stack *st, struct tcp_pcb *pcb)
 {
     tcp_xmit(st, pcb, pcb->snd_una - 1, TCP_ACK, 0);
+}
+
+void tcp_send_tlp(struct stack *st, struct tcp_pcb *pcb)
+{
+    CNT_INC(&st->cnt, tcp_tlp);
+    uint32_t max_before = pcb->snd_max, smss = seg_size(pcb);
+    pcb->tlp_out = true;
+    /* New data if there is some and the peer's window takes it: one segment beyond cwnd
+     * (anything cwnd allowed is out already). */
+    pcb->cwnd += smss;
+    tcp_output(st, pcb);
+    pcb->cwnd -= smss;
+    if (pcb->snd_max == max_before) {
+        /* Else the last segment sent (and the FIN with it) again: the end of what is in
+         * flight, not of what is queued, some of which the windows kept back. */
+        uint32_t end =
+            pcb->fin_ever && SEQ_GT(pcb->snd_max, pcb->fin_seq) ? pcb->fin_seq : pcb->snd_max;
+        uint32_t n = end - pcb->snd_una < smss ? end - pcb->snd_una : smss;
+        tcp_retransmit(st, pcb, end - n, end);
+    }
+    pcb->tlp_high = pcb->snd_max;
+    tcp_arm_rtx(st, pcb); /* the RTO now: tlp_out holds further probes back */
 }
 
 void tcp_send_rst_for(struct stack *st, const struct tcp_seg *s)
@@ -342,8 +402,32 @@ static bool next_hole(const struct tcp_pcb *pcb, uint32_t *start, uint32_t *end)
     return false;
 }
 
+/* The first stretch of [from, end) that no SACK block covers; false if there is none. */
+static bool unsacked_in(const struct tcp_pcb *pcb, uint32_t from, uint32_t end, uint32_t *s,
+                        uint32_t *e)
+{
+    for (uint32_t i = 0; i < pcb->nsacked; i++) {
+        const struct tcp_range *r = &pcb->sacked[i];
+        if (SEQ_LEQ(r->end, from))
+            continue;
+        if (SEQ_LEQ(r->start, from)) {
+            from = r->end;
+            continue;
+        }
+        if (SEQ_LT(r->start, end))
+            end = r->start;
+        break;
+    }
+    if (!SEQ_LT(from, end))
+        return false;
+    *s = from;
+    *e = end;
+    return true;
+}
+
 /* RFC 6675 SetPipe, simplified: what is in the network = sent - SACKed - lost holes not yet
- * retransmitted (holes below the highest SACK count as lost). */
+ * retransmitted (holes below the highest SACK count as lost) - retransmissions lost again
+ * and not yet sent a third time. */
 static uint32_t sack_pipe(const struct tcp_pcb *pcb)
 {
     uint32_t out = tcp_flight(pcb) - tcp_sacked_bytes(pcb);
@@ -356,7 +440,52 @@ static uint32_t sack_pipe(const struct tcp_pcb *pcb)
         if (SEQ_GT(r->end, s))
             s = r->end;
     }
+    for (uint32_t i = 0; i < pcb->nrxt; i++) {
+        const struct tcp_rxt *r = &pcb->rxt[i];
+        uint32_t from = SEQ_LT(r->start, pcb->snd_una) ? pcb->snd_una : r->start, hs, he;
+        while (r->lost && SEQ_LT(from, r->end) && unsacked_in(pcb, from, r->end, &hs, &he)) {
+            lost += he - hs;
+            from = he;
+        }
+    }
     return out > lost ? out - lost : 0;
+}
+
+void tcp_rxt_note(struct tcp_pcb *pcb, uint32_t start, uint32_t end)
+{
+    if (!SEQ_LT(start, end))
+        return;
+    if (pcb->nrxt) {
+        struct tcp_rxt *l = &pcb->rxt[pcb->nrxt - 1];
+        if (!l->lost && l->end == start && l->snd_max == pcb->snd_max) {
+            l->end = end;
+            return;
+        }
+    }
+    if (pcb->nrxt == TCP_MAX_RXT) { /* the oldest is no longer watched: the RTO covers it */
+        memmove(&pcb->rxt[0], &pcb->rxt[1], (TCP_MAX_RXT - 1) * sizeof(pcb->rxt[0]));
+        pcb->nrxt--;
+    }
+    pcb->rxt[pcb->nrxt++] = (struct tcp_rxt){start, end, pcb->snd_max, false};
+}
+
+void tcp_rxt_check(struct tcp_pcb *pcb)
+{
+    uint8_t j = 0;
+    for (uint8_t i = 0; i < pcb->nrxt; i++) {
+        struct tcp_rxt r = pcb->rxt[i];
+        uint32_t hs, he;
+        if (SEQ_LT(r.start, pcb->snd_una))
+            r.start = pcb->snd_una;
+        if (!SEQ_LT(r.start, r.end) || !unsacked_in(pcb, r.start, r.end, &hs, &he))
+            continue; /* all of it arrived */
+        /* high_sack beyond SND.MAX of its sending: a byte first sent after this
+         * retransmission arrived, this one did not. */
+        if (SEQ_GT(pcb->high_sack, r.snd_max))
+            r.lost = true;
+        pcb->rxt[j++] = r;
+    }
+    pcb->nrxt = j;
 }
 
 void tcp_output(struct stack *st, struct tcp_pcb *pcb)
@@ -385,12 +514,35 @@ void tcp_output(struct stack *st, struct tcp_pcb *pcb)
             tcp_send_ack(st, pcb);
         return;
     }
-    bool sent = false;
+    bool sent = false, sent_here = false;
     uint32_t total = pcb->buf->snd_len(pcb->ctx); /* bytes from snd_una on */
 
     /* Loss recovery with SACK (RFC 6675): holes first, then new data, while pipe < cwnd. */
     if (pcb->in_recovery && pcb->sack_ok) {
         uint32_t pipe = sack_pipe(pcb);
+        /* Retransmissions lost again first: the oldest holds SND.UNA back. What goes out
+         * is watched in turn (noted after the loop, which walks the same array). */
+        struct tcp_range again[TCP_MAX_RXT * 2];
+        uint32_t nagain = 0;
+        for (uint32_t i = 0; i < pcb->nrxt && nagain < TCP_MAX_RXT * 2; i++) {
+            struct tcp_rxt *r = &pcb->rxt[i];
+            uint32_t hs, he;
+            while (r->lost && nagain < TCP_MAX_RXT * 2 && pipe + pcb->mss <= pcb->cwnd &&
+                   SEQ_LT(r->start, r->end) && unsacked_in(pcb, r->start, r->end, &hs, &he)) {
+                uint32_t n = tcp_retransmit(st, pcb, hs, he);
+                if (!n) {
+                    r->start = r->end;
+                    break;
+                }
+                CNT_INC(&st->cnt, tcp_lost_retrans);
+                r->start = hs + n;
+                again[nagain++] = (struct tcp_range){hs, hs + n};
+                pipe += n;
+                sent = true;
+            }
+        }
+        for (uint32_t i = 0; i < nagain; i++)
+            tcp_rxt_note(pcb, again[i].start, again[i].end);
         for (int guard = 0; guard < 64 && pipe + pcb->mss <= pcb->cwnd; guard++) {
             uint32_t hs, he;
             if (!next_hole(pcb, &hs, &he))
@@ -398,6 +550,7 @@ void tcp_output(struct stack *st, struct tcp_pcb *pcb)
             uint32_t n = tcp_retransmit(st, pcb, hs, he);
             if (!n)
                 break;
+            tcp_rxt_note(pcb, hs, hs + n);
             pcb->high_rxt = hs + n;
             pipe += n;
             sent = true;
@@ -472,10 +625,14 @@ void tcp_output(struct stack *st, struct tcp_pcb *pcb)
         }
         if (SEQ_GT(pcb->snd_nxt, pcb->snd_max))
             pcb->snd_max = pcb->snd_nxt;
-        if (!timer_armed(&pcb->t_rtx) || pcb->persist)
-            tcp_arm_rtx(st, pcb);
-        sent = true;
+        sent = sent_here = true;
     }
+    /* Armed once the burst is out: a probe timeout depends on what is in flight (a lone
+     * segment waits for a delayed ACK) and restarts with every burst (RFC 8985 7.2). A
+     * running RTO is left alone (RFC 6298 5.1) unless a probe may now come first. */
+    if (sent_here &&
+        (!timer_armed(&pcb->t_rtx) || pcb->persist || pcb->tlp_pending || tlp_timeout(pcb)))
+        tcp_arm_rtx(st, pcb);
 done:
     /* Data waiting, nothing in flight, and the peer's window closed or too small for a
      * segment: the persist timer probes it (RFC 9293 3.8.6.1) or, when the window is open
@@ -483,6 +640,7 @@ done:
     if (pcb->snd_una == pcb->snd_max && total > pcb->snd_nxt - pcb->snd_una &&
         pcb->snd_wnd < seg_size(pcb) && !timer_armed(&pcb->t_rtx)) {
         pcb->persist = true;
+        pcb->tlp_pending = false;
         uint64_t rto = pcb->rto_ms;
         timer_arm(&st->tw, &pcb->t_rtx, st->now + rto * NS_PER_MS);
     }

@@ -68,6 +68,7 @@ void tcp_rtx_timer(struct timer *t, void *ctx, uint64_t now)
                 tcp_arm_rtx(st, pcb);
             return;
         }
+        CNT_INC(&st->cnt, tcp_zero_window_probes);
         tcp_send_probe(st, pcb);
         if (pcb->rtx_count < 10)
             pcb->rtx_count++;
@@ -79,6 +80,11 @@ void tcp_rtx_timer(struct timer *t, void *ctx, uint64_t now)
     }
     if (pcb->snd_una == pcb->snd_max)
         return; /* nothing outstanding */
+    if (pcb->tlp_pending) {
+        pcb->tlp_pending = false;
+        tcp_send_tlp(st, pcb);
+        return;
+    }
     if (!pcb->first_rtx_ns)
         pcb->first_rtx_ns = now;
     if (pcb->rtx_count >= st->par.tcp_retries2 || user_timeout_hit(st, pcb)) {
@@ -93,6 +99,8 @@ void tcp_rtx_timer(struct timer *t, void *ctx, uint64_t now)
     pcb->recover = pcb->snd_max;
     pcb->dupacks = 0;
     pcb->nsacked = 0; /* the receiver may have reneged (RFC 2018 8) */
+    pcb->nrxt = 0;
+    pcb->tlp_out = false;
     pcb->high_rxt = pcb->snd_una;
     pcb->rtt_ts = 0;
     pcb->lost++;

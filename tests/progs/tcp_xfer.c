@@ -1,12 +1,17 @@
-/* TCP transfers through libshmnet, checked with SHA-256 (tests/integration/tcp.sh).
+/* TCP transfers through libshmnet, checked with SHA-256 (tests/integration/tcp.sh,
+ * tcp_scale.sh).
  *
  *   tcp_xfer connect IP PORT [options]   one connection (or --conns N in parallel threads)
  *   tcp_xfer listen PORT [options]       accept --conns N connections (default 1) and serve
- *                                        each in a thread
+ *                                        them one after the other
  *   tcp_xfer storm IP PORT N THREADS     N short connections: send "storm <i>\n", SHUT_WR,
  *                                        read until EOF, expect the same line back
  *   tcp_xfer refused IP PORT             expect connect to fail with ECONNREFUSED
  *   tcp_xfer reset IP PORT               connect, send "reset\n", expect ECONNRESET from recv
+ *   tcp_xfer clients IP PORT N CONC BYTES  N connections, at most CONC open at once, all in one
+ *                                        thread (non-blocking sockets, shmnet_poll), speaking
+ *                                        the digest-echo protocol below; BYTES per connection
+ *   tcp_xfer server PORT N               serve N digest-echo connections the same way
  *
  * Options: --send N (N bytes of a deterministic pattern) or --send-file F, --recv
  * (read until EOF), --recv-first (read until EOF before sending: a server facing a peer
@@ -15,22 +20,24 @@
  * and prints "sent BYTES SHA256" and "recv BYTES SHA256" lines, then "time SECONDS MBPS".
  * The exit status is 0 only if every step succeeded.
  *
- * WORKAROUND (daemon bug, reported): the daemon lays channels out with a page-rounded
- * stride (daemon/client.c chan()) while shm.h and the library index struct shm_channel[],
- * so requests on any channel but 0 are never seen. Until that is fixed, parallel clients
- * are separate processes (fork: each attaches its own session and uses channel 0) and
- * the server serves its connections one after the other on the main thread. */
+ * Digest-echo protocol (both directions checked per connection, also by the kernel-side
+ * peer of tcp_scale.sh): the client sends its bytes (connection i: the pattern at offset
+ * i << 40, so every connection carries other bytes), then SHUT_WR. The server sends back
+ * every byte it receives XOR 0x5a as it arrives, and after the client's FIN the SHA-256 of
+ * all it received as 64 hex digits and a newline, then closes. The client checks the echo
+ * byte by byte and the digest against its own. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -305,17 +312,15 @@ static void *server_thread(void *arg)
 }
 
 /* ---- storm ---- */
-static int storm_n, storm_threads, storm_next, storm_n_one;
+static int storm_n, storm_threads;
 
-static void *storm_thread(void *unused)
+/* Thread k makes connections k, k + threads, ... one after the other. */
+static void *storm_thread(void *arg)
 {
     char msg[64], back[128];
     long fails = 0;
 
-    for (;;) {
-        if (storm_n_one-- <= 0)
-            break;
-        int i = storm_next;
+    for (int i = (int)(intptr_t)arg; i < storm_n; i += storm_threads) {
         int len = snprintf(msg, sizeof(msg), "storm %d\n", i);
         int fd = do_connect();
         size_t got = 0;
@@ -348,6 +353,432 @@ static void *storm_thread(void *unused)
     return (void *)fails;
 }
 
+/* ---- many connections in one thread: digest-echo clients and server ---- */
+#define ECHO_XOR   0x5a
+#define DIGEST_LEN 65 /* 64 hex digits and '\n' */
+
+enum mstate { M_FREE, M_CONNECTING, M_RUN, M_HUP };
+
+struct mconn {
+    int fd;
+    enum mstate st;
+    long id;
+    uint64_t sent, got; /* client: pattern bytes sent, echo bytes checked */
+    struct sha256 sha;  /* client: of what it sent; server: of what it received */
+    char digest[DIGEST_LEN + 1];
+    uint32_t dlen;
+    bool wr_shut, eof;
+    uint8_t *pend; /* server: echo bytes not yet taken by send */
+    uint32_t plen, poff;
+    double since; /* last progress, for the stall report */
+};
+
+static long m_fails;
+/* Clients: connections established so far, and how many must be before any of them may
+ * shut down writing (all of them when every connection is opened at once: then all are
+ * open and established at the same moment, however fast the peer answers). */
+static long m_established, m_barrier;
+
+static void m_fail(struct mconn *c, const char *what, int err)
+{
+    if (m_fails++ < 20)
+        fprintf(stderr, "conn %ld: %s%s%s (sent %llu, echo %llu, digest %u)\n", c->id, what,
+                err ? ": " : "", err ? strerror(err) : "", (unsigned long long)c->sent,
+                (unsigned long long)c->got, c->dlen);
+}
+
+static void m_close(struct mconn *c)
+{
+    if (c->fd >= 0)
+        shmnet_close(c->fd);
+    free(c->pend);
+    memset(c, 0, sizeof(*c));
+    c->fd = -1;
+}
+
+/* Each shmnet socket holds a placeholder kernel fd: allow as many as the hard limit. */
+static void raise_nofile(void)
+{
+    struct rlimit r;
+
+    if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+        r.rlim_cur = r.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &r);
+    }
+}
+
+/* Client: returns 1 when the connection is finished (closed), 0 to go on. */
+static int mc_step(struct mconn *c, short rev, uint64_t bytes, uint8_t *buf, uint8_t *ref)
+{
+    if (c->st == M_CONNECTING) {
+        int err = 0;
+        socklen_t l = sizeof(err);
+        if (!(rev & (POLLOUT | POLLERR | POLLHUP)))
+            return 0;
+        if (shmnet_getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l) < 0)
+            err = errno;
+        if (err) {
+            m_fail(c, "connect", err);
+            m_close(c);
+            return 1;
+        }
+        c->st = M_RUN;
+        c->since = now_s();
+        m_established++;
+    }
+    while (c->sent < bytes) {
+        size_t k = bytes - c->sent < 65536 ? (size_t)(bytes - c->sent) : 65536;
+        pattern(buf, ((uint64_t)c->id << 40) + c->sent, k);
+        ssize_t w = shmnet_send(c->fd, buf, k, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                break;
+            m_fail(c, "send", errno);
+            m_close(c);
+            return 1;
+        }
+        sha_update(&c->sha, buf, (size_t)w);
+        c->sent += (uint64_t)w;
+        c->since = now_s();
+    }
+    if (c->sent == bytes && !c->wr_shut && m_established >= m_barrier) {
+        if (shmnet_shutdown(c->fd, SHUT_WR) < 0) {
+            m_fail(c, "shutdown", errno);
+            m_close(c);
+            return 1;
+        }
+        c->wr_shut = true;
+    }
+    for (;;) {
+        ssize_t k = shmnet_recv(c->fd, buf, 65536, MSG_DONTWAIT);
+        if (k < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                return 0;
+            m_fail(c, "recv", errno);
+            m_close(c);
+            return 1;
+        }
+        if (k == 0)
+            break;
+        c->since = now_s();
+        size_t e = c->got < bytes ? (size_t)(bytes - c->got) : 0, off = 0;
+        if (e > (size_t)k)
+            e = (size_t)k;
+        if (e) { /* the echo: our pattern XOR 0x5a */
+            pattern(ref, ((uint64_t)c->id << 40) + c->got, e);
+            for (size_t i = 0; i < e; i++)
+                if ((uint8_t)(ref[i] ^ ECHO_XOR) != buf[i]) {
+                    c->got += i;
+                    m_fail(c, "echo differs from what was sent", 0);
+                    m_close(c);
+                    return 1;
+                }
+            c->got += e;
+            off = e;
+        }
+        if ((size_t)k - off > DIGEST_LEN - c->dlen) {
+            m_fail(c, "more bytes than echo and digest", 0);
+            m_close(c);
+            return 1;
+        }
+        memcpy(c->digest + c->dlen, buf + off, (size_t)k - off);
+        c->dlen += (uint32_t)((size_t)k - off);
+    }
+    /* EOF: the whole echo and the peer's digest of what it received. */
+    char want[65];
+    sha_hex(&c->sha, want);
+    bool ok = c->sent == bytes && c->got == bytes && c->dlen == DIGEST_LEN &&
+              memcmp(c->digest, want, 64) == 0 && c->digest[64] == '\n';
+    if (!ok)
+        m_fail(c,
+               c->got != bytes || c->dlen != DIGEST_LEN ? "short reply"
+                                                        : "the peer received other bytes",
+               0);
+    if (shmnet_close(c->fd) < 0 && ok)
+        m_fail(c, "close", errno);
+    c->fd = -1;
+    m_close(c);
+    return 1;
+}
+
+static void m_report_stalled(struct mconn *cs, int n)
+{
+    int shown = 0;
+    for (int i = 0; i < n && shown < 10; i++)
+        if (cs[i].st != M_FREE) {
+            fprintf(stderr, "stalled: conn %ld state %d sent %llu echo %llu digest %u eof %d\n",
+                    cs[i].id, cs[i].st, (unsigned long long)cs[i].sent,
+                    (unsigned long long)cs[i].got, cs[i].dlen, cs[i].eof);
+            shown++;
+        }
+}
+
+#define M_STALL_S 60.0 /* no progress on any connection for this long: give up */
+
+static int run_clients(long n, int conc, uint64_t bytes)
+{
+    struct mconn *cs = calloc((size_t)conc, sizeof(*cs));
+    struct pollfd *pf = calloc((size_t)conc, sizeof(*pf));
+    int *map = calloc((size_t)conc, sizeof(*map));
+    uint8_t *buf = malloc(65536), *ref = malloc(65536);
+    long started = 0, done = 0, maxopen = 0, open = 0;
+    double t0 = now_s(), last = t0;
+
+    bool released = false;
+
+    if (!cs || !pf || !map || !buf || !ref)
+        return 1;
+    for (int i = 0; i < conc; i++)
+        cs[i].fd = -1;
+    m_barrier = conc >= n ? n : 0;
+    while (done < n) {
+        if (m_barrier && !released && m_established >= m_barrier) {
+            /* The last one is established: let every connection finish now. */
+            released = true;
+            for (int i = 0; i < conc; i++)
+                if (cs[i].st == M_RUN && mc_step(&cs[i], 0, bytes, buf, ref)) {
+                    done++;
+                    open--;
+                }
+        }
+        for (int i = 0; i < conc && started < n; i++) {
+            if (cs[i].st != M_FREE)
+                continue;
+            struct mconn *c = &cs[i];
+            memset(c, 0, sizeof(*c));
+            c->id = started++;
+            sha_init(&c->sha);
+            c->fd = shmnet_socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+            if (c->fd < 0) {
+                m_fail(c, "socket", errno);
+                done++;
+                continue;
+            }
+            if (shmnet_connect(c->fd, (struct sockaddr *)&dst, sizeof(dst)) < 0 &&
+                errno != EINPROGRESS) {
+                m_fail(c, "connect", errno);
+                m_close(c);
+                done++;
+                continue;
+            }
+            c->st = M_CONNECTING;
+            c->since = now_s();
+            open++;
+        }
+        if (open > maxopen)
+            maxopen = open;
+        int np = 0;
+        for (int i = 0; i < conc; i++) {
+            if (cs[i].st == M_FREE)
+                continue;
+            pf[np].fd = cs[i].fd;
+            pf[np].events =
+                (short)(POLLIN | (cs[i].st == M_CONNECTING || (cs[i].sent < bytes && !cs[i].wr_shut)
+                                      ? POLLOUT
+                                      : 0));
+            map[np++] = i;
+        }
+        if (!np)
+            continue;
+        int r = shmnet_poll(pf, (nfds_t)np, 1000);
+        if (r < 0 && errno != EINTR) {
+            perror("poll");
+            return 1;
+        }
+        double t = now_s();
+        if (r > 0)
+            last = t;
+        for (int k = 0; k < np && r > 0; k++) {
+            if (!pf[k].revents)
+                continue;
+            if (mc_step(&cs[map[k]], pf[k].revents, bytes, buf, ref)) {
+                done++;
+                open--;
+            }
+        }
+        if (t - last > M_STALL_S) {
+            fprintf(stderr, "no progress for %.0f s\n", M_STALL_S);
+            m_report_stalled(cs, conc);
+            m_fails += n - done;
+            break;
+        }
+    }
+    printf("clients %ld, %ld failed, at most %ld open at once%s, %llu bytes each way each, "
+           "%.2f s\n",
+           n, m_fails, maxopen, m_barrier ? " (all established before any finished)" : "",
+           (unsigned long long)bytes, now_s() - t0);
+    for (int i = 0; i < conc; i++)
+        if (cs[i].st != M_FREE)
+            m_close(&cs[i]);
+    free(cs);
+    free(pf);
+    free(map);
+    free(buf);
+    free(ref);
+    return m_fails ? 1 : 0;
+}
+
+/* Server: returns 1 when the connection is finished (closed), 0 to go on. */
+static int ms_step(struct mconn *c, short rev)
+{
+    if (c->st == M_HUP) { /* our FIN is out: close once the peer acknowledged it */
+        if (rev & (POLLHUP | POLLERR)) {
+            m_close(c);
+            return 1;
+        }
+        return 0;
+    }
+    for (;;) {
+        /* Flush what waits, then read more only if all of it went out (backpressure). */
+        while (c->poff < c->plen) {
+            ssize_t w = shmnet_send(c->fd, c->pend + c->poff, c->plen - c->poff,
+                                    MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (w < 0) {
+                if (errno == EAGAIN || errno == EINTR)
+                    return 0;
+                m_fail(c, "send", errno);
+                m_close(c);
+                return 1;
+            }
+            c->poff += (uint32_t)w;
+            c->since = now_s();
+        }
+        c->poff = c->plen = 0;
+        if (c->eof) {
+            if (shmnet_shutdown(c->fd, SHUT_WR) < 0) {
+                m_fail(c, "shutdown", errno);
+                m_close(c);
+                return 1;
+            }
+            c->st = M_HUP;
+            return 0;
+        }
+        ssize_t k = shmnet_recv(c->fd, c->pend, 65536, MSG_DONTWAIT);
+        if (k < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                return 0;
+            m_fail(c, "recv", errno);
+            m_close(c);
+            return 1;
+        }
+        c->since = now_s();
+        if (k == 0) {
+            char hex[65];
+            sha_hex(&c->sha, hex);
+            memcpy(c->pend, hex, 64);
+            c->pend[64] = '\n';
+            c->plen = DIGEST_LEN;
+            c->eof = true;
+            continue;
+        }
+        sha_update(&c->sha, c->pend, (size_t)k);
+        c->got += (uint64_t)k;
+        for (ssize_t i = 0; i < k; i++)
+            c->pend[i] ^= ECHO_XOR;
+        c->plen = (uint32_t)k;
+    }
+}
+
+static int run_server(int port, long n)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    int one = 1, l = shmnet_socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    int cap = 4096;
+    struct mconn *cs = calloc((size_t)cap, sizeof(*cs));
+    struct pollfd *pf = calloc((size_t)cap + 1, sizeof(*pf));
+    int *map = calloc((size_t)cap + 1, sizeof(*map));
+    long accepted = 0, done = 0, maxopen = 0, open = 0;
+    double t0 = now_s(), last = t0;
+
+    if (!cs || !pf || !map)
+        return 1;
+    if (l < 0 || shmnet_setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        shmnet_bind(l, (struct sockaddr *)&sin, sizeof(sin)) < 0 || shmnet_listen(l, 4096) < 0) {
+        perror("listen");
+        return 1;
+    }
+    for (int i = 0; i < cap; i++)
+        cs[i].fd = -1;
+    printf("LISTENING\n");
+    fflush(stdout);
+    while (done < n) {
+        int np = 0;
+        if (accepted < n) {
+            pf[np].fd = l;
+            pf[np].events = POLLIN;
+            map[np++] = -1;
+        }
+        for (int i = 0; i < cap; i++) {
+            if (cs[i].st == M_FREE)
+                continue;
+            pf[np].fd = cs[i].fd;
+            pf[np].events = cs[i].st == M_HUP ? 0 : cs[i].plen ? POLLOUT : POLLIN;
+            map[np++] = i;
+        }
+        int r = shmnet_poll(pf, (nfds_t)np, 1000);
+        if (r < 0 && errno != EINTR) {
+            perror("poll");
+            return 1;
+        }
+        double t = now_s();
+        if (r > 0)
+            last = t;
+        for (int k = 0; k < np && r > 0; k++) {
+            if (!pf[k].revents)
+                continue;
+            if (map[k] >= 0) {
+                if (ms_step(&cs[map[k]], pf[k].revents)) {
+                    done++;
+                    open--;
+                }
+                continue;
+            }
+            /* The listener: take what is queued while there is a free slot. */
+            for (int i = 0; i < cap && accepted < n; i++) {
+                if (cs[i].st != M_FREE)
+                    continue;
+                int fd = shmnet_accept4(l, NULL, NULL, SOCK_NONBLOCK);
+                if (fd < 0) {
+                    if (errno != EAGAIN && errno != EINTR) {
+                        perror("accept");
+                        return 1;
+                    }
+                    break;
+                }
+                struct mconn *c = &cs[i];
+                memset(c, 0, sizeof(*c));
+                c->fd = fd;
+                c->id = accepted++;
+                c->st = M_RUN;
+                c->since = t;
+                c->pend = malloc(65536);
+                if (!c->pend)
+                    return 1;
+                sha_init(&c->sha);
+                open++;
+            }
+        }
+        if (open > maxopen)
+            maxopen = open;
+        if (t - last > M_STALL_S) {
+            fprintf(stderr, "no progress for %.0f s (%ld accepted)\n", M_STALL_S, accepted);
+            m_report_stalled(cs, cap);
+            m_fails += n - done;
+            break;
+        }
+    }
+    shmnet_close(l);
+    printf("served %ld, %ld failed, at most %ld open at once, %.2f s\n", n, m_fails, maxopen,
+           now_s() - t0);
+    for (int i = 0; i < cap; i++)
+        if (cs[i].st != M_FREE)
+            m_close(&cs[i]);
+    free(cs);
+    free(pf);
+    free(map);
+    return m_fails ? 1 : 0;
+}
+
 static int parse_dst(const char *ip, const char *port)
 {
     dst.sin_family = AF_INET;
@@ -359,7 +790,8 @@ static int usage(void)
 {
     fprintf(stderr, "usage: tcp_xfer connect IP PORT | listen PORT [--send N|--send-file F]"
                     " [--recv] [--conns N] [--chunk N] [--nodelay]\n"
-                    "       tcp_xfer storm IP PORT N THREADS | refused IP PORT | reset IP PORT\n");
+                    "       tcp_xfer storm IP PORT N THREADS | refused IP PORT | reset IP PORT\n"
+                    "       tcp_xfer clients IP PORT N CONC BYTES | server PORT N\n");
     return 2;
 }
 
@@ -370,32 +802,37 @@ int main(int argc, char **argv)
     if (argc < 3)
         return usage();
     const char *mode = argv[1];
+    raise_nofile();
+    if (!strcmp(mode, "clients")) {
+        if (argc != 7 || parse_dst(argv[2], argv[3]) < 0 || atol(argv[4]) < 1 ||
+            atoi(argv[5]) < 1 || atoi(argv[5]) > 65536)
+            return usage();
+        return run_clients(atol(argv[4]), atoi(argv[5]), strtoull(argv[6], NULL, 0));
+    }
+    if (!strcmp(mode, "server")) {
+        if (argc != 4 || atol(argv[3]) < 1)
+            return usage();
+        return run_server(atoi(argv[2]), atol(argv[3]));
+    }
     if (!strcmp(mode, "storm")) {
         if (argc != 6 || parse_dst(argv[2], argv[3]) < 0)
             return usage();
         storm_n = atoi(argv[4]);
         storm_threads = atoi(argv[5]);
-        pid_t kids[64];
+        pthread_t th[64];
         long fails = 0;
         double t0 = now_s();
         if (storm_threads < 1 || storm_threads > 64)
             return usage();
-        for (int k = 0; k < storm_threads; k++) {
-            kids[k] = fork();
-            if (kids[k] == 0) { /* this child: connections k, k + threads, ... */
-                long f = 0;
-                for (int i = k; i < storm_n; i += storm_threads) {
-                    storm_next = i;
-                    storm_n_one = 1;
-                    f += (long)storm_thread(NULL);
-                }
-                _exit(f > 100 ? 100 : (int)f);
+        for (int k = 0; k < storm_threads; k++)
+            if (pthread_create(&th[k], NULL, storm_thread, (void *)(intptr_t)k)) {
+                perror("pthread_create");
+                return 1;
             }
-        }
         for (int k = 0; k < storm_threads; k++) {
-            int st;
-            waitpid(kids[k], &st, 0);
-            fails += WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+            void *f;
+            pthread_join(th[k], &f);
+            fails += (long)f;
         }
         printf("storm %d connections, %ld failed, %.2f s\n", storm_n, fails, now_s() - t0);
         return fails ? 1 : 0;
@@ -469,20 +906,26 @@ int main(int argc, char **argv)
     }
     if (conns < 1 || conns > 4096 || opt_chunk == 0 || opt_chunk > (16u << 20))
         return usage();
-    pid_t *kids = calloc((size_t)conns, sizeof(*kids));
+    pthread_t *th = calloc((size_t)conns, sizeof(*th));
     int fails = 0;
-    if (!kids)
+    if (!th)
         return 1;
     if (!strcmp(mode, "connect")) {
-        for (int i = 0; i < conns; i++) {
-            kids[i] = fork();
-            if (kids[i] == 0)
-                _exit(client_thread((void *)(intptr_t)i) != NULL);
-        }
-        for (int i = 0; i < conns; i++) {
-            int st;
-            waitpid(kids[i], &st, 0);
-            fails += !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+        /* One thread per connection (each claims a channel of its own, up to
+         * clients.channels); a single connection runs on the main thread. */
+        if (conns == 1) {
+            fails = client_thread(NULL) != NULL;
+        } else {
+            for (int i = 0; i < conns; i++)
+                if (pthread_create(&th[i], NULL, client_thread, (void *)(intptr_t)i)) {
+                    perror("pthread_create");
+                    return 1;
+                }
+            for (int i = 0; i < conns; i++) {
+                void *r;
+                pthread_join(th[i], &r);
+                fails += r != NULL;
+            }
         }
     } else {
         struct sockaddr_in sin = {.sin_family = AF_INET,
@@ -508,6 +951,6 @@ int main(int argc, char **argv)
         }
         shmnet_close(l);
     }
-    free(kids);
+    free(th);
     return fails ? 1 : 0;
 }

@@ -11,11 +11,18 @@
 #define ADDR_B 0x0ac80003u
 static const uint8_t mac_b[6] = {2, 0, 0, 0, 0, 3};
 
+struct pair;
+/* A link filter: true drops the frame (a_to_b tells the direction). */
+typedef bool (*drop_fn)(struct pair *p, const uint8_t *f, uint32_t n, bool a_to_b);
+
 struct pair {
     struct stest a, b;
     struct tbuf ca, sb; /* client on a, server connection on b */
     struct tbuf lb;     /* listener context */
     struct tcp_pcb *cli, *lis, *srv;
+    drop_fn drop;      /* set: the NICs are not linked, step() carries frames through it */
+    uint32_t drop_seq; /* state of the filters below */
+    int drop_seen;
 };
 
 static int on_accept(void *lctx, struct tcp_pcb *l, struct tcp_pcb *child)
@@ -27,29 +34,56 @@ static int on_accept(void *lctx, struct tcp_pcb *l, struct tcp_pcb *child)
     return 0;
 }
 
+/* Frames from one unlinked sim NIC to the other, through the filter. */
+static void carry(struct pair *p, struct stest *from, struct stest *to, bool a_to_b)
+{
+    struct pktbuf *pb;
+    while ((pb = nic_sim_take_tx(&from->nic))) {
+        if (!p->drop(p, pktbuf_data(pb), pb->len, a_to_b))
+            cr_assert_eq(nic_sim_inject(&to->nic, pktbuf_data(pb), pb->len), 0);
+        pktbuf_free(pb);
+    }
+}
+
 static void step(struct pair *p, uint64_t ns)
 {
     stest_step(&p->a, ns);
     p->b.now = p->a.now;
+    if (p->drop)
+        carry(p, &p->a, &p->b, true);
     stest_step(&p->b, 0);
+    if (p->drop)
+        carry(p, &p->b, &p->a, false);
 }
 
+/* With drop set, frames pass through it instead of a direct link. */
+static void pair_init_filtered(struct pair *p, const struct nic_fault_params *fp, uint32_t bufsz,
+                               drop_fn drop);
+
 static void pair_init(struct pair *p, const struct nic_fault_params *fp, uint32_t bufsz)
+{
+    pair_init_filtered(p, fp, bufsz, NULL);
+}
+
+static void pair_init_filtered(struct pair *p, const struct nic_fault_params *fp, uint32_t bufsz,
+                               drop_fn drop)
 {
     memset(p, 0, sizeof(*p));
     stest_init_addr(&p->a, NULL, ST_ADDR_A, st_mac_a, fp);
     stest_init_addr(&p->b, NULL, ADDR_B, mac_b, fp);
     p->b.now = p->a.now;
-    nic_sim_link(&p->a.nic, &p->b.nic);
+    p->drop = drop;
+    if (!drop)
+        nic_sim_link(&p->a.nic, &p->b.nic);
     tbuf_init(&p->ca, bufsz, bufsz);
     tbuf_init(&p->sb, bufsz, bufsz);
-    tbuf_init(&p->lb, 16, 16);
+    tbuf_init(&p->lb, bufsz, bufsz); /* a listener's: the size its connections get */
     p->lis = tcp_new(&p->b.st, &tbuf_ops, tbuf_event, &p->lb);
     cr_assert_eq(tcp_bind(&p->b.st, p->lis, 0, 80), 0);
     cr_assert_eq(tcp_listen(&p->b.st, p->lis, 16, on_accept, p), 0);
     p->cli = tcp_new(&p->a.st, &tbuf_ops, tbuf_event, &p->ca);
     cr_assert_eq(tcp_connect(&p->a.st, p->cli, ADDR_B, 80), 0);
-    for (int i = 0; i < 2000 && !(p->cli->state == TCPS_ESTABLISHED && p->lis->acc_qlen); i++)
+    for (int i = 0; i < 10000 && !(p->cli->state == TCPS_ESTABLISHED && p->lis->acc_qlen); i++)
         step(p, T_MS);
     cr_assert_eq(p->cli->state, TCPS_ESTABLISHED);
     p->srv = tcp_accept(&p->b.st, p->lis);
@@ -190,7 +224,7 @@ Test(tcp, bulk_with_loss_newreno_no_sack)
     nic_sim_link(&p.a.nic, &p.b.nic);
     tbuf_init(&p.ca, 128 * 1024, 128 * 1024);
     tbuf_init(&p.sb, 128 * 1024, 128 * 1024);
-    tbuf_init(&p.lb, 16, 16);
+    tbuf_init(&p.lb, 128 * 1024, 128 * 1024);
     p.lis = tcp_new(&p.b.st, &tbuf_ops, tbuf_event, &p.lb);
     tcp_bind(&p.b.st, p.lis, 0, 80);
     tcp_listen(&p.b.st, p.lis, 4, on_accept, &p);
@@ -343,7 +377,7 @@ Test(tcp, syn_cookies_when_queue_full)
     stest_init_addr(&p.b, &sp, ADDR_B, mac_b, NULL);
     p.b.now = p.a.now;
     nic_sim_link(&p.a.nic, &p.b.nic);
-    tbuf_init(&p.lb, 16, 16);
+    tbuf_init(&p.lb, 128 * 1024, 128 * 1024);
     tbuf_init(&p.sb, 65536, 65536);
     p.lis = tcp_new(&p.b.st, &tbuf_ops, tbuf_event, &p.lb);
     tcp_bind(&p.b.st, p.lis, 0, 80);
@@ -493,4 +527,183 @@ Test(tcp, destroy_with_time_wait_connections)
     pair_fini(&p);
     cr_assert_eq(p.a.st.tw.armed, 0, "every timer was taken out of the wheel");
     cr_assert_eq(p.b.st.tw.armed, 0);
+}
+
+/* The TCP header of an IPv4 frame from a to b carrying data, or NULL. */
+static const uint8_t *data_seg(const uint8_t *f, uint32_t n, bool a_to_b, uint32_t *len)
+{
+    if (!a_to_b || n < 14 + 20 + 20 || rd16(f + 12) != ETHERTYPE_IPV4 || f[14 + 9] != 6)
+        return NULL;
+    uint32_t ihl = (f[14] & 0x0fu) * 4, tot = rd16(f + 14 + 2);
+    const uint8_t *t = f + 14 + ihl;
+    uint32_t doff = (t[12] >> 4) * 4u;
+    if (tot < ihl + doff + 1)
+        return NULL;
+    *len = tot - ihl - doff;
+    return t;
+}
+
+/* Drops one data segment some way into the transfer and then its first retransmission. */
+static bool drop_segment_and_its_retransmission(struct pair *p, const uint8_t *f, uint32_t n,
+                                                bool a_to_b)
+{
+    uint32_t len;
+    const uint8_t *t = data_seg(f, n, a_to_b, &len);
+    if (!t || !p->cli || p->cli->bytes_acked < 100000)
+        return false;
+    uint32_t seq = rd32(t + 4);
+    if (!p->drop_seen)
+        p->drop_seq = seq;
+    if (seq != p->drop_seq || p->drop_seen >= 2)
+        return false;
+    p->drop_seen++;
+    return true;
+}
+
+/* RACK-like: a retransmission lost in SACK recovery is found lost again when data sent
+ * after it is SACKed, and sent a third time at once: no RTO (200 ms at least, while the
+ * link's round trip is a fraction of a millisecond). */
+Test(tcp, lost_retransmission_resent_without_rto)
+{
+    struct pair p;
+    pair_init_filtered(&p, NULL, 256 * 1024, drop_segment_and_its_retransmission);
+    transfer(&p, 1u << 20, 20000);
+    cr_assert_eq(p.drop_seen, 2, "the segment and its first retransmission were dropped");
+    cr_assert_eq(stest_cnt(&p.a, "tcp_sack_recovery"), 1);
+    cr_assert_geq(stest_cnt(&p.a, "tcp_lost_retrans"), 1, "the lost retransmission was found");
+    cr_assert_eq(stest_cnt(&p.a, "tcp_rto"), 0, "no retransmission timeout was needed");
+    cr_assert_eq(p.cli->nrxt, 0, "recovery is over");
+    pair_fini(&p);
+}
+
+/* A connection never offers more window than its receive buffer holds. Two ways it did:
+ * an active opener's SYN offers a window before it knows the peer's ISN, and the edge it
+ * set was not moved to RCV.NXT when the SYN-ACK arrived: for about half of the ISNs the
+ * stale edge looked like a huge window that "never shrinks", so the peer was offered 8 MiB
+ * whatever the buffer, and what it sent beyond the buffer was dropped (seen as 50 MiB
+ * transfers from the kernel taking 8x longer). And a passive open's SYN-ACK offered 64 KiB
+ * whatever its buffer would be. Several connections: several ISNs. */
+Test(tcp, window_offered_never_exceeds_receive_buffer)
+{
+    struct pair p;
+    pair_init(&p, NULL, 4096);
+    struct tbuf c[16];
+    for (int i = 0; i < 16; i++) {
+        tbuf_init(&c[i], 4096, 4096);
+        struct tcp_pcb *x = tcp_new(&p.a.st, &tbuf_ops, tbuf_event, &c[i]);
+        cr_assert_eq(tcp_connect(&p.a.st, x, ADDR_B, 80), 0);
+        for (int k = 0; k < 100 && !p.lis->acc_qlen; k++)
+            step(&p, T_MS);
+        struct tcp_pcb *y = tcp_accept(&p.b.st, p.lis);
+        cr_assert_not_null(y);
+        cr_assert_eq(x->state, TCPS_ESTABLISHED);
+        cr_assert_leq(x->rcv_adv - x->rcv_nxt, 4096, "conn %d (ISN %u): offered %u", i, y->iss,
+                      x->rcv_adv - x->rcv_nxt);
+        cr_assert_leq(y->snd_wnd, 4096, "conn %d: the peer was offered %u", i, y->snd_wnd);
+        tcp_abort(&p.b.st, y);
+        tcp_abort(&p.a.st, x);
+    }
+    for (int i = 0; i < 16; i++)
+        tbuf_free(&c[i]);
+    /* Data both ways into 4 KiB receive buffers from large send buffers (nothing queued
+     * yet: the buffers can be replaced): nothing beyond a receive buffer is ever sent. */
+    tbuf_free(&p.ca);
+    tbuf_init(&p.ca, 256 * 1024, 4096);
+    tbuf_free(&p.sb);
+    tbuf_init(&p.sb, 256 * 1024, 4096);
+    transfer(&p, 200000, 20000);
+    cr_assert_eq(stest_cnt(&p.a, "tcp_drop_rcv_full"), 0);
+    cr_assert_eq(stest_cnt(&p.b, "tcp_drop_rcv_full"), 0);
+    pair_fini(&p);
+}
+
+/* Drops the first ACK from b that acknowledges everything a sent (drop_seq: that edge). */
+static bool drop_ack_of_the_tail(struct pair *p, const uint8_t *f, uint32_t n, bool a_to_b)
+{
+    if (a_to_b || !p->drop_seq || p->drop_seen || n < 14 + 20 + 20 ||
+        rd16(f + 12) != ETHERTYPE_IPV4 || f[14 + 9] != 6)
+        return false;
+    const uint8_t *t = f + 14 + (f[14] & 0x0fu) * 4;
+    if ((t[13] & TCP_ACK) && rd32(t + 8) == p->drop_seq) {
+        p->drop_seen++;
+        return true;
+    }
+    return false;
+}
+
+/* A flight whose only ACK is lost (a receiver that coalesces a burst acknowledges it once)
+ * is repaired by a tail loss probe after two RTTs (10 ms at least), not by the RTO. */
+Test(tcp, lost_tail_ack_repaired_by_probe_not_rto)
+{
+    struct pair p;
+    pair_init_filtered(&p, NULL, 256 * 1024, drop_ack_of_the_tail);
+    transfer(&p, 100000, 5000);   /* an RTT measured, a cwnd of some segments */
+    for (int i = 0; i < 100; i++) /* everything acknowledged: the burst is the whole flight */
+        step(&p, T_MS);
+    cr_assert_eq(p.cli->snd_una, p.cli->snd_max);
+    static uint8_t burst[8 * 1448];
+    memset(burst, 'b', sizeof(burst));
+    cr_assert_eq(tbuf_write(&p.ca, burst, sizeof(burst)), sizeof(burst));
+    p.drop_seq = p.cli->snd_una + (uint32_t)sizeof(burst);
+    tcp_output(&p.a.st, p.cli);
+    uint64_t t0 = p.a.now;
+    for (int i = 0; i < 2000 && p.cli->snd_una != p.drop_seq; i++)
+        step(&p, T_MS / 10);
+    cr_assert_eq(p.drop_seen, 1, "the ACK of the whole flight was dropped");
+    cr_assert_eq(p.cli->snd_una, p.drop_seq, "everything acknowledged in the end");
+    cr_assert_lt(p.a.now - t0, 50 * T_MS, "repaired after %llu ms",
+                 (unsigned long long)((p.a.now - t0) / T_MS));
+    cr_assert_eq(stest_cnt(&p.a, "tcp_tlp"), 1);
+    cr_assert_eq(stest_cnt(&p.a, "tcp_rto"), 0);
+    uint8_t got[sizeof(burst)];
+    cr_assert_eq(tbuf_read(&p.sb, got, sizeof(got)), sizeof(burst));
+    cr_assert_eq(memcmp(got, burst, sizeof(burst)), 0);
+    pair_fini(&p);
+}
+
+/* Blacks out b -> a for drop_seq ms from the first data segment on, and notes any a -> b
+ * segment that ends beyond a's SND.MAX (sent without SND.MAX knowing it). */
+static bool blackout_and_check_edge(struct pair *p, const uint8_t *f, uint32_t n, bool a_to_b)
+{
+    uint32_t len;
+    const uint8_t *t = data_seg(f, n, a_to_b, &len);
+    if (t && p->cli && (int32_t)(rd32(t + 4) + len - p->cli->snd_max) > 0)
+        p->drop_seen |= 2;
+    if (t && !p->drop_seq && p->cli && p->cli->bytes_acked > 0)
+        p->drop_seq = (uint32_t)(p->a.now / T_MS) + 30; /* blackout until then (ms) */
+    return !a_to_b && p->drop_seq && p->a.now / T_MS < p->drop_seq;
+}
+
+/* A probe when the peer's window holds the rest of the queue back: the probe is the last
+ * segment sent again, not the last one queued (that one was beyond the window and beyond
+ * SND.MAX: the peer's ACK of it then looked like an ACK of unsent data, and connections
+ * stalled with 1000 of them sharing the TAP). */
+Test(tcp, probe_resends_last_sent_not_last_queued)
+{
+    struct pair p;
+    pair_init_filtered(&p, NULL, 16384, blackout_and_check_edge);
+    tbuf_free(&p.ca); /* more to send than the peer's 16 KiB, which nobody reads */
+    tbuf_init(&p.ca, 64 * 1024, 16384);
+    transfer(&p, 1000, 1000); /* an RTT */
+    for (int i = 0; i < 20; i++)
+        step(&p, T_MS);
+    static uint8_t big[48 * 1024];
+    for (uint32_t i = 0; i < sizeof(big); i++)
+        big[i] = pattern(i);
+    cr_assert_eq(tbuf_write(&p.ca, big, sizeof(big)), sizeof(big));
+    tcp_output(&p.a.st, p.cli);
+    for (int i = 0; i < 5000; i++) /* the blackout, then the RTO after the probe */
+        step(&p, T_MS / 10);
+    cr_assert_geq(stest_cnt(&p.a, "tcp_tlp"), 1, "a probe went out during the blackout");
+    cr_assert_eq(p.drop_seen & 2, 0, "nothing was sent beyond SND.MAX");
+    cr_assert_eq(stest_cnt(&p.a, "tcp_drop_bad_ack"), 0);
+    cr_assert_eq(stest_cnt(&p.b, "tcp_drop_rcv_full"), 0);
+    /* What went out arrived intact, and is acknowledged now that the blackout is over. */
+    cr_assert_eq(p.cli->snd_una, p.cli->snd_max);
+    cr_assert_eq(p.srv->rcv_nxt, p.cli->snd_max);
+    static uint8_t got[16384];
+    uint32_t r = tbuf_read(&p.sb, got, sizeof(got));
+    cr_assert_gt(r, 10000, "a window's worth arrived (%u)", r);
+    cr_assert_eq(memcmp(got, big, r), 0);
+    pair_fini(&p);
 }
