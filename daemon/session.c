@@ -296,19 +296,36 @@ struct report_arg {
     bool sockets;
 };
 
+/* One report into out, straight into its buffer, retried with a larger one while it may
+ * have been cut short (a line is under REPORT_LINE bytes): 100000 connections fit. */
+#define REPORT_LINE 256
+#define REPORT_MAX  (256u << 20)
+
+static void report_into(struct strbuf *out, struct client *cl, struct stack *st, int kind)
+{
+    for (size_t cap = 65536; cap <= REPORT_MAX; cap *= 4) {
+        char *b = sb_reserve(out, cap);
+        if (!b)
+            return; /* out->oom tells the reader */
+        size_t n = kind == 0   ? client_report(cl, b, cap)
+                   : kind == 1 ? client_report_sockets(cl, b, cap)
+                               : tcp_report(st, b, cap);
+        if (n + REPORT_LINE < cap || cap == REPORT_MAX) {
+            out->len += n;
+            if (out->len < out->cap)
+                out->buf[out->len] = 0;
+            return;
+        }
+    }
+}
+
 static int report_fn(struct worker *w, void *arg)
 {
     struct report_arg *a = arg;
-    char buf[65536];
-    for (struct client *cl = w->clients; cl; cl = cl->next) {
-        size_t n = a->sockets ? client_report_sockets(cl, buf, sizeof(buf))
-                              : client_report(cl, buf, sizeof(buf));
-        sb_printf(a->out, "%.*s", (int)n, buf);
-    }
-    if (a->sockets) { /* every TCP connection of the worker, like `ss -tan` */
-        size_t n = tcp_report(&w->st, buf, sizeof(buf));
-        sb_printf(a->out, "%.*s", (int)n, buf);
-    }
+    for (struct client *cl = w->clients; cl; cl = cl->next)
+        report_into(a->out, cl, NULL, a->sockets ? 1 : 0);
+    if (a->sockets) /* every TCP connection of the worker, like `ss -tan` */
+        report_into(a->out, NULL, &w->st, 2);
     return 0;
 }
 
