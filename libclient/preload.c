@@ -50,6 +50,9 @@
 
 static struct {
     int (*socket)(int, int, int);
+    int (*socketpair)(int, int, int, int *);
+    int (*fstat)(int, struct stat *);
+    int (*fstat64)(int, struct stat64 *);
     int (*close)(int);
     ssize_t (*read)(int, void *, size_t);
     ssize_t (*write)(int, const void *, size_t);
@@ -226,10 +229,7 @@ EXPORT int socket(int domain, int type, int protocol)
 
 EXPORT int socketpair(int domain, int type, int protocol, int sv[2])
 {
-    static int (*f)(int, int, int, int *);
-    if (!f)
-        f = (int (*)(int, int, int, int *))dlsym(RTLD_NEXT, "socketpair");
-    return f(domain, type, protocol, sv);
+    return REAL(socketpair)(domain, type, protocol, sv);
 }
 
 static void ep_forget_fd(int fd);
@@ -824,10 +824,7 @@ EXPORT int dup3(int oldfd, int newfd, int flags)
 /* A socket reports itself as one (the placeholder is an eventfd). */
 EXPORT int fstat(int fd, struct stat *st)
 {
-    static int (*f)(int, struct stat *);
-    if (!f)
-        f = (int (*)(int, struct stat *))dlsym(RTLD_NEXT, "fstat");
-    int r = f(fd, st);
+    int r = REAL(fstat)(fd, st);
     if (r == 0 && sn(fd))
         st->st_mode = S_IFSOCK | 0777;
     return r;
@@ -835,10 +832,7 @@ EXPORT int fstat(int fd, struct stat *st)
 
 EXPORT int fstat64(int fd, struct stat64 *st)
 {
-    static int (*f)(int, struct stat64 *);
-    if (!f)
-        f = (int (*)(int, struct stat64 *))dlsym(RTLD_NEXT, "fstat64");
-    int r = f(fd, st);
+    int r = REAL(fstat64)(fd, st);
     if (r == 0 && sn(fd))
         st->st_mode = S_IFSOCK | 0777;
     return r;
@@ -1325,11 +1319,28 @@ static int ep_fds(struct ep *e, int **out, int *cap)
     return n;
 }
 
+/* The fds of a set, copied for shmnet__arm: one buffer per thread, kept between waits so a
+ * blocking epoll_wait does not allocate (freed at thread exit). */
+static __thread int *ep_buf;
+static __thread int ep_cap;
+static pthread_key_t ep_buf_key;
+static pthread_once_t ep_buf_once = PTHREAD_ONCE_INIT;
+
+static void ep_buf_free(void *p)
+{
+    free(p);
+}
+
+static void ep_buf_init(void)
+{
+    pthread_key_create(&ep_buf_key, ep_buf_free);
+}
+
 static int ep_wait(struct ep *e, struct epoll_event *ev, int max, int64_t ns, const sigset_t *m)
 {
     int64_t t0 = mono_ns(), deadline = ns < 0 ? -1 : t0 + ns;
     int64_t spin_end = t0 + shmnet__spin_ns();
-    int *fds = NULL, nfd = 0, cap = 0, k;
+    int nfd = 0, k;
 
     for (;;) {
         k = ep_scan(e, ev, max);
@@ -1355,7 +1366,13 @@ static int ep_wait(struct ep *e, struct epoll_event *ev, int max, int64_t ns, co
         /* Sleep in the kernel instance with the wake fds of the sockets' session. */
         int wake[2];
         int64_t capns, left = deadline < 0 ? -1 : deadline - t;
-        nfd = ep_fds(e, &fds, &cap);
+        int *old = ep_buf;
+        nfd = ep_fds(e, &ep_buf, &ep_cap);
+        if (ep_buf != old) { /* (re)allocated: the thread's destructor frees the latest */
+            pthread_once(&ep_buf_once, ep_buf_init);
+            pthread_setspecific(ep_buf_key, ep_buf);
+        }
+        int *fds = ep_buf;
         bool armed = nfd > 0 && shmnet__arm(fds, (size_t)nfd, wake, &capns) == 0;
         if (armed) {
             ep_add_wake(e, wake[0]);
@@ -1373,7 +1390,6 @@ static int ep_wait(struct ep *e, struct epoll_event *ev, int max, int64_t ns, co
                 int err = errno;
                 if (armed)
                     shmnet__disarm(fds, (size_t)nfd);
-                free(fds);
                 errno = err;
                 return -1;
             }
@@ -1387,7 +1403,6 @@ static int ep_wait(struct ep *e, struct epoll_event *ev, int max, int64_t ns, co
             break;
         spin_end = 0; /* woken for nothing (another thread's wake-up): sleep again */
     }
-    free(fds);
     return k;
 }
 

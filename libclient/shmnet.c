@@ -116,7 +116,6 @@ struct attach {
 
 struct csock {
     int refs;   /* atomic: the fd table's references + one per call in progress */
-    int fd;     /* the placeholder kernel fd it was created with */
     int fdrefs; /* atomic: fd numbers of this process naming it (dup) */
     int type;
     int nonblock; /* atomic */
@@ -1208,7 +1207,6 @@ static int csock_make(struct attach *a, uint32_t h, int type, bool nonblock, str
         return r;
     }
     s->refs = 1;
-    s->fd = fd;
     s->fdrefs = 1;
     s->type = type;
     s->nonblock = nonblock;
@@ -2388,17 +2386,6 @@ int shmnet__dup(int oldfd, int newfd)
 int shmnet__forget(int fd)
 {
     return (int)ret_errno(fd_drop(fd, false));
-}
-
-int shmnet__revents(int fd, short events, uint64_t *sig)
-{
-    struct csock *s = fdt_lookup(fd);
-
-    if (!s)
-        return (int)ret_errno(-EBADF);
-    int r = shmnet__sock_revents(s, events, sig);
-    sock_put(s);
-    return r;
 }
 
 void *shmnet__sock_ref(int fd)

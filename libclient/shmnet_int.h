@@ -13,13 +13,10 @@ int shmnet__dup(int oldfd, int newfd);
 /* fd stops naming its socket without closing the kernel fd (dup2/dup3 replaced it). */
 int shmnet__forget(int fd);
 
-/* Readiness of shmnet socket fd for `events` (poll bits, POLLERR/POLLHUP always), or -1
- * EBADF if fd is not one. *sig (may be NULL) changes whenever data, space or state
- * arrives: edge-triggered waiters report again when it changes. */
-int shmnet__revents(int fd, short events, uint64_t *sig);
-
 /* A reference to fd's socket (NULL if fd is not one), kept by an epoll set while the fd is
- * registered so readiness checks skip the fd table; shmnet__sock_revents as above. */
+ * registered so readiness checks skip the fd table. shmnet__sock_revents: its readiness
+ * for `events` (poll bits, POLLERR/POLLHUP always); *sig (may be NULL) changes whenever
+ * data, space or state arrives, so edge-triggered waiters report again when it changes. */
 void *shmnet__sock_ref(int fd);
 void shmnet__sock_unref(void *sock);
 int shmnet__sock_revents(void *sock, short events, uint64_t *sig);
