@@ -190,22 +190,38 @@ static void run_echo(int port)
 
 static void run_rate(const char *host, int port, double secs)
 {
+    struct sockaddr_in sa = addr_of(host, port);
     uint64_t n = 0, fail = 0;
     double t0 = now_s(), end = t0 + secs;
+    double ph[4] = {0}; /* socket, connect, send+recv, close: where a connection's time goes */
     while (now_s() < end) {
-        int s = connect_to(host, port);
-        if (s < 0) {
+        double t[5];
+        t[0] = now_s();
+        int s = S_socket(AF_INET, SOCK_STREAM, 0);
+        t[1] = now_s();
+        if (s < 0 || S_connect(s, (struct sockaddr *)&sa, sizeof(sa))) {
+            perror("connect");
+            if (s >= 0)
+                S_close(s);
             fail++;
             continue;
         }
-        char b = 'x';
-        if (S_send(s, &b, 1, MSG_NOSIGNAL) == 1 && S_recv(s, &b, 1, 0) == 1)
+        t[2] = now_s();
+        char c = 'x';
+        if (S_send(s, &c, 1, MSG_NOSIGNAL) == 1 && S_recv(s, &c, 1, 0) == 1)
             n++;
         else
             fail++;
+        t[3] = now_s();
         S_close(s);
+        t[4] = now_s();
+        for (int i = 0; i < 4; i++)
+            ph[i] += t[i + 1] - t[i];
     }
+    double k = n + fail ? (double)(n + fail) / 1e6 : 1;
     printf("conn_per_s %.1f\nfailed %llu\n", n / (now_s() - t0), (unsigned long long)fail);
+    printf("socket_us %.1f\nconnect_us %.1f\nrtt_us %.1f\nclose_us %.1f\n", ph[0] / k,
+           ph[1] / k, ph[2] / k, ph[3] / k);
 }
 
 static void run_idle(const char *host, int port, int n, int ports)

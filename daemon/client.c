@@ -151,23 +151,31 @@ static uint32_t fifo_alloc(struct client *cl, uint32_t bytes)
 }
 
 /* Freed fifo pages are given back to the system in bulk: MADV_REMOVE on memory the client
- * maps too costs a TLB shootdown on every CPU, too much for each short connection, and
- * the lowest free pages are the next ones allocated anyway. */
+ * maps too costs a TLB shootdown on every CPU, too much for each short connection. The
+ * freed extents are remembered and, once FIFO_DIRTY_MAX pages or CLIENT_FIFO_EXT extents
+ * piled up, the pages of them that are still free are released. First fit hands the
+ * lowest free pages out again, so with short connections most extents are in use again
+ * by then and cost nothing: their pages stay resident for the next socket. */
 #define FIFO_DIRTY_MAX 8192 /* pages (32 MiB) */
 
 static void fifo_release_free(struct client *cl)
 {
-    uint32_t run = 0;
-    for (uint32_t p = 0; p <= cl->fifo_pages; p++) {
-        if (p < cl->fifo_pages && !page_used(cl, p)) {
-            run++;
-            continue;
+    for (uint32_t e = 0; e < cl->fifo_next; e++) {
+        uint32_t first = cl->fifo_ext[e].first, end = first + cl->fifo_ext[e].n, run = 0;
+        for (uint32_t p = first; p <= end; p++) {
+            if (p < end && !page_used(cl, p)) {
+                run++;
+                continue;
+            }
+            if (run)
+                madvise(cl->base + cl->fifo_off + (size_t)(p - run) * PAGE, (size_t)run * PAGE,
+                        MADV_REMOVE);
+            run = 0;
         }
-        if (run)
-            madvise(cl->base + cl->fifo_off + (size_t)(p - run) * PAGE, (size_t)run * PAGE,
-                    MADV_REMOVE);
-        run = 0;
+        /* Later extents may overlap this one: mark nothing; a second MADV_REMOVE of a
+         * released range finds no pages and is cheap. */
     }
+    cl->fifo_next = 0;
     cl->fifo_dirty = 0;
 }
 
@@ -179,8 +187,19 @@ static void fifo_free(struct client *cl, uint32_t off, uint32_t bytes, bool rele
     pages_mark(cl, first, n, false);
     if (first < cl->fifo_hint)
         cl->fifo_hint = first;
+    if (!release)
+        return;
     /* A closed socket's fifos cost no memory for long. */
-    if (release && (cl->fifo_dirty += n) >= FIFO_DIRTY_MAX)
+    uint32_t e = 0;
+    while (e < cl->fifo_next && (cl->fifo_ext[e].first != first || cl->fifo_ext[e].n != n))
+        e++;
+    if (e < cl->fifo_next) /* the same extent freed again is recorded once */
+        return;
+    cl->fifo_ext[cl->fifo_next].first = first;
+    cl->fifo_ext[cl->fifo_next].n = n;
+    cl->fifo_next++;
+    cl->fifo_dirty += n;
+    if (cl->fifo_dirty >= FIFO_DIRTY_MAX || cl->fifo_next == CLIENT_FIFO_EXT)
         fifo_release_free(cl);
 }
 
@@ -1106,8 +1125,28 @@ void client_attach(struct client *cl, struct stack *st)
     cl->st = st;
 }
 
+/* Run the requests a departed process left in its rings, completions dropped: libshmnet
+ * posts the close of a connection without waiting, so a process that closes and exits at
+ * once still sends its FIN (and a TX kick its data) before the resets below. Bounded: a
+ * ring holds at most SHM_RING_SIZE requests. */
+static void drain_requests(struct client *cl)
+{
+    for (uint32_t i = 0; i < cl->nchannels && !cl->broken; i++) {
+        struct shm_req r;
+        struct shm_cpl c;
+        int rc;
+        while ((rc = shm_req_pop_checked(chan(cl, i), &cl->req_head[i], &r)) > 0) {
+            handle_req(cl, &r, &c);
+            cl->stats.requests++;
+        }
+        if (rc < 0)
+            client_break(cl, "impossible request ring index");
+    }
+}
+
 void client_close_all(struct client *cl)
 {
+    drain_requests(cl);
     /* The process is gone: its connections are reset (DESIGN.md 4), nothing lingers on
      * memory that is about to be unmapped. */
     for (uint32_t i = 0; i < cl->nsocks; i++) {

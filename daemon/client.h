@@ -41,6 +41,8 @@ struct client_stats {
     uint64_t requests, completions, wakeups, faults, tx_datagrams, rx_datagrams;
 };
 
+#define CLIENT_FIFO_EXT 64 /* freed fifo extents remembered before a release */
+
 struct client {
     struct client *next;
     uint32_t id;
@@ -64,6 +66,10 @@ struct client {
     uint32_t fifo_used_pages;
     uint32_t fifo_hint;  /* no free page below it */
     uint32_t fifo_dirty; /* freed pages not yet given back to the system (FIFO_DIRTY_MAX) */
+    uint32_t fifo_next;  /* extents recorded in fifo_ext */
+    struct {
+        uint32_t first, n;
+    } fifo_ext[CLIENT_FIFO_EXT]; /* freed extents not yet given back */
     uint32_t rcvbuf, sndbuf;
     struct dsock *txq; /* sockets whose TX fifo still holds records */
     bool broken;       /* misbehaved: no more service; the control thread detaches it */

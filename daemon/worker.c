@@ -177,6 +177,12 @@ static void worker_loop(struct worker *w)
         int n = stack_rx(st, budget);
         bool m = mailbox_run(w);
         n += clients_poll(w, budget);
+        /* Wake the clients before the NIC flush: a TAP write runs the peer's stack inline
+         * and can take tens of µs, while a sleeping client needs about as long to get its
+         * CPU back; both then proceed at once. The second pass catches what the flush
+         * produced (nothing may stay pending when we go to sleep). */
+        for (struct client *cl = w->clients; cl; cl = cl->next)
+            client_flush_wakeups(cl);
         stack_flush(st);
         for (struct client *cl = w->clients; cl; cl = cl->next)
             client_flush_wakeups(cl);

@@ -1873,13 +1873,17 @@ ssize_t shmnet_recv(int fd, void *buf, size_t len, int flags)
     return WITH_SOCK(fd, s, do_recvfrom(s, buf, len, flags, NULL, NULL));
 }
 
-/* Send the daemon the close of handle h (a socket this family no longer holds). */
-static void close_handle(struct attach *a, uint32_t h)
+/* Send the daemon the close of handle h (a socket this family no longer holds). With
+ * async the request is posted and not waited for: requests of a channel run in order,
+ * and the daemon runs what an exiting process left in its rings (drain_requests), so
+ * only the port-freeing closes (listeners, bound or datagram sockets, whose port another
+ * thread may bind right after close returns) need the round trip. */
+static void close_handle(struct attach *a, uint32_t h, bool async)
 {
     struct shm_req req = {.op = SHM_OP_CLOSE, .handle = h};
     struct shm_cpl cpl = {0};
 
-    att_call(a, &req, &cpl);
+    att_call(a, &req, async ? NULL : &cpl);
 }
 
 /* The last fd of this process naming s went away. The socket closes (in the daemon) only
@@ -1925,8 +1929,11 @@ static void sock_release(struct csock *s)
     }
     /* release: a woken waiter that sees closed also sees the table entry gone. */
     __atomic_store_n(&s->closed, 1, __ATOMIC_RELEASE);
-    if (!att_dead(a))
-        close_handle(a, s->handle);
+    if (!att_dead(a)) {
+        int ts = sock_tstate(s);
+        close_handle(a, s->handle,
+                     s->type == SOCK_STREAM && (ts == TS_CONNECTED || ts == TS_CONNECTING));
+    }
     sock_wake_local(s);
 }
 
@@ -1946,7 +1953,7 @@ static void fam_sweep(struct attach *a)
         /* acq_rel: whoever wins the exchange sends the one close. */
         if (__atomic_compare_exchange_n(&sp->holders, &h, 0, false, __ATOMIC_ACQ_REL,
                                         __ATOMIC_RELAXED))
-            close_handle(a, sp->handle);
+            close_handle(a, sp->handle, false);
     }
 }
 
