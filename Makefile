@@ -41,7 +41,7 @@ UNIT_BINS  := $(patsubst tests/unit/test_%.c,$(BUILD)/tests/unit_%,$(UNIT_SRC))
 
 BINS := $(BUILD)/shmnetd $(BUILD)/shmnetctl $(BUILD)/libshmnet.so $(BUILD)/libshmnet_preload.so
 
-.PHONY: all test unit integration fuzz run install clean deps check-format cppcheck soak bench
+.PHONY: all test unit integration fuzz run install clean deps check-format cppcheck soak bench bench-backends
 all: $(BINS)
 
 $(BUILD)/obj/%.o: %.c
@@ -124,6 +124,10 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libshmnet.so
 # Benchmarks against the kernel (root: namespaces, TAP); markdown table on stdout.
 bench: all progs
 	bench/run.sh $(BUILD)
+
+# Both NIC backends (TAP, AF_XDP) side by side with the kernel: bench/run.sh and bench/apps.sh.
+bench-backends: all progs
+	bench/backends.sh $(BUILD)
 
 # The whole suite: unit tests and integration tests under the sanitizer build, the fuzz
 # smoke run, and a final "N passed, N failed" line.

@@ -19,7 +19,8 @@
 # Markdown table on stdout, progress on stderr; exit status 1 if a measurement failed
 # (its cell says "failed").
 # Environment: DUR (seconds per wrk/iperf3 run, 5), REDIS_N (requests per redis test, 100000),
-# WRK_CONNS (32), PRELOAD (the interposer), BUSY_POLL_US (daemon.busy_poll_us, 50).
+# WRK_CONNS (32), PRELOAD (the interposer), BUSY_POLL_US (daemon.busy_poll_us, 50),
+# BACKEND (tap, or af_xdp: shmnetd on a veth pair through AF_XDP; bench/backends.sh runs both).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -58,6 +59,7 @@ cleanup() {
     ip netns del "$NSA" 2>/dev/null
     ip netns del "$NSB" 2>/dev/null
     ip link del "$TAP" 2>/dev/null
+    ip link del "x$TAP" 2>/dev/null
     rm -rf "$T"
 }
 trap cleanup EXIT
@@ -67,10 +69,22 @@ indent() { sed "s/^/  $1: /" >&2; } # stdin to stderr, each line prefixed
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
 
 # ---- shmnetd on a TAP, kernel side in $NSP, preloaded programs in $NSC ----
+# BACKEND=af_xdp: shmnetd on one end of a veth pair ($DDEV, root namespace) through
+# AF_XDP; the other end, named $TAP like the TAP it replaces, goes to $NSP. TX offloads
+# off on that end: AF_XDP carries no partial checksums or GSO frames (docs/nic.md).
+BACKEND=${BACKEND:-tap}
+if [[ $BACKEND == af_xdp ]]; then
+    DDEV="x$TAP" BLABEL="AF_XDP" IFOPTS='backend = "af_xdp";'
+    ip link add "$DDEV" type veth peer name "$TAP" || { log "cannot create the veth pair"; exit 1; }
+    ethtool -K "$TAP" tx off >/dev/null 2>&1
+    ip link set "$DDEV" up
+else
+    DDEV=$TAP BLABEL="TAP" IFOPTS='backend = "tap"; tso = true;'
+fi
 cat >"$T/d.conf" <<EOF
 daemon = { socket = "$SOCK"; log_level = "warn"; busy_poll_us = $BUSY_POLL_US; };
 clients = { max_sockets = 65535; rcvbuf = 1048576; sndbuf = 1048576; };
-interfaces = ( { name = "$TAP"; backend = "tap"; mac = "02:00:00:00:00:02"; mtu = 1500; tso = true;
+interfaces = ( { name = "$DDEV"; $IFOPTS mac = "02:00:00:00:00:02"; mtu = 1500;
                  address = "10.200.0.2/24"; } );
 EOF
 "$B/shmnetd" -c "$T/d.conf" >"$T/shmnetd.log" 2>&1 &
@@ -318,7 +332,7 @@ done
 kill -0 "$DPID" 2>/dev/null || { log "shmnetd died during the run"; cat "$T/shmnetd.log" >&2; FAILED=1; }
 echo "shmnet application benchmarks (LD_PRELOAD), $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -r), busy_poll_us=$BUSY_POLL_US"
 echo
-echo "| benchmark | shmnet (LD_PRELOAD, TAP) | kernel (veth) | shmnet / kernel | daemon CPU during the shmnet run |"
+echo "| benchmark | shmnet (LD_PRELOAD, $BLABEL) | kernel (veth) | shmnet / kernel | daemon CPU during the shmnet run |"
 echo "|---|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"
 exit "$FAILED"

@@ -10,7 +10,8 @@
 # its kernel build in both cases. Writes a markdown table to stdout, progress to stderr.
 # Environment: RR_N (20000 ping-pongs), TPUT_SECS (3), RING_ROUNDS (200000),
 # BUSY_POLL_US (daemon.busy_poll_us, default 50), MEM_CONNS (idle connections for the
-# memory rows, cumulative steps, default "10000 100000"), MEM_PER_PROC (15000).
+# memory rows, cumulative steps, default "10000 100000"; "" skips them), MEM_PER_PROC (15000),
+# BACKEND (tap, or af_xdp: shmnetd on a veth pair through AF_XDP; bench/backends.sh runs both).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -37,6 +38,7 @@ cleanup() {
     ip netns del "$NSA" 2>/dev/null
     ip netns del "$NSB" 2>/dev/null
     ip link del "$TAP" 2>/dev/null
+    ip link del "x$TAP" 2>/dev/null
     rm -rf "$T"
 }
 trap cleanup EXIT
@@ -44,10 +46,22 @@ trap 'exit 130' INT TERM
 log() { echo "bench: $*" >&2; }
 
 # ---- shmnetd on a TAP, kernel side in $NSP ----
+# BACKEND=af_xdp: shmnetd on one end of a veth pair ($DDEV, root namespace) through
+# AF_XDP; the other end, named $TAP like the TAP it replaces, goes to $NSP. TX offloads
+# off on that end: AF_XDP carries no partial checksums or GSO frames (docs/nic.md).
+BACKEND=${BACKEND:-tap}
+if [[ $BACKEND == af_xdp ]]; then
+    DDEV="x$TAP" BLABEL="AF_XDP" IFOPTS='backend = "af_xdp";'
+    ip link add "$DDEV" type veth peer name "$TAP" || { log "cannot create the veth pair"; exit 1; }
+    ethtool -K "$TAP" tx off >/dev/null 2>&1
+    ip link set "$DDEV" up
+else
+    DDEV=$TAP BLABEL="TAP" IFOPTS='backend = "tap"; tso = true;'
+fi
 cat >"$T/d.conf" <<EOF
 daemon = { socket = "$SOCK"; log_level = "warn"; busy_poll_us = $BUSY_POLL_US; };
 clients = { max_sockets = 65535; fifo_mb = 3000; rcvbuf = 1048576; sndbuf = 1048576; };
-interfaces = ( { name = "$TAP"; backend = "tap"; mac = "02:00:00:00:00:02"; mtu = 1500; tso = true;
+interfaces = ( { name = "$DDEV"; $IFOPTS mac = "02:00:00:00:00:02"; mtu = 1500;
                  address = "10.200.0.2/24"; } );
 EOF
 "$B/shmnetd" -c "$T/d.conf" >"$T/shmnetd.log" 2>&1 &
@@ -187,7 +201,7 @@ ROWS+=("| TCP connections/s (connect, 1-byte round trip, close) | $s | $k | x$(r
 # RLIMIT_NOFILE (here a hard limit of 20000, not raisable) bounds every process: a shmnet
 # socket holds a placeholder fd and a kernel socket is one, so the connections are spread
 # over openers of at most MEM_PER_PROC connections and kernel holders of one port each.
-MEM_CONNS=${MEM_CONNS:-10000 100000}
+MEM_CONNS=${MEM_CONNS-10000 100000} # "" skips the memory rows
 MEM_PER_PROC=${MEM_PER_PROC:-15000}
 mem_max=0
 for n in $MEM_CONNS; do ((n > mem_max)) && mem_max=$n; done
@@ -243,6 +257,6 @@ exec {hold_w}>&-
 kill -0 "$DPID" 2>/dev/null || { log "shmnetd died during the run"; cat "$T/shmnetd.log" >&2; exit 1; }
 echo "shmnet benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -r), busy_poll_us=$BUSY_POLL_US"
 echo
-echo "| benchmark | shmnet (native, TAP) | kernel (veth) | shmnet / kernel |"
+echo "| benchmark | shmnet (native, $BLABEL) | kernel (veth) | shmnet / kernel |"
 echo "|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"

@@ -220,8 +220,8 @@ static void run_rate(const char *host, int port, double secs)
     }
     double k = n + fail ? (double)(n + fail) / 1e6 : 1;
     printf("conn_per_s %.1f\nfailed %llu\n", n / (now_s() - t0), (unsigned long long)fail);
-    printf("socket_us %.1f\nconnect_us %.1f\nrtt_us %.1f\nclose_us %.1f\n", ph[0] / k,
-           ph[1] / k, ph[2] / k, ph[3] / k);
+    printf("socket_us %.1f\nconnect_us %.1f\nrtt_us %.1f\nclose_us %.1f\n", ph[0] / k, ph[1] / k,
+           ph[2] / k, ph[3] / k);
 }
 
 static void run_idle(const char *host, int port, int n, int ports)

@@ -667,8 +667,8 @@ static void load_fault(struct ld *ld, config_setting_t *g, const char *gname,
 static bool load_iface(struct ld *ld, config_setting_t *g, int idx, struct conf_iface *ci)
 {
     static const char *const keys[] = {
-        "name",    "backend", "mac",   "mtu", "address",  "promiscuous", "vlan",
-        "rx_ring", "tx_ring", "fault", "tso", "xdp_mode", NULL,
+        "name",    "backend", "mac",   "mtu", "address",  "promiscuous",  "vlan",
+        "rx_ring", "tx_ring", "fault", "tso", "xdp_mode", "xdp_zerocopy", NULL,
     };
     int nerr0 = ld->nerr;
     struct stack_iface_params *ip = &ci->ip;
@@ -730,6 +730,23 @@ static bool load_iface(struct ld *ld, config_setting_t *g, int idx, struct conf_
             err_at(ld, s, "%s.xdp_mode: only the af_xdp backend has it", gname);
     }
 
+    str = get_str(ld, g, gname, "xdp_zerocopy", &s);
+    if (str) {
+        if (!strcmp(str, "auto"))
+            nic->xdp_zc = NIC_XDP_ZC_AUTO;
+        else if (!strcmp(str, "on"))
+            nic->xdp_zc = NIC_XDP_ZC_ON;
+        else if (!strcmp(str, "off"))
+            nic->xdp_zc = NIC_XDP_ZC_OFF;
+        else
+            err_at(ld, s, "%s.xdp_zerocopy: '%s' is not one of auto, on, off", gname, str);
+        if (strcmp(nic->backend, "af_xdp"))
+            err_at(ld, s, "%s.xdp_zerocopy: only the af_xdp backend has it", gname);
+        else if (nic->xdp_zc == NIC_XDP_ZC_ON && nic->xdp_mode == NIC_XDP_COPY)
+            err_at(ld, s, "%s.xdp_zerocopy: \"on\" needs the driver: not with xdp_mode = \"copy\"",
+                   gname);
+    }
+
     str = get_str(ld, g, gname, "mac", &s);
     if (str) {
         uint8_t mac[6];
@@ -782,6 +799,10 @@ static bool load_iface(struct ld *ld, config_setting_t *g, int idx, struct conf_
     if (get_u32(ld, g, gname, "vlan", 0, 4094, &v))
         ip->vlan = (uint16_t)v;
 
+    /* An AF_XDP socket's RX ring is the only buffer between the wire and us (a TAP has
+     * its queue in the kernel besides): bursts of fragmented datagrams overflow 256. */
+    if (strcmp(nic->backend, "af_xdp") == 0)
+        nic->rx_ring = 2048;
     if (get_u32(ld, g, gname, "rx_ring", 16, 4096, &v)) {
         if (is_pow2(v))
             nic->rx_ring = v;
@@ -1437,6 +1458,7 @@ int conf_diff_static(const struct conf *old, const struct conf *nw, conf_err_fn 
             IFDIFF(a->nic.tx_ring != b->nic.tx_ring, "tx_ring");
             IFDIFF(a->nic.nqueues != b->nic.nqueues, "nqueues");
             IFDIFF(a->nic.xdp_mode != b->nic.xdp_mode, "xdp_mode");
+            IFDIFF(a->nic.xdp_zc != b->nic.xdp_zc, "xdp_zerocopy");
 #undef IFDIFF
             /* fault.* is a tunable: the injector is rebuilt on reload. */
         }

@@ -83,8 +83,8 @@ static int worker_init(struct worker *w)
         snprintf(w->ifs[w->nifs].backend, sizeof(w->ifs[w->nifs].backend), "%s", ci->nic.backend);
         w->ifs[w->nifs].ifindex = n->ifindex;
         w->nifs++;
-        log_info("interface %s: %s backend up, mtu %u", ci->ip.name, ci->nic.backend,
-                 (unsigned)ci->ip.mtu);
+        log_info("interface %s: %s backend up%s%s, mtu %u", ci->ip.name, ci->nic.backend,
+                 n->mode[0] ? ", " : "", n->mode, (unsigned)ci->ip.mtu);
     }
     stack_start(&w->st);
     if (w->cpu >= 0) {

@@ -1636,6 +1636,13 @@ static ssize_t do_recv_stream(struct csock *s, uint8_t *buf, size_t len, int fla
                 break;
             continue;
         }
+        /* The daemon publishes bytes (rx_tail) before the error or the FIN behind them.
+         * Having seen one of those (acquire), look at the tail once more: bytes that came
+         * in between our first look and the flag are still delivered before it. */
+        bool ended = (sock_events(s) & (SHM_EV_RDHUP | SHM_EV_HUP | SHM_EV_ERR)) ||
+                     sock_errored(s) || (sock_shut(s) & 1);
+        if (ended && shm_load_acq(&s->sh->rx_tail) != s->sp->rx_head)
+            continue;
         if (sock_errored(s)) {
             if (done)
                 break;

@@ -40,6 +40,13 @@ enum nic_xdp_mode {
     NIC_XDP_NATIVE,   /* driver XDP; an error if the driver lacks it */
 };
 
+/* af_xdp: whether the socket is bound XDP_ZEROCOPY (the driver DMAs into UMEM). */
+enum nic_xdp_zc {
+    NIC_XDP_ZC_AUTO = 0, /* in native mode when the driver can, else copy */
+    NIC_XDP_ZC_ON,       /* required: an error if it cannot be had */
+    NIC_XDP_ZC_OFF,
+};
+
 struct nic_params {
     char name[IFNAMSIZ];
     char backend[16]; /* "tap", "sim", "af_xdp" */
@@ -52,6 +59,7 @@ struct nic_params {
                        * the MTU (tap: IFF_VNET_HDR); the backend clears it if it cannot */
     struct nic_fault_params fault;
     enum nic_xdp_mode xdp_mode; /* af_xdp only */
+    enum nic_xdp_zc xdp_zc;     /* af_xdp only */
     uint32_t addr;              /* our IPv4 address (host order): af_xdp steers ARP for it */
 };
 
@@ -82,6 +90,7 @@ struct nic {
     struct pcap_tap *pcap;                      /* owned by the worker of queue 0; NULL = off */
     void *priv;                                 /* backend state */
     char errmsg[160]; /* why open failed, when the backend can say more than -errno */
+    char mode[48];    /* how the backend runs, for the log ("native, zero-copy"), or "" */
 };
 
 /* Look up a backend by name ("tap", "sim", "af_xdp"); NULL if unknown. */

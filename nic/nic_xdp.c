@@ -67,6 +67,7 @@ struct xdpn {
     uint32_t fill_out, fill_max; /* lent for RX */
     uint32_t tx_out, tx_max;     /* lent for TX */
     uint64_t gauge[G_N];         /* values last added to the counters */
+    bool zerocopy;               /* bound XDP_ZEROCOPY */
     struct xdp_statistics st;    /* kernel statistics last added to the counters */
     uint64_t st_next;            /* when to read them again (CLOCK_MONOTONIC_COARSE ns) */
 };
@@ -297,6 +298,40 @@ static void comp_reap(struct xdpn *x)
 
 static void xdp_close(struct nic *n);
 
+/* Create the UMEM over x->area and bind the socket to queue 0 with bind flag `mode`
+ * (XDP_COPY or XDP_ZEROCOPY). On failure both are gone again. */
+static int bind_socket(struct nic *n, struct xdpn *x, const struct nic_params *p, uint16_t mode)
+{
+    struct xsk_umem_config uc = {
+        .fill_size = p->rx_ring,
+        .comp_size = p->tx_ring,
+        .frame_size = XDP_FRAME_SIZE,
+        .frame_headroom = 0,
+        .flags = 0,
+    };
+    int rc = xsk_umem__create(&x->umem, x->area, x->area_len, &x->fq, &x->cq, &uc);
+    if (rc < 0) {
+        x->umem = NULL;
+        return xdp_fail(n, rc, "cannot register the UMEM");
+    }
+    struct xsk_socket_config sc = {
+        .rx_size = p->rx_ring,
+        .tx_size = p->tx_ring,
+        .libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD, /* ours is attached */
+        .xdp_flags = 0,
+        .bind_flags = mode | XDP_USE_NEED_WAKEUP,
+    };
+    rc = xsk_socket__create(&x->xsk, p->name, 0, x->umem, &x->rx, &x->tx, &sc);
+    if (rc < 0) {
+        x->xsk = NULL;
+        xsk_umem__delete(x->umem);
+        x->umem = NULL;
+        return rc;
+    }
+    x->zerocopy = mode == XDP_ZEROCOPY;
+    return 0;
+}
+
 static int xdp_open(struct nic *n, const struct nic_params *p)
 {
     if (p->nqueues != 1)
@@ -344,32 +379,29 @@ static int xdp_open(struct nic *n, const struct nic_params *p)
     for (uint32_t i = x->nframes; i-- > 0;)
         x->free[x->nfree++] = (uint64_t)i * XDP_FRAME_SIZE;
 
-    struct xsk_umem_config uc = {
-        .fill_size = p->rx_ring,
-        .comp_size = p->tx_ring,
-        .frame_size = XDP_FRAME_SIZE,
-        .frame_headroom = 0,
-        .flags = 0,
-    };
-    rc = xsk_umem__create(&x->umem, x->area, x->area_len, &x->fq, &x->cq, &uc);
-    if (rc < 0) {
-        x->umem = NULL;
-        rc = xdp_fail(n, rc, "cannot register the UMEM");
+    /* Zero-copy (the driver DMAs straight into UMEM, no kernel copy) exists only in
+     * driver mode and only where the driver implements it; "auto" tries it there and
+     * binds XDP_COPY otherwise. A failed bind may leave the UMEM half set up: it is made
+     * afresh for the second attempt. */
+    bool try_zc = p->xdp_zc != NIC_XDP_ZC_OFF && x->mode == XDP_MODE_NATIVE;
+    if (p->xdp_zc == NIC_XDP_ZC_ON && !try_zc) {
+        rc = xdp_fail(n, -EOPNOTSUPP,
+                      "xdp_zerocopy = \"on\" needs native mode, and %s runs XDP in copy mode",
+                      p->name);
         goto fail;
     }
-    struct xsk_socket_config sc = {
-        .rx_size = p->rx_ring,
-        .tx_size = p->tx_ring,
-        .libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD, /* ours is attached */
-        .xdp_flags = 0,
-        .bind_flags = XDP_COPY | XDP_USE_NEED_WAKEUP,
-    };
-    rc = xsk_socket__create(&x->xsk, p->name, 0, x->umem, &x->rx, &x->tx, &sc);
+    rc = bind_socket(n, x, p, try_zc ? XDP_ZEROCOPY : XDP_COPY);
+    if (rc < 0 && try_zc && p->xdp_zc == NIC_XDP_ZC_AUTO)
+        rc = bind_socket(n, x, p, XDP_COPY);
     if (rc < 0) {
-        x->xsk = NULL;
-        rc = xdp_fail(n, rc, "cannot bind an AF_XDP socket to %s queue 0", p->name);
+        if (!n->errmsg[0]) /* else the UMEM's own reason */
+            xdp_fail(n, rc, "cannot bind an AF_XDP socket to %s queue 0%s", p->name,
+                     p->xdp_zc == NIC_XDP_ZC_ON ? " in zero-copy mode (does the driver have it?)"
+                                                : "");
         goto fail;
     }
+    snprintf(n->mode, sizeof(n->mode), "%s, %s", x->mode == XDP_MODE_NATIVE ? "native" : "copy",
+             x->zerocopy ? "zero-copy" : "frames copied by the kernel");
     int mfd = bpf_object__find_map_fd_by_name(x->obj, XDP_STEER_XSKS);
     rc = mfd < 0 ? mfd : xsk_socket__update_xskmap(x->xsk, mfd);
     if (rc < 0) {
@@ -496,32 +528,45 @@ static int xdp_tx_burst(struct nic *n, uint16_t q, struct pktbuf **pkts, int cnt
     }
     if (bad)
         XCNT_ADD(n->cnt[q], nic_tx_drop_error, (uint64_t)bad);
-    uint32_t room = x->tx_max - x->tx_out;
-    if (room > x->nfree)
-        room = x->nfree; /* cannot happen: tx_max frames are kept for TX */
-    uint32_t want = (uint32_t)k < room ? (uint32_t)k : room;
-    want = xsk_prod_nb_free(&x->tx, want) < want ? xsk_prod_nb_free(&x->tx, want) : want;
-    uint32_t idx;
-    if (want && xsk_ring_prod__reserve(&x->tx, want, &idx) != want)
-        want = 0;
-    for (uint32_t i = 0; i < want; i++) {
-        struct pktbuf *pb = pkts[i];
-        struct xdp_desc *d = xsk_ring_prod__tx_desc(&x->tx, idx + i);
-        uint64_t addr = x->free[--x->nfree];
-        memcpy(xsk_umem__get_data(x->area, addr), pktbuf_data(pb), pb->len);
-        d->addr = addr;
-        d->len = pb->len;
-        d->options = 0;
-        pktbuf_free(pb);
+    uint32_t sent = 0;
+    int fd = xsk_socket__fd(x->xsk);
+    for (int tries = 0; sent < (uint32_t)k; tries++) {
+        uint32_t left = (uint32_t)k - sent, room = x->tx_max - x->tx_out;
+        if (room > x->nfree)
+            room = x->nfree; /* cannot happen: tx_max frames are kept for TX */
+        uint32_t want = left < room ? left : room, idx;
+        if (xsk_prod_nb_free(&x->tx, want) < want)
+            want = xsk_prod_nb_free(&x->tx, want);
+        if (want && xsk_ring_prod__reserve(&x->tx, want, &idx) != want)
+            want = 0;
+        for (uint32_t i = 0; i < want; i++) {
+            struct pktbuf *pb = pkts[sent + i];
+            struct xdp_desc *d = xsk_ring_prod__tx_desc(&x->tx, idx + i);
+            uint64_t addr = x->free[--x->nfree];
+            memcpy(xsk_umem__get_data(x->area, addr), pktbuf_data(pb), pb->len);
+            d->addr = addr;
+            d->len = pb->len;
+            d->options = 0;
+            pktbuf_free(pb);
+        }
+        if (want) {
+            xsk_ring_prod__submit(&x->tx, want);
+            x->tx_out += want;
+            sent += want;
+        }
+        if (sent == (uint32_t)k || tries == XDP_KICK_TRIES)
+            break;
+        /* Ring or frames full (a burst of fragments): let the kernel send what is queued
+         * and take the completions, then go on, as a driver's xmit would wait for room.
+         * Bounded; what is left is a counted drop. */
+        if (sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0 && errno != EAGAIN && errno != EBUSY)
+            break;
+        comp_reap(x);
     }
-    if (want) {
-        xsk_ring_prod__submit(&x->tx, want);
-        x->tx_out += want;
-    }
-    for (int i = (int)want; i < k; i++)
+    for (int i = (int)sent; i < k; i++)
         pktbuf_free(pkts[i]); /* counted nic_tx_drop_full by nic_tx() */
     /* The dropped ones count as taken (already counted above), not as a full ring. */
-    return (int)want + bad;
+    return (int)sent + bad;
 }
 
 static int xdp_tx_flush(struct nic *n, uint16_t q)

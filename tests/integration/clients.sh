@@ -82,7 +82,7 @@ many_echo() {
         fi
     done
     echo "$((NCLIENTS - bad)) of $NCLIENTS clients: $exp"
-    ((bad == 0))
+    ((bad == 0)) || { ctl stats | grep -E 'drop|full|lost' | grep -v ' 0$'; return 1; }
 }
 check "${NCLIENTS}_echo_clients_concurrent" many_echo
 check sessions_gone_after_echo_clients wait_until 10 clients_are 0

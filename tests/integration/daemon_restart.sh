@@ -6,6 +6,7 @@
 # shellcheck source=tests/lib/harness.sh
 . "$(dirname "$0")/../lib/harness.sh"
 harness_init rst
+harness_tap_only "the TAP device life cycle (tests/integration/xdp.sh restarts on AF_XDP)"
 
 PROGS=${PROGS:-$(dirname "$SHMNETD")/tests/progs}
 PROMPT_MS=${PROMPT_MS:-2000} # bound for "promptly"

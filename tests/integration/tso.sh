@@ -5,6 +5,7 @@
 # shellcheck source=tests/lib/harness.sh
 . "$(dirname "$0")/../lib/harness.sh"
 harness_init tso
+harness_tap_only "TSO through the TAP virtio header"
 
 PROGS=${PROGS:-$(dirname "$SHMNETD")/tests/progs}
 XFER=$PROGS/tcp_xfer

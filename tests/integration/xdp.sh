@@ -7,18 +7,19 @@
 # shellcheck source=tests/lib/harness.sh
 . "$(dirname "$0")/../lib/harness.sh"
 harness_init xdp
+harness_tap_only "sets up its own AF_XDP topology; run once, with the TAP suite"
 
 PROGS=${PROGS:-$(dirname "$SHMNETD")/tests/progs}
 PEER="${TAP}p"
 HOST_IP=10.200.0.3 # the root namespace's own address on $TAP: traffic the program passes
 export SHMNET_SOCKET=$SOCK
 
-# xdp_conf FILE MODE [NAME]
+# xdp_conf FILE MODE [NAME] [EXTRA]
 xdp_conf() {
     cat >"$1" <<EOF
 daemon = { socket = "$SOCK"; log_level = "info"; };
 interfaces = ( { name = "${3:-$TAP}"; backend = "af_xdp"; xdp_mode = "$2";
-                 mac = "$DAEMON_MAC"; mtu = 1500; address = "$DAEMON_IP/24"; } );
+                 mac = "$DAEMON_MAC"; mtu = 1500; address = "$DAEMON_IP/24"; ${4:-} } );
 EOF
 }
 
@@ -82,7 +83,8 @@ flood() {
 }
 check flood_2000_no_loss flood
 
-# Every UMEM frame is in exactly one place: 2 * rx_ring + tx_ring = 768 with the defaults.
+# Every UMEM frame is in exactly one place: 2 * rx_ring + tx_ring = 4352 with the defaults
+# (af_xdp: rx_ring 2048, tx_ring 256).
 frames_accounted() {
     local s sum=0 k v
     s=$(ctl stats) || return 1
@@ -92,7 +94,7 @@ frames_accounted() {
         sum=$((sum + v))
     done
     echo "sum $sum"
-    ((sum == 768))
+    ((sum == 2 * 2048 + 256))
 }
 check umem_frames_accounted frames_accounted
 no_drops() {
@@ -164,8 +166,30 @@ native_attached() { xdp_attached | grep -qx xdp && xdp_attached | grep -q shmnet
 check native_mode_program_attached native_attached
 check native_kernel_pings_daemon nsx ping -c 3 -W 2 "$DAEMON_IP"
 check native_shmnetctl_ping ctl_ping
+# xdp_zerocopy = "auto": veth has no zero-copy, so the bind falls back to XDP_COPY.
+check native_zerocopy_auto_falls_back grep -q "af_xdp backend up, native, frames copied by the kernel" "$DLOG"
 harness_stop_daemon
 check no_xdp_after_native_stop no_xdp
+
+# Zero-copy demanded where it cannot be had: a clear error, nothing left attached.
+zc_refused() {
+    local out rc
+    xdp_conf "$T/zc.conf" native "" 'xdp_zerocopy = "on";'
+    out=$(timeout 10 "$SHMNETD" -c "$T/zc.conf" 2>&1)
+    rc=$?
+    echo "exit $rc: $out"
+    ((rc != 0 && rc != 124)) && grep -q "in zero-copy mode" <<<"$out" && no_xdp
+}
+check zerocopy_on_refused_by_veth zc_refused
+zc_copy_conf() {
+    local out rc
+    xdp_conf "$T/zcc.conf" copy "" 'xdp_zerocopy = "on";'
+    out=$(timeout 10 "$SHMNETD" -c "$T/zcc.conf" 2>&1)
+    rc=$?
+    echo "exit $rc: $out"
+    ((rc != 0 && rc != 124)) && grep -q 'xdp_zerocopy: "on" needs the driver' <<<"$out"
+}
+check zerocopy_on_with_copy_mode_is_config_error zc_copy_conf
 
 missing_iface() {
     local out rc

@@ -15,7 +15,10 @@
 #   check ping_3 nsx ping -c 3 -W 2 10.200.0.2
 #
 # Environment: SHMNETD (default build/san/shmnetd), SHMNETCTL (default build/shmnetctl),
-# READY_TIMEOUT (seconds, default 10), KEEP_TMP=1 keeps the temp dir.
+# READY_TIMEOUT (seconds, default 10), KEEP_TMP=1 keeps the temp dir,
+# SHMNET_TEST_BACKEND=af_xdp runs the standard topology on a veth pair instead of the TAP:
+# shmnetd owns x$TAP (root namespace) through AF_XDP and the kernel side, named $TAP as
+# before, goes to $NS; SHMNET_TEST_WORKERS=N sets daemon.workers in the standard config.
 
 HARNESS_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HARNESS_LIB/../.." && pwd)
@@ -31,6 +34,9 @@ SAN_PATTERN='ERROR: AddressSanitizer|LeakSanitizer|runtime error:'
 DAEMON_IP=10.200.0.2
 DAEMON_MAC=02:00:00:00:00:02
 PEER_IP=10.200.0.1
+
+HARNESS_BACKEND=${SHMNET_TEST_BACKEND:-tap}
+HARNESS_WORKERS=${SHMNET_TEST_WORKERS:-1}
 
 HARNESS_PASS=0
 HARNESS_FAIL=0
@@ -105,6 +111,8 @@ harness_init() {
     fi
     NS="shmn-$TAG-$$"
     TAP="st$TAG$$"                       # < 16 chars: 2 + 4 + 7
+    DDEV=$TAP                            # the daemon's interface
+    [[ $HARNESS_BACKEND == af_xdp ]] && DDEV="x$TAP"
     T=$(mktemp -d "/tmp/shmnet-$TAG-$$.XXXXXX")
     SOCK="$T/shmnetd.sock"
     trap harness_cleanup EXIT
@@ -122,18 +130,40 @@ harness_init() {
 harness_write_conf() {
     local f=$1 ifx=${2:-} top=${3:-} lvl=${4:-info}
     cat >"$f" <<EOF
-daemon = { socket = "$SOCK"; log_level = "$lvl"; };
-interfaces = ( { name = "$TAP"; backend = "tap"; mac = "$DAEMON_MAC"; mtu = 1500;
+daemon = { socket = "$SOCK"; log_level = "$lvl"; workers = $HARNESS_WORKERS; };
+interfaces = ( { name = "$DDEV"; backend = "$HARNESS_BACKEND"; mac = "$DAEMON_MAC"; mtu = 1500;
                  address = "$DAEMON_IP/24"; $ifx } );
 routes = ( { to = "10.201.0.0/24"; via = "$PEER_IP"; } );
 $top
 EOF
 }
 
+# harness_veth: with the af_xdp backend, the veth pair that stands in for the TAP (once):
+# x$TAP stays in the root namespace for shmnetd, $TAP is the kernel's side. The kernel
+# side must not hand out partial checksums or GSO frames, which AF_XDP cannot carry
+# (docs/nic.md): TX offloads off.
+harness_veth() {
+    [[ $HARNESS_BACKEND == af_xdp ]] || return 0
+    ip link show "$DDEV" >/dev/null 2>&1 && return 0
+    ip link add "$DDEV" type veth peer name "$TAP" || return 1
+    HARNESS_DEVS+=("$DDEV")
+    sysctl -qw "net.ipv6.conf.$DDEV.disable_ipv6=1" "net.ipv6.conf.$TAP.disable_ipv6=1"
+    ethtool -K "$TAP" tx off >/dev/null 2>&1
+    ip link set "$DDEV" up
+}
+
+# harness_tap_only REASON: a script that tests the TAP itself: skipped on another backend.
+harness_tap_only() {
+    [[ $HARNESS_BACKEND == tap ]] && return 0
+    skip "${TAG}_backend" "$1 (backend $HARNESS_BACKEND)"
+    exit 0
+}
+
 # harness_start_daemon CONF: start $SHMNETD -c CONF in the background, wait for READY=1
 # from its NOTIFY_SOCKET (READY_TIMEOUT s). Returns 1 (after a FAIL line) otherwise.
 harness_start_daemon() {
     local conf=$1 line end
+    harness_veth || { fail "daemon_ready_veth" "cannot create the veth pair for af_xdp"; return 1; }
     HARNESS_NSTART=$((HARNESS_NSTART + 1))
     DLOG="$T/shmnetd.$HARNESS_NSTART.log"
     if [[ -z $HN_PID ]]; then
@@ -211,6 +241,7 @@ harness_stop_daemon() {
 
 # harness_peer_ns: namespace $NS, kernel side of $TAP moved there as $PEER_IP/24, lo up.
 harness_peer_ns() {
+    harness_veth || return 1
     ip netns add "$NS" || return 1
     HARNESS_NETNS+=("$NS")
     nsx sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 2>/dev/null

@@ -545,6 +545,58 @@ Test(conf, af_xdp_backend)
     free(p);
 }
 
+Test(conf, af_xdp_zerocopy_and_rings)
+{
+    char *p;
+
+    /* Defaults: zero-copy where the driver can, a deep RX ring (the only burst buffer). */
+    cr_assert_eq(load_text("interfaces = ( { name = \"veth0\"; address = \"10.0.0.2/24\";\n"
+                           " backend = \"af_xdp\"; } );\n",
+                           &p),
+                 0, "%s", ms->all);
+    free(p);
+    cr_assert_eq(cf->ifs[0].nic.xdp_zc, NIC_XDP_ZC_AUTO);
+    cr_assert_eq(cf->ifs[0].nic.rx_ring, 2048);
+    cr_assert_eq(cf->ifs[0].nic.tx_ring, 256);
+
+    cr_assert_eq(load_text("interfaces = ( { name = \"veth0\"; address = \"10.0.0.2/24\";\n"
+                           " backend = \"af_xdp\"; xdp_zerocopy = \"off\"; rx_ring = 512; } );\n",
+                           &p),
+                 0, "%s", ms->all);
+    free(p);
+    cr_assert_eq(cf->ifs[0].nic.xdp_zc, NIC_XDP_ZC_OFF);
+    cr_assert_eq(cf->ifs[0].nic.rx_ring, 512);
+
+    cr_assert_eq(load_text("interfaces = ( { name = \"veth0\"; address = \"10.0.0.2/24\";\n"
+                           " backend = \"af_xdp\"; xdp_mode = \"copy\";\n"
+                           " xdp_zerocopy = \"on\"; } );\n",
+                           &p),
+                 -EINVAL);
+    EXPECT_ERR(p, 3,
+               "interfaces[0].xdp_zerocopy: \"on\" needs the driver: not with xdp_mode = \"copy\"");
+    free(p);
+
+    cr_assert_eq(load_text("interfaces = ( { name = \"veth0\"; address = \"10.0.0.2/24\";\n"
+                           " backend = \"af_xdp\"; xdp_zerocopy = \"yes\"; } );\n",
+                           &p),
+                 -EINVAL);
+    EXPECT_ERR(p, 2, "interfaces[0].xdp_zerocopy: 'yes' is not one of auto, on, off");
+    free(p);
+
+    cr_assert_eq(load_text("interfaces = ( { name = \"shm0\"; address = \"10.0.0.2/24\";\n"
+                           " xdp_zerocopy = \"off\"; } );\n",
+                           &p),
+                 -EINVAL);
+    EXPECT_ERR(p, 2, "interfaces[0].xdp_zerocopy: only the af_xdp backend has it");
+    free(p);
+    /* The TAP keeps its shallow default: the kernel queues in front of it. */
+    cr_assert_eq(
+        load_text("interfaces = ( { name = \"shm0\"; address = \"10.0.0.2/24\"; } );\n", &p), 0,
+        "%s", ms->all);
+    free(p);
+    cr_assert_eq(cf->ifs[0].nic.rx_ring, 256);
+}
+
 Test(conf, too_many_interfaces)
 {
     char text[2048] = "interfaces = (\n", *p;
