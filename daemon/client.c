@@ -298,8 +298,7 @@ static int udp_deliver_cb(void *ctx, uint32_t src, uint16_t sport, uint32_t dst,
     /* Release: the record's bytes are visible before the new tail. */
     __atomic_store_n(&sh->rx_tail, ds->rx_tail, __ATOMIC_RELEASE);
     cl->stats.rx_datagrams++;
-    if (used == 0) /* empty -> non-empty: the only edge a sleeping reader waits for */
-        sock_notify(cl, ds);
+    sock_notify(cl, ds); /* every datagram: see tcp_rcv_commit for why not only on empty */
     return 0;
 }
 
@@ -413,13 +412,15 @@ static void tcp_rcv_commit(void *ctx, uint32_t n)
 {
     struct dsock *ds = ctx;
     struct shm_sock *sh = shsock(ds->cl, ds->idx);
-    uint32_t head = __atomic_load_n(&sh->rx_head, __ATOMIC_RELAXED);
-    bool was_empty = ds->rx_tail == head;
     ds->rx_tail += n;
     /* Release: the bytes are visible before the new tail. */
     __atomic_store_n(&sh->rx_tail, ds->rx_tail, __ATOMIC_RELEASE);
-    if (was_empty)
-        sock_notify(ds->cl, ds);
+    /* Every commit, not only "the fifo was empty": that test read rx_head before our
+     * store, and a client that had just emptied the fifo may not have published its
+     * rx_head yet; it then checks rx_tail before our store is visible and sleeps, and no
+     * later commit would wake it (the fifo filled up under a sleeping reader). The fence
+     * in sock_notify after our store pairs with the client's waiters store + re-check. */
+    sock_notify(ds->cl, ds);
 }
 
 static const struct tcp_buf_ops tcp_fifo_ops = {tcp_snd_len,   tcp_snd_copy,     tcp_snd_ack,

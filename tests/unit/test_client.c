@@ -193,12 +193,36 @@ Test(client, wakes_sleeping_waiters_once)
     uint8_t fr[100];
     uint32_t n = build_ip4(fr, st_mac_a, st_mac_peer, ST_ADDR_PEER, ST_ADDR_A, 17, 1, 0, 64, u, 9);
     stest_rx(&f->t, fr, n);
-    stest_rx(&f->t, fr, n); /* not an empty -> non-empty edge: no second wake-up */
+    stest_rx(&f->t, fr, n); /* one eventfd write per channel per iteration */
     client_flush_wakeups(&f->cl);
     uint64_t v = 0;
     cr_assert_eq(read(f->cl.chan_efd[1], &v, 8), 8);
     cr_assert_eq(v, 1);
     cr_assert_eq(read(f->cl.chan_efd[0], &v, 8), -1, "channel 0 does not wait");
+    fx_free(f);
+}
+
+/* A reader that emptied the fifo may go to sleep before its new rx_head is visible to the
+ * daemon: the fifo then looks non-empty here, and a wake-up only on the empty ->
+ * non-empty edge would be lost (the reader slept while the fifo filled). Every delivery
+ * checks for sleeping waiters. */
+Test(client, wakes_a_waiter_even_when_the_fifo_looks_non_empty)
+{
+    struct fx *f = fx_new();
+    uint32_t h = udp_socket(f);
+    call(f, 0, (struct shm_req){.op = SHM_OP_BIND, .handle = h, .port = 5555});
+    uint8_t u[9] = {0x23, 0x28, 0x15, 0xb3, 0, 9, 0, 0, 'x'};
+    uint8_t fr[100];
+    uint32_t n = build_ip4(fr, st_mac_a, st_mac_peer, ST_ADDR_PEER, ST_ADDR_A, 17, 1, 0, 64, u, 9);
+    stest_rx(&f->t, fr, n); /* nobody waits yet; the client reads it but has not published */
+    client_flush_wakeups(&f->cl);
+    struct shm_sock *s = sk(f, h);
+    s->waiters = 1ull << 1;
+    ch(f, 1)->client_sleeping = 1;
+    stest_rx(&f->t, fr, n);
+    client_flush_wakeups(&f->cl);
+    uint64_t v = 0;
+    cr_assert_eq(read(f->cl.chan_efd[1], &v, 8), 8, "the sleeping reader is woken");
     fx_free(f);
 }
 
