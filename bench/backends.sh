@@ -7,9 +7,8 @@
 # Runs bench/run.sh (native API; without the memory rows, MEM_CONNS="") and bench/apps.sh
 # (LD_PRELOAD) once with BACKEND=tap and once with BACKEND=af_xdp (shmnetd on a veth pair
 # through AF_XDP, copy mode on this machine's veth), then prints one table per suite with
-# both shmnet columns, the kernel's figure from each run and the two ratios. Each kernel
-# column is measured in the same script run as the shmnet column next to it (they differ
-# between runs: that is the machine's noise). Progress on stderr. Environment: as for the
+# each backend's shmnet figure, the kernel's figure measured in the same script run, and
+# their ratio (the two kernel columns differ between runs: that is the machine's noise). Progress on stderr. Environment: as for the
 # two scripts (TPUT_SECS, RR_N, DUR, ...); SUITES ("run apps") picks the suites.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,18 +25,20 @@ for s in $SUITES; do
     echo
     echo "### bench/$s.sh, TAP and AF_XDP"
     echo
-    # Rows of the two tables, matched by position (same script, same rows).
-    paste -d '\n' <(grep '^| ' "$T/$s.tap" | tail -n +3) <(grep '^| ' "$T/$s.af_xdp" | tail -n +3) |
-        awk -F' \\| ' '
+    # Rows of the two tables (header and separator dropped), matched by position: the
+    # same script makes the same rows.
+    rows() { grep '^| ' "$1" | tail -n +2; }
+    paste -d '\n' <(rows "$T/$s.tap") <(rows "$T/$s.af_xdp") |
+        awk -F' [|] ' '
         BEGIN {
-            print "| benchmark | shmnet, TAP | shmnet, AF_XDP | kernel (TAP run / AF_XDP run) | TAP / kernel | AF_XDP / kernel |"
-            print "|---|---|---|---|---|---|"
+            print "| benchmark | shmnet, TAP | kernel | TAP / kernel | shmnet, AF_XDP | kernel | AF_XDP / kernel |"
+            print "|---|---|---|---|---|---|---|"
         }
         NR % 2 == 1 { name = $1; tap = $2; ktap = $3; rtap = $4; next }
         {
-            sub(/^\| /, "", name)
-            split(rtap, a, " "); split($4, b, " ")
-            printf "| %s | %s | %s | %s / %s | %s | %s |\n", name, tap, $2, ktap, $3, a[1], b[1]
+            sub(/^[|] /, "", name)
+            sub(/ [|]$/, "", rtap); r = $4; sub(/ [|]$/, "", r)
+            printf "| %s | %s | %s | %s | %s | %s | %s |\n", name, tap, ktap, rtap, $2, $3, r
         }'
 done
 exit $rc
