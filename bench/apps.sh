@@ -20,7 +20,8 @@
 # (its cell says "failed").
 # Environment: DUR (seconds per wrk/iperf3 run, 5), REDIS_N (requests per redis test, 100000),
 # WRK_CONNS (32), PRELOAD (the interposer), BUSY_POLL_US (daemon.busy_poll_us, 50),
-# BACKEND (tap, or af_xdp: shmnetd on a veth pair through AF_XDP; bench/backends.sh runs both).
+# BACKEND (tap, or af_xdp: shmnetd on a veth pair through AF_XDP; bench/backends.sh runs both),
+# WORKERS (daemon.workers, 1; bench/workers.sh compares 1 and 2).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -82,7 +83,7 @@ else
     DDEV=$TAP BLABEL="TAP" IFOPTS='backend = "tap"; tso = true;'
 fi
 cat >"$T/d.conf" <<EOF
-daemon = { socket = "$SOCK"; log_level = "warn"; busy_poll_us = $BUSY_POLL_US; };
+daemon = { socket = "$SOCK"; log_level = "warn"; busy_poll_us = $BUSY_POLL_US; workers = ${WORKERS:-1}; };
 clients = { max_sockets = 65535; rcvbuf = 1048576; sndbuf = 1048576; };
 interfaces = ( { name = "$DDEV"; $IFOPTS mac = "02:00:00:00:00:02"; mtu = 1500;
                  address = "10.200.0.2/24"; } );

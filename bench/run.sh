@@ -11,7 +11,8 @@
 # Environment: RR_N (20000 ping-pongs), TPUT_SECS (3), RING_ROUNDS (200000),
 # BUSY_POLL_US (daemon.busy_poll_us, default 50), MEM_CONNS (idle connections for the
 # memory rows, cumulative steps, default "10000 100000"; "" skips them), MEM_PER_PROC (15000),
-# BACKEND (tap, or af_xdp: shmnetd on a veth pair through AF_XDP; bench/backends.sh runs both).
+# BACKEND (tap, or af_xdp: shmnetd on a veth pair through AF_XDP; bench/backends.sh runs both),
+# WORKERS (daemon.workers, 1; bench/workers.sh compares 1 and 2).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -59,7 +60,7 @@ else
     DDEV=$TAP BLABEL="TAP" IFOPTS='backend = "tap"; tso = true;'
 fi
 cat >"$T/d.conf" <<EOF
-daemon = { socket = "$SOCK"; log_level = "warn"; busy_poll_us = $BUSY_POLL_US; };
+daemon = { socket = "$SOCK"; log_level = "warn"; busy_poll_us = $BUSY_POLL_US; workers = ${WORKERS:-1}; };
 clients = { max_sockets = 65535; fifo_mb = 3000; rcvbuf = 1048576; sndbuf = 1048576; };
 interfaces = ( { name = "$DDEV"; $IFOPTS mac = "02:00:00:00:00:02"; mtu = 1500;
                  address = "10.200.0.2/24"; } );

@@ -514,7 +514,7 @@ static void load_daemon(struct ld *ld, config_setting_t *g)
         else
             snprintf(c->socket_path, sizeof(c->socket_path), "%s", str);
     }
-    get_u32(ld, g, "daemon", "workers", 1, 64, &c->workers);
+    get_u32(ld, g, "daemon", "workers", 1, 8, &c->workers); /* DAEMON_MAX_WORKERS */
     get_u32(ld, g, "daemon", "busy_poll_us", 0, 1000000, &c->busy_poll_us);
     get_u32(ld, g, "daemon", "rx_budget", 1, 4096, &c->rx_budget);
     get_u32(ld, g, "daemon", "pktbufs", 256, 1048576, &c->stack.pktbufs);
@@ -882,6 +882,13 @@ static bool load_interfaces(struct ld *ld, config_setting_t *root)
 
         if (!load_iface(ld, g, i, ci))
             ok = false;
+        if (c->workers > 1 && !strcmp(ci->nic.backend, "af_xdp")) {
+            err_at(ld, config_setting_get_member(g, "backend"),
+                   "interfaces[%d].backend: af_xdp serves one queue for now: daemon.workers "
+                   "must be 1 (docs/workers.md)",
+                   i);
+            ok = false;
+        }
         for (int j = 0; j < i; j++) {
             const struct conf_iface *o = &c->ifs[j];
 

@@ -308,8 +308,29 @@ static void udp_err_cb(void *ctx, int err)
     set_error(ds->cl, ds, err);
 }
 
+/* Several workers: a port bound explicitly (or shared with the listener that did) becomes
+ * this worker's, so the others hand its datagrams over (docs/workers.md). */
+static int sock_claim(struct client *cl, struct dsock *ds, uint16_t port)
+{
+    if (!port || ds->claim_port)
+        return 0;
+    bool reuse = ds->type == SOCK_STREAM ? ds->reuseaddr : ds->pcb.reuseaddr;
+    int rc = stack_port_claim(cl->st, ds->type == SOCK_STREAM ? 6 : 17, port, reuse);
+    if (rc == 0)
+        ds->claim_port = port;
+    return rc;
+}
+
+static void sock_unclaim(struct client *cl, struct dsock *ds)
+{
+    if (ds->claim_port)
+        stack_port_release(cl->st, ds->type == SOCK_STREAM ? 6 : 17, ds->claim_port);
+    ds->claim_port = 0;
+}
+
 static void sock_free(struct client *cl, struct dsock *ds, bool release)
 {
+    sock_unclaim(cl, ds);
     if (ds->type == SOCK_DGRAM)
         udp_close(cl->st, &ds->pcb);
     ds->tcp = NULL;
@@ -480,6 +501,8 @@ static int tcp_accept_cb(void *lctx, struct tcp_pcb *listener, struct tcp_pcb *c
     struct dsock *ds = sock_alloc(cl, SOCK_STREAM, &err);
     if (!ds)
         return err;
+    if (l->claim_port) /* the same worker: cannot fail */
+        sock_claim(cl, ds, l->claim_port);
     ds->tcp = child;
     ds->unaccepted = true;
     child->buf = &tcp_fifo_ops;
@@ -920,7 +943,9 @@ static int handle_tcp(struct client *cl, struct dsock *ds, const struct shm_req 
     }
     switch (r->op) {
     case SHM_OP_BIND:
-        rc = tcp_bind(cl->st, t, r->addr, r->port);
+        rc = t->lport ? -EINVAL : sock_claim(cl, ds, r->port);
+        if (rc == 0 && (rc = tcp_bind(cl->st, t, r->addr, r->port)) < 0)
+            sock_unclaim(cl, ds);
         publish_names(cl, ds);
         shsock(cl, ds->idx)->local_addr = t->laddr;
         shsock(cl, ds->idx)->local_port = t->lport;
@@ -1012,7 +1037,9 @@ static void handle_req(struct client *cl, const struct shm_req *r, struct shm_cp
     int rc = 0;
     switch (r->op) {
     case SHM_OP_BIND:
-        rc = udp_bind(cl->st, &ds->pcb, r->addr, r->port);
+        rc = ds->pcb.bound ? -EINVAL : sock_claim(cl, ds, r->port);
+        if (rc == 0 && (rc = udp_bind(cl->st, &ds->pcb, r->addr, r->port)) < 0)
+            sock_unclaim(cl, ds);
         publish_names(cl, ds);
         break;
     case SHM_OP_CONNECT:

@@ -27,6 +27,7 @@ struct dsock {
     bool unaccepted;     /* a connection in a listener's queue, not yet accepted */
     bool linger0;        /* SO_LINGER with zero timeout: close sends RST */
     bool reuseaddr;      /* SO_REUSEADDR as set (reported back; binds never need it) */
+    uint16_t claim_port; /* several workers: the local port this socket claimed, or 0 */
     /* private copies of what the region says about this socket */
     uint32_t rx_off, rx_size, tx_off, tx_size;
     uint32_t rx_tail, tx_head; /* our indices */

@@ -232,6 +232,20 @@ static int cmd_stats(struct ctl_client *c, int argc, char **argv)
                       f->p.promiscuous ? "yes" : "no", i);
         }
     }
+    /* Several workers: each one's share, one line per worker. */
+    static const char *const per_worker[] = {"nic_rx_frames", "nic_tx_frames",   "steer_in",
+                                             "steer_out",     "steer_drop_full", "tcp_rx",
+                                             "tcp_tx",        "udp_rx",          "udp_tx"};
+    for (unsigned i = 0; d->nworkers > 1 && i < d->nworkers; i++) {
+        const uint64_t *v = (const uint64_t *)&d->workers[i].st.cnt;
+        sb_printf(&c->out, "worker %u:", i);
+        for (size_t j = 0; j < sizeof(per_worker) / sizeof(per_worker[0]); j++)
+            for (int k = 0; k < STACK_NCOUNTERS; k++)
+                if (!strcmp(stack_counter_names[k], per_worker[j]))
+                    sb_printf(&c->out, " %s %llu", per_worker[j],
+                              (unsigned long long)cnt_read(&v[k]));
+        sb_printf(&c->out, "\n");
+    }
     sb_printf(&c->out, "drops:\n");
     for (int k = 0; k < STACK_NCOUNTERS; k++)
         if (sum[k] && strstr(stack_counter_names[k], "_drop_"))

@@ -15,7 +15,7 @@
 #define SHMNET_VERSION "0.1.0"
 #endif
 
-#define DAEMON_MAX_WORKERS     1 /* only one worker is supported for now */
+#define DAEMON_MAX_WORKERS     8 /* daemon.workers: one NIC queue each (docs/workers.md) */
 #define DAEMON_CALL_TIMEOUT_MS 2000
 
 struct ctl;
@@ -27,6 +27,7 @@ struct daemon {
     struct conf *conf; /* the configuration in effect */
     struct worker workers[DAEMON_MAX_WORKERS];
     unsigned nworkers;
+    uint8_t *port_owner; /* several workers: which one owns each local port (worker.h) */
     struct ctl *ctl;
     struct sessions *sessions; /* attached client processes (daemon/session.c) */
     struct pcap_tap *capture;  /* current capture tap (all interfaces), or NULL */

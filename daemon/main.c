@@ -31,8 +31,11 @@ static uint64_t mono_usec(void)
 
 static int set_pcap_fn(struct worker *w, void *arg)
 {
-    for (int i = 0; i < w->nnics; i++)
-        w->nics[i].pcap = arg;
+    /* Worker 0 opened the NICs and switches their tap (release: the tap is set up before
+     * any queue writes to it). The call on every other worker is the barrier that it has
+     * finished the iteration that may have used the old one. */
+    for (int i = 0; i < w->nnics && w->id == 0; i++)
+        __atomic_store_n(&w->nics[i].pcap, (struct pcap_tap *)arg, __ATOMIC_RELEASE);
     return 0;
 }
 
@@ -138,19 +141,25 @@ static int apply_tunables_fn(struct worker *w, void *arg)
 
     stack_apply_tunables(&w->st, r->sp);
     for (int i = 0; i < w->nnics && i < (int)r->nc->n_ifs; i++) {
-        struct nic *n = &w->nics[i];
-        const struct nic_fault_params *fp = &r->nc->ifs[i].nic.fault;
+        /* Each worker rebuilds the injector of its own queue of the (shared) NIC. */
+        struct nic *n = w->nicp[i];
+        uint16_t q = w->qs[i];
+        struct nic_fault_params fp = r->nc->ifs[i].nic.fault;
 
-        if (fault_equal(&n->params.fault, fp))
+        if (fault_equal(&w->fault_par[i], &fp))
             continue;
-        struct nic_fault *f = fp->enabled ? nic_fault_create(fp) : NULL;
-        if (fp->enabled && !f) {
+        struct nic_fault_params qp = fp;
+        qp.seed += q;
+        struct nic_fault *f = fp.enabled ? nic_fault_create(&qp) : NULL;
+        if (fp.enabled && !f) {
             r->fault_errors++;
             continue;
         }
-        nic_fault_destroy(n->fault);
-        n->fault = f;
-        n->params.fault = *fp;
+        nic_fault_destroy(n->qfault[q]);
+        n->qfault[q] = f;
+        if (q == 0)
+            n->fault = f;
+        w->fault_par[i] = fp;
     }
     return 0;
 }
@@ -337,9 +346,16 @@ static int run(struct daemon *d)
         log_error("cannot initialise libev");
         return 1;
     }
-    if (d->conf->workers > DAEMON_MAX_WORKERS)
-        log_warn("daemon.workers = %u: only %d worker is supported for now, running %d",
-                 d->conf->workers, DAEMON_MAX_WORKERS, DAEMON_MAX_WORKERS);
+    unsigned nw = d->conf->workers ? d->conf->workers : 1;
+    if (nw > DAEMON_MAX_WORKERS) {
+        log_warn("daemon.workers = %u: at most %d workers, running %d", nw, DAEMON_MAX_WORKERS,
+                 DAEMON_MAX_WORKERS);
+        nw = DAEMON_MAX_WORKERS;
+    }
+    if (nw > 1 && !(d->port_owner = calloc(WORKER_PORTS, 1))) {
+        log_error("out of memory");
+        goto out;
+    }
     if (ctl_open(d, &d->ctl) < 0)
         goto out;
     if (d->conf->capture[0]) {
@@ -352,8 +368,9 @@ static int run(struct daemon *d)
         }
         snprintf(d->capture_path, sizeof(d->capture_path), "%s", d->conf->capture);
     }
-    for (unsigned i = 0; i < DAEMON_MAX_WORKERS; i++) {
-        if (worker_start(&d->workers[i], (int)i, d->conf, d->capture) < 0) {
+    for (unsigned i = 0; i < nw; i++) {
+        if (worker_start_group(d->workers, (int)nw, (int)i, d->conf, d->capture, d->port_owner) <
+            0) {
             log_error("worker %u failed to start", i);
             goto out;
         }
@@ -403,9 +420,10 @@ out:
     sessions_fini(d);
     ctl_close(d->ctl);
     d->ctl = NULL;
-    for (unsigned i = 0; i < d->nworkers; i++)
-        worker_stop(&d->workers[i]);
+    worker_stop_group(d->workers, (int)d->nworkers);
     d->nworkers = 0;
+    free(d->port_owner);
+    d->port_owner = NULL;
     /* Workers are joined: nothing references the capture tap any more. */
     if (d->capture)
         pcap_close(d->capture);

@@ -201,7 +201,10 @@ void session_attach(struct daemon *d, int fd, const struct ucred *cred)
     s->fd = -1;
     for (uint32_t i = 0; i < SHM_MAX_CHANNELS; i++)
         s->cl.chan_efd[i] = -1;
-    s->w = &d->workers[0]; /* one worker for now (docs/design.md) */
+    /* Sessions take turns over the workers; all sockets of one stay on its worker
+     * (docs/workers.md). */
+    uint32_t widx = d->nworkers ? ss->next_id % d->nworkers : 0;
+    s->w = &d->workers[widx];
     uint32_t fifo = c->fifo_mb << 20;
     s->size = client_region_size(c->channels, c->max_sockets, fifo);
     int rc;
@@ -221,7 +224,7 @@ void session_attach(struct daemon *d, int fd, const struct ucred *cred)
         rc = -errno;
         goto fail;
     }
-    rc = client_init(&s->cl, s->mem, s->size, ss->next_id, 0, c->channels, c->max_sockets, fifo,
+    rc = client_init(&s->cl, s->mem, s->size, ss->next_id, widx, c->channels, c->max_sockets, fifo,
                      c->rcvbuf, c->sndbuf);
     if (rc < 0)
         goto fail;

@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
 #include <time.h>
@@ -12,6 +13,7 @@
 
 #include "daemon/client.h"
 #include "daemon/log.h"
+#include "stack/wire.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define cpu_relax() __builtin_ia32_pause()
@@ -31,12 +33,218 @@ static uint64_t mono_ns(void)
 
 static void close_nics(struct worker *w)
 {
-    for (int i = 0; i < w->nnics; i++) {
+    for (int i = 0; i < w->nnics && w->id == 0; i++) { /* worker 0 opened them */
         /* The capture tap belongs to the control thread, which closes it after we are gone. */
         w->nics[i].pcap = NULL;
         nic_close(&w->nics[i]);
     }
     w->nnics = 0;
+}
+
+/* ---- several workers: steering (docs/workers.md) ---- */
+
+#define PORT_OWNER_MASK   0x7fu /* owner id + 1 */
+#define PORT_OWNER_SHARED 0x80u /* its claims allow SO_REUSEADDR sharing */
+
+static int port_owner_of(const struct worker *w, int proto, uint16_t port)
+{
+    /* Relaxed: a claim is published before its socket can receive anything (the bind
+     * returns first); a stale read steers one datagram of a port in transition. */
+    uint8_t o =
+        __atomic_load_n(&w->port_owner[(proto == 17 ? 65536u : 0u) + port], __ATOMIC_RELAXED) &
+        PORT_OWNER_MASK;
+    return o ? o - 1 : port % w->ngroup;
+}
+
+/* The worker that owns this datagram's destination, or -1: handle it here. */
+static int steer_owner(const struct worker *w, const struct pktbuf *pb, const struct ip4_view *ip)
+{
+    const uint8_t *l4 = pktbuf_data(pb) + ip->ihl;
+    uint32_t len = pb->len - ip->ihl;
+    if ((ip->frag & 0x1fff) || len < 4) /* a fragment here is a bug upstream: keep it */
+        return -1;
+    if (ip->proto == 6 || ip->proto == 17)
+        return port_owner_of(w, ip->proto, (uint16_t)(l4[2] << 8 | l4[3]));
+    if (ip->proto != 1)
+        return -1;
+    if (l4[0] == 0) /* echo reply: our pings go out from worker 0 (shmnetctl ping) */
+        return 0;
+    if ((l4[0] == 3 || l4[0] == 11 || l4[0] == 12) && len >= 8 + 20 + 4) {
+        /* An error quoting one of our datagrams: its source port is ours (RFC 792). */
+        const uint8_t *in = l4 + 8;
+        uint32_t ihl = (in[0] & 0x0fu) * 4u;
+        if (ihl >= 20 && len >= 8 + ihl + 4 && (in[9] == 6 || in[9] == 17))
+            return port_owner_of(w, in[9], (uint16_t)(in[ihl] << 8 | in[ihl + 1]));
+    }
+    return -1;
+}
+
+static bool steer_push(struct worker *w, int to, struct pktbuf *pb)
+{
+    struct steer_ring *r = &w->group[to].inq[w->id];
+    uint32_t tail = r->tail; /* ours */
+    /* Acquire: the receiver is done with the slots it released. */
+    if (tail - __atomic_load_n(&r->head, __ATOMIC_ACQUIRE) >= WORKER_STEER_RING) {
+        CNT_INC(&w->st.cnt, steer_drop_full);
+        pktbuf_free(pb);
+        return false;
+    }
+    r->slot[tail % WORKER_STEER_RING] = pb;
+    /* Release: the slot and the buffer's contents are visible before the new tail. */
+    __atomic_store_n(&r->tail, tail + 1, __ATOMIC_RELEASE);
+    CNT_INC(&w->st.cnt, steer_out);
+    w->kick |= 1u << to;
+    return true;
+}
+
+static bool worker_steer(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip)
+{
+    struct worker *w = st->user;
+    int to = steer_owner(w, pb, ip);
+    if (to < 0 || to == w->id)
+        return false;
+    pb->steered = 1;
+    steer_push(w, to, pb);
+    return true;
+}
+
+static bool worker_steer_frag(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip)
+{
+    struct worker *w = st->user;
+    /* The reassembly key (RFC 791): every fragment of a datagram picks the same worker. */
+    uint64_t h = ((uint64_t)ip->src * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)ip->dst << 16) ^
+                 ((uint64_t)ip->id << 8) ^ ip->proto;
+    h ^= h >> 29;
+    int to = (int)(h % (uint64_t)w->ngroup);
+    if (to == w->id)
+        return false;
+    pb->steered = 3;
+    steer_push(w, to, pb);
+    return true;
+}
+
+static void worker_arp_fanout(struct stack *st, int ifidx, const struct pktbuf *pb)
+{
+    struct worker *w = st->user;
+    for (int v = 0; v < w->ngroup; v++) {
+        if (v == w->id)
+            continue;
+        struct pktbuf *c = pktbuf_alloc(&st->pool);
+        if (!c || !pktbuf_put(c, pb->len)) {
+            if (c)
+                pktbuf_free(c);
+            CNT_INC(&st->cnt, steer_drop_full);
+            continue;
+        }
+        memcpy(pktbuf_data(c), pktbuf_data(pb), pb->len);
+        c->ifindex = (uint16_t)ifidx;
+        c->steered = 2;
+        steer_push(w, v, c);
+    }
+}
+
+static bool worker_port_taken(struct stack *st, int proto, uint16_t port)
+{
+    struct worker *w = st->user;
+    uint8_t o =
+        __atomic_load_n(&w->port_owner[(proto == 17 ? 65536u : 0u) + port], __ATOMIC_RELAXED) &
+        PORT_OWNER_MASK;
+    return o && o != (uint8_t)(w->id + 1);
+}
+
+int worker_port_claim(struct worker *w, int proto, uint16_t port, bool shared)
+{
+    if (w->ngroup <= 1 || !port)
+        return 0;
+    uint32_t k = (proto == 17 ? 65536u : 0u) + port;
+    uint8_t me = (uint8_t)(w->id + 1), cur = 0;
+    uint8_t want = (uint8_t)(me | (shared ? PORT_OWNER_SHARED : 0));
+    /* acq_rel: one owner per port among the workers. */
+    if (!__atomic_compare_exchange_n(&w->port_owner[k], &cur, want, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        if ((cur & PORT_OWNER_MASK) == me) {
+            if (!shared) /* one of ours does not share: nobody else may join */
+                __atomic_store_n(&w->port_owner[k], me, __ATOMIC_RELEASE);
+        } else if (!shared || !(cur & PORT_OWNER_SHARED)) {
+            return -EADDRINUSE; /* as Linux: sharing needs SO_REUSEADDR on both */
+        }
+    }
+    /* Relaxed: the count is ours; others only peek at it when handing the port over. */
+    __atomic_store_n(&w->port_refs[k], (uint16_t)(w->port_refs[k] + 1), __ATOMIC_RELAXED);
+    return 0;
+}
+
+void worker_port_release(struct worker *w, int proto, uint16_t port)
+{
+    if (w->ngroup <= 1 || !port)
+        return;
+    uint32_t k = (proto == 17 ? 65536u : 0u) + port;
+    if (!w->port_refs[k])
+        return;
+    __atomic_store_n(&w->port_refs[k], (uint16_t)(w->port_refs[k] - 1), __ATOMIC_RELAXED);
+    uint8_t me = (uint8_t)(w->id + 1);
+    uint8_t cur = __atomic_load_n(&w->port_owner[k], __ATOMIC_RELAXED);
+    if (w->port_refs[k] || (cur & PORT_OWNER_MASK) != me)
+        return;
+    /* Our last claim of a port we own: a worker that shares it (SO_REUSEADDR) takes it
+     * over, else nobody owns it. */
+    uint8_t next = 0;
+    for (int v = 0; v < w->ngroup && !next; v++)
+        if (v != w->id && __atomic_load_n(&w->group[v].port_refs[k], __ATOMIC_RELAXED))
+            next = (uint8_t)(v + 1) | PORT_OWNER_SHARED;
+    __atomic_store_n(&w->port_owner[k], next, __ATOMIC_RELEASE);
+}
+
+static int worker_port_claim_hook(struct stack *st, int proto, uint16_t port, int op)
+{
+    struct worker *w = st->user;
+    if (op)
+        return worker_port_claim(w, proto, port, op == 2);
+    worker_port_release(w, proto, port);
+    return 0;
+}
+
+/* Take what the other workers handed us. */
+static int steer_poll(struct worker *w, int budget)
+{
+    int n = 0;
+    for (int src = 0; src < w->ngroup && n < budget; src++) {
+        struct steer_ring *r = &w->inq[src];
+        uint32_t head = r->head;
+        /* Acquire pairs with the sender's release of tail. */
+        uint32_t tail = __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE);
+        while (head != tail && n < budget) {
+            struct pktbuf *pb = r->slot[head % WORKER_STEER_RING];
+            head++;
+            n++;
+            CNT_INC(&w->st.cnt, steer_in);
+            stack_input_steered(&w->st, pb);
+        }
+        /* Release: our reads of the slots are done before the sender reuses them. */
+        __atomic_store_n(&r->head, head, __ATOMIC_RELEASE);
+    }
+    return n;
+}
+
+static bool steer_pending(const struct worker *w)
+{
+    for (int src = 0; src < w->ngroup; src++)
+        if (__atomic_load_n(&w->inq[src].tail, __ATOMIC_SEQ_CST) != w->inq[src].head)
+            return true;
+    return false;
+}
+
+/* Wake the workers we handed datagrams to in this iteration. */
+static void steer_kick(struct worker *w)
+{
+    if (!w->kick)
+        return;
+    /* seq_cst: the tails we published are ordered before the loads of their sleeping
+     * flags in worker_kick (Dekker with their set_sleeping + steer_pending). */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    for (uint32_t k = w->kick; k; k &= k - 1)
+        worker_kick(&w->group[__builtin_ctz(k)]);
+    w->kick = 0;
 }
 
 /* Build the stack and open every interface's NIC (queue 0). Runs on the worker thread so
@@ -48,9 +256,15 @@ static int worker_init(struct worker *w)
 
     /* The key of ISNs (RFC 6528) and SYN cookies: fresh per run, never from config. */
     struct stack_params sp = c->stack;
-    if (getrandom(sp.secret, sizeof(sp.secret), 0) != (ssize_t)sizeof(sp.secret)) {
+    if (w->id > 0) { /* one key for the group: a SYN cookie checks on any worker */
+        memcpy(sp.secret, w->group[0].st.par.secret, sizeof(sp.secret));
+    } else if (getrandom(sp.secret, sizeof(sp.secret), 0) != (ssize_t)sizeof(sp.secret)) {
         sp.secret[0] = mono_ns() ^ (uint64_t)getpid() << 32;
         sp.secret[1] = (uint64_t)(uintptr_t)&sp ^ mono_ns() * 0x9e3779b97f4a7c15ull;
+    }
+    if (w->ngroup > 1) { /* ephemeral ports name their worker */
+        sp.port_stride = (uint16_t)w->ngroup;
+        sp.port_offset = (uint16_t)w->id;
     }
     ret = stack_init(&w->st, &sp, mono_ns());
     if (ret < 0) {
@@ -63,28 +277,47 @@ static int worker_init(struct worker *w)
         const struct conf_iface *ci = &c->ifs[i];
         struct nic *n = &w->nics[w->nnics];
 
-        memset(n, 0, sizeof(*n));
-        ret = nic_open(n, &ci->nic);
-        if (ret < 0) {
-            log_error("interface %s: cannot open %s backend: %s%s%s", ci->ip.name, ci->nic.backend,
-                      n->errmsg, n->errmsg[0] ? ": " : "", strerror(-ret));
-            return ret;
+        if (w->id == 0) {
+            struct nic_params np = ci->nic;
+            np.nqueues = (uint16_t)w->ngroup; /* one queue per worker */
+            memset(n, 0, sizeof(*n));
+            ret = nic_open(n, &np);
+            if (ret < 0) {
+                log_error("interface %s: cannot open %s backend%s: %s%s%s", ci->ip.name,
+                          ci->nic.backend, w->ngroup > 1 ? " with one queue per worker" : "",
+                          n->errmsg, n->errmsg[0] ? ": " : "", strerror(-ret));
+                return ret;
+            }
+        } else {
+            n = &w->group[0].nics[w->nnics]; /* worker 0 opened it; we serve queue id */
         }
         w->nicp[w->nnics] = n;
-        w->qs[w->nnics] = 0;
+        w->qs[w->nnics] = (uint16_t)w->id;
+        w->fault_par[w->nnics] = ci->nic.fault;
         w->nnics++;
-        ret = stack_add_if(&w->st, &ci->ip, n, 0);
+        ret = stack_add_if(&w->st, &ci->ip, n, (uint16_t)w->id);
         if (ret < 0) {
             log_error("interface %s: cannot add to the stack: %s", ci->ip.name, strerror(-ret));
             return ret;
         }
-        n->pcap = w->capture;
+        if (w->id == 0)
+            n->pcap = w->capture; /* queue 0's worker owns the capture (nic.h) */
         w->ifs[w->nifs].p = ci->ip;
         snprintf(w->ifs[w->nifs].backend, sizeof(w->ifs[w->nifs].backend), "%s", ci->nic.backend);
         w->ifs[w->nifs].ifindex = n->ifindex;
         w->nifs++;
         log_info("interface %s: %s backend up%s%s, mtu %u", ci->ip.name, ci->nic.backend,
                  n->mode[0] ? ", " : "", n->mode, (unsigned)ci->ip.mtu);
+    }
+    if (w->ngroup > 1) {
+        w->st.steer = worker_steer;
+        w->st.steer_frag = worker_steer_frag;
+        w->st.arp_fanout = worker_arp_fanout;
+        w->st.port_taken = worker_port_taken;
+        w->st.port_claim = worker_port_claim_hook;
+        /* Buffers steered to another worker come back through the remote free list. */
+        uint32_t tok = (uint32_t)w->id + 1;
+        w->st.pool.owner = w->st.large.owner = w->st.rx64.owner = tok;
     }
     stack_start(&w->st);
     if (w->cpu >= 0) {
@@ -175,6 +408,8 @@ static void worker_loop(struct worker *w)
         stack_poll(st, now);
         int budget = (int)__atomic_load_n(&w->rx_budget, __ATOMIC_RELAXED);
         int n = stack_rx(st, budget);
+        if (w->ngroup > 1)
+            n += steer_poll(w, budget);
         bool m = mailbox_run(w);
         n += clients_poll(w, budget);
         /* Wake the clients before the NIC flush: a TAP write runs the peer's stack inline
@@ -186,6 +421,7 @@ static void worker_loop(struct worker *w)
         stack_flush(st);
         for (struct client *cl = w->clients; cl; cl = cl->next)
             client_flush_wakeups(cl);
+        steer_kick(w);
         if (n > 0 || m) {
             last_work = now;
             continue;
@@ -203,11 +439,16 @@ static void worker_loop(struct worker *w)
          * sleeping=1 and writes the eventfd, which ends nic_wait. No lost wake-up. */
         set_sleeping(w, 1);
         if (__atomic_load_n(&w->req, __ATOMIC_SEQ_CST) ||
-            __atomic_load_n(&w->stop, __ATOMIC_SEQ_CST) || clients_pending(w)) {
+            __atomic_load_n(&w->stop, __ATOMIC_SEQ_CST) || clients_pending(w) ||
+            (w->ngroup > 1 && steer_pending(w))) {
             set_sleeping(w, 0);
             continue;
         }
         uint64_t dl = stack_next_deadline(st);
+        for (int i = 0; i < w->nnics && w->id > 0; i++) { /* our queues' injectors */
+            uint64_t f = nic_next_event_q(w->nicp[i], w->qs[i]);
+            dl = f < dl ? f : dl;
+        }
         uint64_t timeout = dl == UINT64_MAX ? UINT64_MAX : (dl > now ? dl - now : 0);
         int ret = nic_wait(w->nicp, w->qs, w->nnics, w->wake_fd, timeout);
         if (ret < 0 && ret != -EINTR)
@@ -231,6 +472,8 @@ static void *worker_main(void *arg)
 
     snprintf(name, sizeof(name), "shmnet-w%d", w->id);
     pthread_setname_np(pthread_self(), name);
+    if (w->ngroup > 1)
+        pktbuf_thread_token = (uint32_t)w->id + 1;
     ret = worker_init(w);
     pthread_mutex_lock(&w->mb_lock);
     w->init_state = ret < 0 ? ret : 1;
@@ -240,16 +483,38 @@ static void *worker_main(void *arg)
         log_debug("worker %d: running", w->id);
         worker_loop(w);
     }
-    worker_fini(w);
+    if (w->ngroup <= 1 || ret < 0)
+        worker_fini(w); /* a group is taken down by worker_stop_group */
     return NULL;
 }
 
 int worker_start(struct worker *w, int id, const struct conf *c, struct pcap_tap *capture)
 {
+    return worker_start_group(w - id, 1, id, c, capture, NULL);
+}
+
+int worker_start_group(struct worker *group, int n, int id, const struct conf *c,
+                       struct pcap_tap *capture, uint8_t *port_owner)
+{
+    struct worker *w = &group[id];
     pthread_condattr_t ca;
     int ret;
 
     memset(w, 0, sizeof(*w));
+    w->group = group;
+    w->ngroup = n;
+    w->port_owner = port_owner;
+    if (n > 1) {
+        w->port_refs = calloc(WORKER_PORTS, sizeof(*w->port_refs));
+        if (posix_memalign((void **)&w->inq, 64, (size_t)n * sizeof(*w->inq)))
+            w->inq = NULL;
+        if (!w->port_refs || !w->inq || !port_owner) {
+            free(w->port_refs);
+            free(w->inq);
+            return -ENOMEM;
+        }
+        memset(w->inq, 0, (size_t)n * sizeof(*w->inq));
+    }
     w->id = id;
     w->conf = c;
     w->capture = capture;
@@ -286,7 +551,62 @@ fail:
     pthread_mutex_destroy(&w->mb_lock);
     close(w->wake_fd);
     w->wake_fd = -1;
+    free(w->port_refs);
+    free(w->inq);
+    w->port_refs = NULL;
+    w->inq = NULL;
     return ret;
+}
+
+void worker_stop_group(struct worker *group, int n)
+{
+    if (n <= 1) {
+        if (n == 1)
+            worker_stop(&group[0]);
+        return;
+    }
+    uint64_t one = 1;
+    for (int i = 0; i < n; i++) {
+        if (!group[i].running)
+            continue;
+        __atomic_store_n(&group[i].stop, 1, __ATOMIC_SEQ_CST);
+        ssize_t r = write(group[i].wake_fd, &one, sizeof(one));
+        (void)r;
+    }
+    for (int i = 0; i < n; i++)
+        if (group[i].running)
+            pthread_join(group[i].thr, NULL);
+    /* Every thread is gone: buffers still on the rings go back to their pools, then the
+     * NICs (worker 0's) give back their RX buffers, then each stack what it holds, and
+     * only then the pools go (a stack may hold another worker's buffers). */
+    for (int i = 0; i < n; i++)
+        for (int src = 0; src < n && group[i].inq; src++) {
+            struct steer_ring *r = &group[i].inq[src];
+            for (; r->head != r->tail; r->head++)
+                pktbuf_free(r->slot[r->head % WORKER_STEER_RING]);
+        }
+    for (int i = n; i-- > 0;)
+        close_nics(&group[i]);
+    for (int i = 0; i < n; i++)
+        if (group[i].st_ready)
+            stack_release(&group[i].st);
+    for (int i = 0; i < n; i++) {
+        struct worker *w = &group[i];
+        if (w->st_ready)
+            stack_destroy_pools(&w->st);
+        w->st_ready = false;
+        if (!w->running)
+            continue;
+        w->running = false;
+        pthread_cond_destroy(&w->mb_cond);
+        pthread_mutex_destroy(&w->mb_lock);
+        close(w->wake_fd);
+        w->wake_fd = -1;
+        free(w->port_refs);
+        free(w->inq);
+        w->port_refs = NULL;
+        w->inq = NULL;
+    }
 }
 
 void worker_stop(struct worker *w)

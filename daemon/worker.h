@@ -32,8 +32,31 @@ struct worker_ifinfo {
     int ifindex;
 };
 
+/* Several workers (docs/workers.md): a datagram for a port another worker owns crosses
+ * over on a single-producer single-consumer ring of pktbuf pointers, one per ordered pair
+ * of workers; the buffer goes back to its pool through pktbuf's remote free. */
+#define WORKER_STEER_RING 1024u
+struct steer_ring {
+    uint32_t tail __attribute__((aligned(64))); /* written by the sending worker */
+    uint32_t head __attribute__((aligned(64))); /* written by the receiving worker */
+    struct pktbuf *slot[WORKER_STEER_RING];
+};
+
+/* Local ports owned by a worker: [0] TCP, [1] UDP, each 65536 entries, owner id + 1 or 0
+ * (atomic bytes). A port nobody claimed belongs to worker port % nworkers (ephemeral ports
+ * are chosen that way), an explicitly bound one to the worker that bound it. */
+#define WORKER_PORTS (2u * 65536u)
+
 struct worker {
     int id;
+    /* the group (set before the thread starts, immutable) */
+    struct worker *group; /* all workers, group[0..ngroup) */
+    int ngroup;
+    uint8_t *port_owner;    /* shared, WORKER_PORTS bytes */
+    uint16_t *port_refs;    /* ours: how many of our sockets hold each explicit claim */
+    struct steer_ring *inq; /* [ngroup]: inq[src] brings src's datagrams to us */
+    uint32_t kick;          /* workers to wake after this iteration (bits) */
+    struct nic_fault_params fault_par[STACK_MAX_IFS]; /* what our queues' injectors run */
     const struct conf *conf;  /* start-time config (read during init only) */
     struct pcap_tap *capture; /* initial capture tap, NULL = none */
     int cpu;                  /* -1: not pinned */
@@ -72,8 +95,22 @@ struct worker {
 /* Create the thread; it opens the NICs and builds the stack, and this returns once that is
  * done: 0, or -errno (the thread is gone again, the error logged). */
 int worker_start(struct worker *w, int id, const struct conf *c, struct pcap_tap *capture);
+/* The same as member id of a group of n workers sharing port_owner (n > 1): worker 0 opens
+ * each NIC with n queues, worker i serves queue i. Start them in order 0, 1, ... */
+int worker_start_group(struct worker *group, int n, int id, const struct conf *c,
+                       struct pcap_tap *capture, uint8_t *port_owner);
 /* Ask the worker to stop, join it, close its NICs and destroy its stack. Idempotent. */
 void worker_stop(struct worker *w);
+/* Stop a whole group: every thread first, then the buffers in flight between them, the
+ * NICs, the stacks, and last the pools (a worker may hold another's buffers). */
+void worker_stop_group(struct worker *group, int n);
+
+/* Claim local port `port` (proto 6/17) for w's socket (bind): 0, or -EADDRINUSE when
+ * another worker owns it (unless shared: SO_REUSEADDR, then both hold it and the owner
+ * keeps the datagrams until its last claim goes, when a remaining holder takes over).
+ * Release drops one claim. No-ops with one worker. */
+int worker_port_claim(struct worker *w, int proto, uint16_t port, bool shared);
+void worker_port_release(struct worker *w, int proto, uint16_t port);
 
 /* Run fn(w, arg) on the worker thread and return its result, or -ETIMEDOUT after
  * timeout_ms if the worker did not pick the request up. Control thread only. */

@@ -49,6 +49,11 @@ struct nic_fault {
     struct fault_dir dir[2]; /* [0] RX, [1] TX */
 };
 
+bool nic_fault_on(const struct nic_fault *f, bool tx)
+{
+    return f && (tx ? f->p.tx : f->p.rx);
+}
+
 static uint64_t splitmix64(uint64_t *x)
 {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ull);

@@ -59,12 +59,21 @@ int nic_open(struct nic *n, const struct nic_params *p)
         return rc;
     }
     if (n->params.fault.enabled) {
-        n->fault = nic_fault_create(&n->params.fault);
-        if (!n->fault) {
-            ops->close(n);
-            n->ops = NULL;
-            return -ENOMEM;
+        /* One injector per queue: each runs on its queue's worker, no sharing. Queue q's
+         * seed is offset by q, so runs stay reproducible. */
+        for (uint16_t q = 0; q < n->params.nqueues; q++) {
+            struct nic_fault_params fp = n->params.fault;
+            fp.seed += q;
+            n->qfault[q] = nic_fault_create(&fp);
+            if (!n->qfault[q]) {
+                for (uint16_t k = 0; k < q; k++)
+                    nic_fault_destroy(n->qfault[k]);
+                ops->close(n);
+                n->ops = NULL;
+                return -ENOMEM;
+            }
         }
+        n->fault = n->qfault[0];
     }
     return 0;
 }
@@ -87,7 +96,10 @@ void nic_close(struct nic *n)
     if (!n->ops)
         return;
     /* Frames held by the injector belong to the pools, which still exist here. */
-    nic_fault_destroy(n->fault);
+    for (uint16_t q = 0; q < NIC_MAX_QUEUES; q++) {
+        nic_fault_destroy(n->qfault[q]);
+        n->qfault[q] = NULL;
+    }
     n->fault = NULL;
     n->ops->close(n);
     n->ops = NULL;
@@ -98,9 +110,9 @@ void nic_close(struct nic *n)
 static void tap_frames(struct nic *n, uint16_t q, struct pktbuf **pkts, int cnt, bool stamp,
                        uint64_t now)
 {
-    /* The pcap tap is owned by the worker of queue 0 (nic.h): other queues never touch it,
-     * so the FILE needs no lock. */
-    struct pcap_tap *t = q == 0 ? n->pcap : NULL;
+    /* Every queue records into the one capture (pcap_write keeps records whole). Acquire
+     * pairs with the release store that switches it (daemon: set_pcap_fn). */
+    struct pcap_tap *t = __atomic_load_n(&n->pcap, __ATOMIC_ACQUIRE);
     struct stack_counters *c = n->cnt[q];
     for (int i = 0; i < cnt; i++) {
         if (stamp)
@@ -119,7 +131,7 @@ int nic_rx(struct nic *n, uint16_t q, struct pktbuf **pkts, int max, uint64_t no
     if (max <= 0)
         return 0;
     struct stack_counters *c = n->cnt[q];
-    struct nic_fault *f = n->fault && n->params.fault.rx ? n->fault : NULL;
+    struct nic_fault *f = nic_fault_on(n->qfault[q], false) ? n->qfault[q] : NULL;
     struct pktbuf *tmp[NIC_BURST];
     struct pktbuf **dst = f ? tmp : pkts;
     int want = f && max > NIC_BURST ? NIC_BURST : max;
@@ -165,7 +177,7 @@ static int send_burst(struct nic *n, uint16_t q, struct pktbuf **pkts, int cnt)
 
 int nic_tx(struct nic *n, uint16_t q, struct pktbuf **pkts, int cnt, uint64_t now)
 {
-    struct nic_fault *f = n->fault && n->params.fault.tx ? n->fault : NULL;
+    struct nic_fault *f = nic_fault_on(n->qfault[q], true) ? n->qfault[q] : NULL;
     struct stack_counters *c = n->cnt[q];
     int total = 0;
     for (int i = 0; i < cnt; i += NIC_BURST) {
@@ -185,7 +197,7 @@ int nic_tx(struct nic *n, uint16_t q, struct pktbuf **pkts, int cnt, uint64_t no
 
 int nic_flush(struct nic *n, uint16_t q, uint64_t now)
 {
-    struct nic_fault *f = n->fault && n->params.fault.tx ? n->fault : NULL;
+    struct nic_fault *f = nic_fault_on(n->qfault[q], true) ? n->qfault[q] : NULL;
     if (f) {
         struct pktbuf *out[NIC_BURST];
         int m;
@@ -199,7 +211,12 @@ int nic_flush(struct nic *n, uint16_t q, uint64_t now)
 
 uint64_t nic_next_event(const struct nic *n)
 {
-    return n->fault ? nic_fault_next(n->fault) : UINT64_MAX;
+    return nic_next_event_q(n, 0);
+}
+
+uint64_t nic_next_event_q(const struct nic *n, uint16_t q)
+{
+    return q < NIC_MAX_QUEUES && n->qfault[q] ? nic_fault_next(n->qfault[q]) : UINT64_MAX;
 }
 
 int nic_wait(struct nic **nics, const uint16_t *qs, int n, int wake_fd, uint64_t timeout_ns)

@@ -86,8 +86,9 @@ struct nic {
     int ifindex;                                /* kernel ifindex of the device, 0 for sim */
     struct pktbuf_pool *pool[NIC_MAX_QUEUES];   /* RX buffers of each queue */
     struct stack_counters *cnt[NIC_MAX_QUEUES]; /* where queue q counts */
-    struct nic_fault *fault;                    /* NULL when fault injection is off */
-    struct pcap_tap *pcap;                      /* owned by the worker of queue 0; NULL = off */
+    struct nic_fault *fault;                    /* queue 0's; NULL when fault injection is off */
+    struct nic_fault *qfault[NIC_MAX_QUEUES];   /* one per queue (its worker's), [0] = fault */
+    struct pcap_tap *pcap;                      /* switched by queue 0's worker; NULL = off */
     void *priv;                                 /* backend state */
     char errmsg[160]; /* why open failed, when the backend can say more than -errno */
     char mode[48];    /* how the backend runs, for the log ("native, zero-copy"), or "" */
@@ -114,6 +115,8 @@ int nic_flush(struct nic *n, uint16_t q, uint64_t now);
 int nic_wait(struct nic **nics, const uint16_t *qs, int n, int wake_fd, uint64_t timeout_ns);
 /* Earliest time the fault injector must run again (delayed frames), or UINT64_MAX. */
 uint64_t nic_next_event(const struct nic *n);
+/* The same for queue q (each worker asks for its own). */
+uint64_t nic_next_event_q(const struct nic *n, uint16_t q);
 
 /* ---- pcap packet tap (libpcap file format, ns timestamps, LINKTYPE_ETHERNET) ---- */
 struct pcap_tap *pcap_open(const char *path, uint32_t snaplen, int *err);
@@ -130,6 +133,8 @@ void nic_fault_destroy(struct nic_fault *f);
 int nic_fault_apply(struct nic_fault *f, bool tx, struct pktbuf **in, int n, struct pktbuf **out,
                     int max, uint64_t now, struct stack_counters *cnt);
 uint64_t nic_fault_next(const struct nic_fault *f);
+/* Does f impair this direction? false for NULL. */
+bool nic_fault_on(const struct nic_fault *f, bool tx);
 
 /* ---- sim backend extras (tests) ---- */
 /* Connect two sim NICs: what one transmits, the other receives. */

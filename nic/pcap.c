@@ -104,11 +104,14 @@ int pcap_write(struct pcap_tap *t, const uint8_t *frame, uint32_t len, uint64_t 
         .orig_len = len,
     };
     errno = 0;
-    if (fwrite(&r, sizeof(r), 1, t->f) != 1)
-        return ferr(t->f);
-    if (incl && fwrite(frame, incl, 1, t->f) != 1)
-        return ferr(t->f);
-    return 0;
+    /* Several workers write to one capture: stdio's own stream lock keeps each record
+     * (header + frame) in one piece. Uncontended with one worker. */
+    flockfile(t->f);
+    int rc = 0;
+    if (fwrite(&r, sizeof(r), 1, t->f) != 1 || (incl && fwrite(frame, incl, 1, t->f) != 1))
+        rc = ferr(t->f);
+    funlockfile(t->f);
+    return rc;
 }
 
 void pcap_close(struct pcap_tap *t)

@@ -243,6 +243,9 @@ void arp_input(struct stack *st, int ifidx, struct pktbuf *pb)
 {
     struct stack_if *ifp = &st->ifs[ifidx];
     struct arp_view a;
+    /* Other workers learn from it too (they answer nothing: steered == 2). */
+    if (st->arp_fanout && !pb->steered)
+        st->arp_fanout(st, ifidx, pb);
     int rc = arp_parse(pktbuf_data(pb), pb->len, &a);
     if (rc) {
         if (rc == -EBADMSG)
@@ -266,7 +269,7 @@ void arp_input(struct stack *st, int ifidx, struct pktbuf *pb)
     bool for_us = a.tpa == ifp->p.addr;
     /* RFC 5227 probe (sender 0.0.0.0) for our address: defend it, learn nothing. */
     if (a.spa == 0) {
-        if (a.op == ARP_OP_REQUEST && for_us) {
+        if (a.op == ARP_OP_REQUEST && for_us && !pb->steered) {
             arp_send(st, ifidx, ARP_OP_REPLY, a.sha, a.sha, 0, ifp->p.addr);
             CNT_INC(&st->cnt, arp_tx_reply);
         } else {
@@ -293,7 +296,7 @@ void arp_input(struct stack *st, int ifidx, struct pktbuf *pb)
             CNT_INC(&st->cnt, arp_drop_not_for_us);
         goto out;
     }
-    if (a.op == ARP_OP_REQUEST) {
+    if (a.op == ARP_OP_REQUEST && !pb->steered) { /* the receiving worker answers */
         /* Reuse the request's buffer for the reply: no allocation. a.sha points into it,
          * so copy the peer's address out before overwriting. */
         uint8_t dst[6];

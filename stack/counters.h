@@ -18,6 +18,9 @@
     X(nic_rx_drop_error)      /* backend read error / truncated by the device */                   \
     X(nic_tx_drop_full)       /* backend TX ring full */                                           \
     X(nic_tx_drop_error)      /* backend write error */                                            \
+    X(steer_out)              /* workers: datagrams handed to the worker owning their port */      \
+    X(steer_in)               /* workers: datagrams taken over from another worker */              \
+    X(steer_drop_full)        /* workers: the ring to the owning worker was full */                \
     X(xdp_umem_free)          /* af_xdp gauge: UMEM frames free in the daemon */                   \
     X(xdp_umem_fill)          /* af_xdp gauge: frames in the fill ring */                          \
     X(xdp_umem_rx)            /* af_xdp gauge: taken from the fill ring, not yet received */       \

@@ -132,19 +132,34 @@ void ip4_input(struct stack *st, int ifidx, struct pktbuf *pb)
         return;
     }
     if (ip4_is_frag(&ip)) {
-        pb = ip4_reasm(st, pb, &ip);
-        if (!pb)
+        /* Several workers: the fragments of one datagram may arrive on several queues;
+         * all of them meet on the worker their (src, dst, id, proto) names. */
+        if (st->steer_frag && !pb->steered && st->steer_frag(st, pb, &ip))
             return;
-        /* The reassembled header is consistent and re-parsed (lengths changed). */
-        if (ip4_parse(pktbuf_data(pb), pb->len, &ip) != IP4_OK) {
-            CNT_INC(&st->cnt, ip4_frag_drop_bad);
-            goto drop;
-        }
+        ip4_frag_input(st, pb, &ip);
+        return;
     }
     ip4_local_deliver(st, pb, &ip);
     return;
 drop:
     pktbuf_free(pb);
+}
+
+/* A fragment for us: reassemble, and deliver the datagram once it is whole. */
+void ip4_frag_input(struct stack *st, struct pktbuf *pb, const struct ip4_view *frag)
+{
+    struct ip4_view ip = *frag;
+    pb = ip4_reasm(st, pb, &ip);
+    if (!pb)
+        return;
+    /* The reassembled header is consistent and re-parsed (lengths changed). */
+    if (ip4_parse(pktbuf_data(pb), pb->len, &ip) != IP4_OK) {
+        CNT_INC(&st->cnt, ip4_frag_drop_bad);
+        pktbuf_free(pb);
+        return;
+    }
+    pb->steered = 0; /* a whole datagram now: its port may still name another worker */
+    ip4_local_deliver(st, pb, &ip);
 }
 
 /* Deliver up to budget looped-back datagrams (those queued before this call). */
@@ -188,6 +203,9 @@ void ip4_loop_flush(struct stack *st)
 
 void ip4_local_deliver(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip)
 {
+    /* Several workers: a port another worker owns goes there (once: never re-steered). */
+    if (st->steer && !pb->steered && st->steer(st, pb, ip))
+        return;
     const uint8_t *l4 = pktbuf_data(pb) + ip->ihl;
     uint32_t l4len = pb->len - ip->ihl;
     if (!hook_run(st, HOOK_LOCAL_IN, ip, l4, l4len)) {

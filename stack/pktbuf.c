@@ -44,9 +44,29 @@ void pktbuf_pool_destroy(struct pktbuf_pool *p)
     memset(p, 0, sizeof(*p));
 }
 
+__thread uint32_t pktbuf_thread_token;
+
+/* Owner only: take every buffer other threads freed. Acquire pairs with the pushers'
+ * release CAS: their last writes to the buffers happen before we reuse them. */
+static void take_remote(struct pktbuf_pool *p)
+{
+    struct pktbuf *l = __atomic_exchange_n(&p->remote, NULL, __ATOMIC_ACQUIRE);
+    while (l) {
+        struct pktbuf *n = l->next;
+        l->next = p->free;
+        p->free = l;
+        p->nfree++;
+        l = n;
+    }
+}
+
 struct pktbuf *pktbuf_alloc(struct pktbuf_pool *p)
 {
     struct pktbuf *pb = p->free;
+    if (!pb && __atomic_load_n(&p->remote, __ATOMIC_RELAXED)) {
+        take_remote(p);
+        pb = p->free;
+    }
     if (!pb) {
         p->alloc_fail++;
         return NULL;
@@ -63,9 +83,24 @@ void pktbuf_free(struct pktbuf *pb)
     if (!pb)
         return;
     struct pktbuf_pool *p = pb->pool;
+    if (p->owner && p->owner != pktbuf_thread_token) {
+        /* Release: our use of the buffer is over before the owner can take it. */
+        struct pktbuf *h = __atomic_load_n(&p->remote, __ATOMIC_RELAXED);
+        do
+            pb->next = h;
+        while (!__atomic_compare_exchange_n(&p->remote, &h, pb, true, __ATOMIC_RELEASE,
+                                            __ATOMIC_RELAXED));
+        __atomic_fetch_add(&p->remote_frees, 1, __ATOMIC_RELAXED);
+        return;
+    }
     pb->next = p->free;
     p->free = pb;
     p->nfree++;
+}
+
+void pktbuf_pool_take_remote(struct pktbuf_pool *p)
+{
+    take_remote(p);
 }
 
 void pktbuf_free_chain(struct pktbuf *pb)

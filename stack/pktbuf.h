@@ -27,6 +27,7 @@ struct pktbuf {
     uint64_t ts;       /* RX time in ns (pcap), 0 if unknown */
     uint16_t gso_size; /* TX: a TCP super-segment the NIC cuts into segments of this size */
     bool csum_ok;      /* RX: the NIC vouches for the L4 checksum (or it is still partial) */
+    uint8_t steered;   /* handed over by another worker (never steered twice); 2: ARP */
 };
 
 struct pktbuf_pool {
@@ -37,7 +38,17 @@ struct pktbuf_pool {
     uint32_t nfree;
     uint32_t bufsize;
     uint64_t alloc_fail; /* counted drop reason: pool empty */
+    /* Several workers (daemon.workers > 1): a buffer steered to another worker is freed
+     * there. A pool with an owner token takes frees from other threads on `remote` (a
+     * lock-free stack: pushes CAS, only the owner takes the whole list with an exchange,
+     * so there is no ABA); the owner splices it in when its own list runs dry. */
+    uint32_t owner;        /* pktbuf_thread_token of the owning thread; 0: one thread */
+    struct pktbuf *remote; /* atomic: freed by other threads */
+    uint32_t remote_frees; /* atomic counter, for tests and stats */
 };
+
+/* The calling thread's token (workers set their id + 1; 0 elsewhere). */
+extern __thread uint32_t pktbuf_thread_token;
 
 /* Allocate count buffers of bufsize bytes each. Returns 0 or -errno. */
 int pktbuf_pool_init(struct pktbuf_pool *p, uint32_t count, uint32_t bufsize);
@@ -46,6 +57,8 @@ void pktbuf_pool_destroy(struct pktbuf_pool *p);
 /* A fresh buffer with len 0 and PKTBUF_HEADROOM of headroom, or NULL when empty. */
 struct pktbuf *pktbuf_alloc(struct pktbuf_pool *p);
 void pktbuf_free(struct pktbuf *pb);
+/* Owner only: move the buffers other threads freed back to the free list now. */
+void pktbuf_pool_take_remote(struct pktbuf_pool *p);
 /* Free a whole ->next chain. */
 void pktbuf_free_chain(struct pktbuf *pb);
 
@@ -110,6 +123,7 @@ static inline void pktbuf_reset(struct pktbuf *pb)
     pb->ts = 0;
     pb->gso_size = 0;
     pb->csum_ok = false;
+    pb->steered = 0;
 }
 
 /* Simple FIFO of pktbufs linked through ->next. */

@@ -140,6 +140,19 @@ void stack_start(struct stack *st)
 
 void stack_destroy(struct stack *st)
 {
+    stack_release(st);
+    stack_destroy_pools(st);
+}
+
+void stack_destroy_pools(struct stack *st)
+{
+    pktbuf_pool_destroy(&st->rx64);
+    pktbuf_pool_destroy(&st->large);
+    pktbuf_pool_destroy(&st->pool);
+}
+
+void stack_release(struct stack *st)
+{
     for (int i = 0; i < st->nifs; i++) {
         struct stack_if *ifp = &st->ifs[i];
         for (int k = 0; k < ifp->ntx; k++)
@@ -152,9 +165,6 @@ void stack_destroy(struct stack *st)
     ip4_loop_flush(st); /* what closing connections sent to each other */
     ip4_frag_destroy(st);
     arp_destroy(st);
-    pktbuf_pool_destroy(&st->rx64);
-    pktbuf_pool_destroy(&st->large);
-    pktbuf_pool_destroy(&st->pool);
 }
 
 static void timer_count(struct stack *st, unsigned n)
@@ -314,4 +324,42 @@ size_t stack_report_routes(const struct stack *st, char *buf, size_t cap)
         n += (size_t)w;
     }
     return n < cap ? n : cap;
+}
+
+int stack_port_claim(struct stack *st, int proto, uint16_t port, bool shared)
+{
+    return st->port_claim ? st->port_claim(st, proto, port, shared ? 2 : 1) : 0;
+}
+
+void stack_port_release(struct stack *st, int proto, uint16_t port)
+{
+    if (st->port_claim)
+        st->port_claim(st, proto, port, 0);
+}
+
+bool stack_port_ok(struct stack *st, int proto, uint16_t port)
+{
+    if (st->par.port_stride > 1 && port % st->par.port_stride != st->par.port_offset)
+        return false;
+    return !st->port_taken || !st->port_taken(st, proto, port);
+}
+
+void stack_input_steered(struct stack *st, struct pktbuf *pb)
+{
+    if (pb->steered == 2) {
+        if (pb->ifindex < st->nifs)
+            arp_input(st, pb->ifindex, pb);
+        else
+            pktbuf_free(pb);
+        return;
+    }
+    struct ip4_view ip;
+    if (ip4_parse(pktbuf_data(pb), pb->len, &ip) != IP4_OK) { /* parsed before: cannot */
+        pktbuf_free(pb);
+        return;
+    }
+    if (pb->steered == 3)
+        ip4_frag_input(st, pb, &ip);
+    else
+        ip4_local_deliver(st, pb, &ip);
 }

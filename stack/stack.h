@@ -77,6 +77,9 @@ struct stack_params {
         arp_queue_len;
     bool arp_gratuitous;
     uint16_t udp_port_min, udp_port_max; /* ephemeral range (RFC 6056), default 32768-60999 */
+    /* Several workers: this stack picks only ephemeral ports p with p % port_stride ==
+     * port_offset, so the port names the worker (RSS by port, docs/workers.md). 0: all. */
+    uint16_t port_stride, port_offset;
     /* TCP (defaults as Linux where it has one) */
     bool tcp_sack, tcp_timestamps, tcp_window_scaling, tcp_syncookies;
     char tcp_cc[16];             /* "cubic" (default) | "newreno" */
@@ -158,9 +161,36 @@ struct stack {
     stack_l4_input_fn l4_input[256];
     stack_l4_err_fn l4_err[256];
     void *user; /* owner (the worker) */
+    /* Several workers (daemon.workers > 1; NULL with one, and in tests): steer hands a
+     * datagram for a port another worker owns to that worker (true: taken); arp_fanout
+     * shows every ARP frame received to the other workers' neighbour caches; port_taken
+     * says another worker owns a local port (ephemeral choice skips it). */
+    bool (*steer)(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip);
+    bool (*steer_frag)(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip);
+    void (*arp_fanout)(struct stack *st, int ifidx, const struct pktbuf *pb);
+    bool (*port_taken)(struct stack *st, int proto, uint16_t port);
+    int (*port_claim)(struct stack *st, int proto, uint16_t port, int op); /* 0 release,
+                                                 * 1 claim, 2 claim shared (SO_REUSEADDR) */
 };
 
+/* A packet another worker handed over (pktbuf.steered): 1, an IPv4 datagram for local
+ * delivery; 2, an ARP packet to learn from on interface pb->ifindex; 3, a fragment to
+ * reassemble here. */
+void stack_input_steered(struct stack *st, struct pktbuf *pb);
+/* A socket binds local port `port` (proto 6 or 17) explicitly: with several workers the
+ * port becomes this worker's (0), unless another worker has it (-EADDRINUSE; with shared,
+ * as for SO_REUSEADDR, both hold it and the first keeps its datagrams). Release undoes one
+ * claim. Both are no-ops with one worker. */
+int stack_port_claim(struct stack *st, int proto, uint16_t port, bool shared);
+void stack_port_release(struct stack *st, int proto, uint16_t port);
+/* May this stack pick local port `port` (proto 6 or 17) as an ephemeral one? */
+bool stack_port_ok(struct stack *st, int proto, uint16_t port);
+
 /* Create a stack: allocates pools and tables. 0 or -errno. */
+/* stack_destroy in two steps, for several workers whose buffers cross: first every
+ * stack gives back what it holds, then the pools go. */
+void stack_release(struct stack *st);
+void stack_destroy_pools(struct stack *st);
 int stack_init(struct stack *st, const struct stack_params *p, uint64_t now);
 /* Add an interface bound to queue q of an opened NIC; returns its index or -errno.
  * Adds the connected route. Binds the stack's pool and counters to that NIC queue. */

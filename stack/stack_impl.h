@@ -49,6 +49,7 @@ bool ip4_is_local(const struct stack *st, uint32_t addr);
 bool ip4_is_bcast(const struct stack *st, uint32_t addr);
 /* Deliver a complete local datagram (pb data = IP header on). */
 void ip4_local_deliver(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip);
+void ip4_frag_input(struct stack *st, struct pktbuf *pb, const struct ip4_view *frag);
 /* Looped-back datagrams (to our own addresses): deliver up to budget; free all. */
 int ip4_loop_input(struct stack *st, int budget);
 void ip4_loop_flush(struct stack *st);

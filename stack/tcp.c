@@ -422,7 +422,7 @@ int tcp_listen(struct stack *st, struct tcp_pcb *pcb, int backlog, tcp_accept_fn
     if (!pcb->lport) {
         for (uint32_t i = 0; i < 28232 && !pcb->lport; i++) {
             uint16_t cand = (uint16_t)(32768 + (st->tcp->port_cursor++ % 28232));
-            if (!port_busy(st, pcb->laddr, cand))
+            if (!port_busy(st, pcb->laddr, cand) && stack_port_ok(st, 6, cand))
                 pcb->lport = cand;
         }
         if (!pcb->lport)
@@ -465,7 +465,8 @@ static int pick_port(struct stack *st, struct tcp_pcb *pcb)
     uint32_t off = (uint32_t)tuple_hash(st, pcb->laddr, 0, pcb->raddr, pcb->rport, 1);
     for (uint32_t i = 0; i < span; i++) {
         uint16_t cand = (uint16_t)(lo + (off + st->tcp->port_cursor + i) % span);
-        if (!tcp_lookup(st, pcb->laddr, cand, pcb->raddr, pcb->rport) && !port_busy(st, 0, cand)) {
+        if (!tcp_lookup(st, pcb->laddr, cand, pcb->raddr, pcb->rport) && !port_busy(st, 0, cand) &&
+            stack_port_ok(st, 6, cand)) {
             st->tcp->port_cursor += i + 1;
             pcb->lport = cand;
             return 0;

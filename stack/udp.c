@@ -99,7 +99,7 @@ int udp_bind(struct stack *st, struct udp_pcb *pcb, uint32_t addr, uint16_t port
         uint32_t i;
         for (i = 0; i < span; i++) {
             uint16_t cand = (uint16_t)(lo + (st->udp->next_port - lo + i) % span);
-            if (!port_used(st, cand)) {
+            if (!port_used(st, cand) && stack_port_ok(st, 17, cand)) {
                 port = cand;
                 st->udp->next_port = (uint16_t)(lo + (cand - lo + 1u) % span);
                 break;

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # shmnet test runner (`make test` builds first, then calls this).
 #
-#   tests/run.sh                    unit + integration (TAP, then af_xdp) + fuzz smoke
-#   tests/run.sh unit|integration|integration-xdp|fuzz
+#   tests/run.sh                    unit + integration (TAP, af_xdp, two workers) + fuzz
+#   tests/run.sh unit|integration|integration-xdp|integration-w2|fuzz
 #   tests/run.sh integration/ping   one integration script (tests/integration/ping.sh)
 #   tests/run.sh integration-xdp/ping  the same on the af_xdp backend (veth pair)
+#   tests/run.sh integration-w2/ping   the same with daemon.workers = 2
 #   tests/run.sh unit/conf          one unit binary (build/san/tests/unit_conf)
 #   tests/run.sh fuzz/fuzz_ip4      one fuzz target (build/fuzz/fuzz_ip4)
 #
@@ -195,6 +196,12 @@ suite_integration_xdp() { # [NAME]
     ISUITE=integration
 }
 
+# The same scripts with two workers (daemon.workers = 2, docs/workers.md).
+suite_integration_w2() { # [NAME]
+    ISUITE=integration-w2 SHMNET_TEST_WORKERS=2 suite_integration "$@"
+    ISUITE=integration
+}
+
 # ---------------------------------------------------------------- fuzz
 run_fuzzer() { # BIN
     local bin=$1 name log rc t0 corpus seeds=() d
@@ -276,17 +283,19 @@ usage() {
 
 # ---------------------------------------------------------------- main
 T0=$SECONDS
-[[ $# -eq 0 ]] && set -- unit integration integration-xdp fuzz
+[[ $# -eq 0 ]] && set -- unit integration integration-xdp integration-w2 fuzz
 for arg in "$@"; do
     arg=${arg#tests/}
     case $arg in
     unit) suite_unit ;;
     integration) suite_integration ;;
     integration-xdp) suite_integration_xdp ;;
+    integration-w2) suite_integration_w2 ;;
     fuzz) suite_fuzz ;;
     unit/*) suite_unit "${arg#unit/}" ;;
     integration/*) suite_integration "${arg#integration/}" ;;
     integration-xdp/*) suite_integration_xdp "${arg#integration-xdp/}" ;;
+    integration-w2/*) suite_integration_w2 "${arg#integration-w2/}" ;;
     fuzz/*) suite_fuzz "${arg#fuzz/}" ;;
     -h | --help) usage ;;
     *)

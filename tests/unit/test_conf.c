@@ -352,7 +352,7 @@ Test(conf, out_of_range)
 {
     cr_assert_eq(load(FIX "err_range.conf"), -EINVAL);
     cr_assert_eq(ms->n, 1, "%s", ms->all);
-    EXPECT_ERR(FIX "err_range.conf", 3, "daemon.workers: 65 is out of range 1..64");
+    EXPECT_ERR(FIX "err_range.conf", 3, "daemon.workers: 65 is out of range 1..8");
 }
 
 Test(conf, duplicate_interface_name)
@@ -400,7 +400,7 @@ Test(conf, null_callback_prints_and_fails)
     cr_redirect_stderr();
     cr_assert_eq(conf_load(cf, FIX "err_range.conf", NULL, NULL), -EINVAL);
     fflush(stderr);
-    cr_assert_stderr_eq_str(FIX "err_range.conf:3: daemon.workers: 65 is out of range 1..64\n");
+    cr_assert_stderr_eq_str(FIX "err_range.conf:3: daemon.workers: 65 is out of range 1..8\n");
 }
 
 /* ---- more error classes from generated files ---- */
@@ -595,6 +595,31 @@ Test(conf, af_xdp_zerocopy_and_rings)
         "%s", ms->all);
     free(p);
     cr_assert_eq(cf->ifs[0].nic.rx_ring, 256);
+}
+
+Test(conf, workers)
+{
+    char *p;
+
+    cr_assert_eq(load_text("daemon = { workers = 2; };\n"
+                           "interfaces = ( { name = \"shm0\"; address = \"10.0.0.2/24\"; } );\n",
+                           &p),
+                 0, "%s", ms->all);
+    free(p);
+    cr_assert_eq(cf->workers, 2);
+    cr_assert_eq(load_text("daemon = { workers = 9; };\n"
+                           "interfaces = ( { name = \"shm0\"; address = \"10.0.0.2/24\"; } );\n",
+                           &p),
+                 -EINVAL);
+    EXPECT_ERR(p, 1, "daemon.workers: 9 is out of range");
+    free(p);
+    cr_assert_eq(load_text("daemon = { workers = 2; };\n"
+                           "interfaces = ( { name = \"veth0\"; address = \"10.0.0.2/24\";\n"
+                           " backend = \"af_xdp\"; } );\n",
+                           &p),
+                 -EINVAL);
+    EXPECT_ERR(p, 3, "interfaces[0].backend: af_xdp serves one queue for now");
+    free(p);
 }
 
 Test(conf, too_many_interfaces)

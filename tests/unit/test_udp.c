@@ -109,6 +109,75 @@ Test(udp, small_range_runs_out)
     stest_fini(&t);
 }
 
+static bool taken_40003(struct stack *st, int proto, uint16_t port)
+{
+    return proto == 17 && port == 40003;
+}
+
+/* Several workers: worker 1 of 2 picks only odd ephemeral ports, and skips a port another
+ * worker claimed. */
+Test(udp, ephemeral_ports_name_their_worker)
+{
+    struct stack_params p;
+    stack_params_defaults(&p);
+    p.pktbufs = 256;
+    p.udp_port_min = 40000;
+    p.udp_port_max = 40009;
+    p.port_stride = 2;
+    p.port_offset = 1;
+    struct stest t;
+    stest_init(&t, &p);
+    t.st.port_taken = taken_40003;
+    struct udp_pcb e[5];
+    for (int i = 0; i < 4; i++) {
+        udp_pcb_init(&t.st, &e[i], on_rx, on_err, &r1);
+        cr_assert_eq(udp_bind(&t.st, &e[i], 0, 0), 0);
+        cr_assert_eq(e[i].lport % 2, 1, "port %u", e[i].lport);
+        cr_assert_neq(e[i].lport, 40003);
+    }
+    udp_pcb_init(&t.st, &e[4], on_rx, on_err, &r1);
+    cr_assert_eq(udp_bind(&t.st, &e[4], 0, 0), -EAGAIN, "40001..40009 odd, minus 40003: 4");
+    stest_fini(&t);
+}
+
+static int steered;
+static bool steer_all(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip)
+{
+    steered++;
+    pktbuf_free(pb);
+    return true;
+}
+
+/* Several workers: local delivery asks the steering hook first; a datagram another worker
+ * handed over (pktbuf.steered) is delivered here without asking again. */
+Test(udp, steering_hook_sees_local_datagrams_once)
+{
+    struct stest t;
+    stest_init(&t, NULL);
+    stest_learn_peer(&t);
+    struct udp_pcb a;
+    memset(&r1, 0, sizeof(r1));
+    udp_pcb_init(&t.st, &a, on_rx, on_err, &r1);
+    cr_assert_eq(udp_bind(&t.st, &a, 0, 5000), 0);
+    uint8_t f[200];
+    uint32_t n = udp_frame(f, ST_ADDR_PEER, 9, ST_ADDR_A, 5000, "hi", 2, true);
+    t.st.steer = steer_all;
+    steered = 0;
+    stest_rx(&t, f, n);
+    cr_assert_eq(steered, 1);
+    cr_assert_eq(r1.n, 0, "taken by the hook");
+    /* As the receiving worker: the same datagram, marked, goes to the socket. */
+    struct pktbuf *pb = pktbuf_alloc(&t.st.pool);
+    memcpy(pktbuf_put(pb, n - 14), f + 14, n - 14);
+    pb->steered = 1;
+    stack_input_steered(&t.st, pb);
+    cr_assert_eq(steered, 1);
+    cr_assert_eq(r1.n, 1);
+    cr_assert_eq(r1.len, 2);
+    udp_close(&t.st, &a);
+    stest_fini(&t);
+}
+
 Test(udp, delivery_prefers_connected_and_checks_checksum)
 {
     struct stest t;
