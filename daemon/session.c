@@ -304,15 +304,28 @@ struct report_arg {
 #define REPORT_LINE 256
 #define REPORT_MAX  (256u << 20)
 
-static void report_into(struct strbuf *out, struct client *cl, struct stack *st, int kind)
+typedef size_t (*report_fn_t)(const void *obj, char *buf, size_t cap);
+
+static size_t rep_client(const void *o, char *b, size_t cap)
+{
+    return client_report(o, b, cap);
+}
+static size_t rep_sockets(const void *o, char *b, size_t cap)
+{
+    return client_report_sockets(o, b, cap);
+}
+static size_t rep_tcp(const void *o, char *b, size_t cap)
+{
+    return tcp_report((struct stack *)o, b, cap);
+}
+
+static void report_into(struct strbuf *out, report_fn_t fn, const void *obj)
 {
     for (size_t cap = 65536; cap <= REPORT_MAX; cap *= 4) {
         char *b = sb_reserve(out, cap);
         if (!b)
             return; /* out->oom tells the reader */
-        size_t n = kind == 0   ? client_report(cl, b, cap)
-                   : kind == 1 ? client_report_sockets(cl, b, cap)
-                               : tcp_report(st, b, cap);
+        size_t n = fn(obj, b, cap);
         if (n + REPORT_LINE < cap || cap == REPORT_MAX) {
             out->len += n;
             if (out->len < out->cap)
@@ -326,9 +339,9 @@ static int report_fn(struct worker *w, void *arg)
 {
     struct report_arg *a = arg;
     for (struct client *cl = w->clients; cl; cl = cl->next)
-        report_into(a->out, cl, NULL, a->sockets ? 1 : 0);
+        report_into(a->out, a->sockets ? rep_sockets : rep_client, cl);
     if (a->sockets) /* every TCP connection of the worker, like `ss -tan` */
-        report_into(a->out, NULL, &w->st, 2);
+        report_into(a->out, rep_tcp, &w->st);
     return 0;
 }
 
