@@ -46,13 +46,24 @@ static void close_nics(struct worker *w)
 #define PORT_OWNER_MASK   0x7fu /* owner id + 1 */
 #define PORT_OWNER_SHARED 0x80u /* its claims allow SO_REUSEADDR sharing */
 
+/* Index of (proto, port) in port_owner and port_refs. */
+static uint32_t port_slot(int proto, uint16_t port)
+{
+    return (proto == 17 ? 65536u : 0u) + port;
+}
+
+/* Owner id + 1 of a claimed port, 0 if unclaimed. Relaxed: a claim is published before
+ * its socket can receive anything (the bind returns first); a stale read steers one
+ * datagram of a port in transition. */
+static uint8_t port_claimer(const struct worker *w, int proto, uint16_t port)
+{
+    return __atomic_load_n(&w->port_owner[port_slot(proto, port)], __ATOMIC_RELAXED) &
+           PORT_OWNER_MASK;
+}
+
 static int port_owner_of(const struct worker *w, int proto, uint16_t port)
 {
-    /* Relaxed: a claim is published before its socket can receive anything (the bind
-     * returns first); a stale read steers one datagram of a port in transition. */
-    uint8_t o =
-        __atomic_load_n(&w->port_owner[(proto == 17 ? 65536u : 0u) + port], __ATOMIC_RELAXED) &
-        PORT_OWNER_MASK;
+    uint8_t o = port_claimer(w, proto, port);
     return o ? o - 1 : port % w->ngroup;
 }
 
@@ -146,9 +157,7 @@ static void worker_arp_fanout(struct stack *st, int ifidx, const struct pktbuf *
 static bool worker_port_taken(struct stack *st, int proto, uint16_t port)
 {
     struct worker *w = st->user;
-    uint8_t o =
-        __atomic_load_n(&w->port_owner[(proto == 17 ? 65536u : 0u) + port], __ATOMIC_RELAXED) &
-        PORT_OWNER_MASK;
+    uint8_t o = port_claimer(w, proto, port);
     return o && o != (uint8_t)(w->id + 1);
 }
 
@@ -156,7 +165,7 @@ int worker_port_claim(struct worker *w, int proto, uint16_t port, bool shared)
 {
     if (w->ngroup <= 1 || !port)
         return 0;
-    uint32_t k = (proto == 17 ? 65536u : 0u) + port;
+    uint32_t k = port_slot(proto, port);
     uint8_t me = (uint8_t)(w->id + 1), cur = 0;
     uint8_t want = (uint8_t)(me | (shared ? PORT_OWNER_SHARED : 0));
     /* acq_rel: one owner per port among the workers. */
@@ -178,7 +187,7 @@ void worker_port_release(struct worker *w, int proto, uint16_t port)
 {
     if (w->ngroup <= 1 || !port)
         return;
-    uint32_t k = (proto == 17 ? 65536u : 0u) + port;
+    uint32_t k = port_slot(proto, port);
     if (!w->port_refs[k])
         return;
     __atomic_store_n(&w->port_refs[k], (uint16_t)(w->port_refs[k] - 1), __ATOMIC_RELAXED);
@@ -445,10 +454,6 @@ static void worker_loop(struct worker *w)
             continue;
         }
         uint64_t dl = stack_next_deadline(st);
-        for (int i = 0; i < w->nnics && w->id > 0; i++) { /* our queues' injectors */
-            uint64_t f = nic_next_event_q(w->nicp[i], w->qs[i]);
-            dl = f < dl ? f : dl;
-        }
         uint64_t timeout = dl == UINT64_MAX ? UINT64_MAX : (dl > now ? dl - now : 0);
         int ret = nic_wait(w->nicp, w->qs, w->nnics, w->wake_fd, timeout);
         if (ret < 0 && ret != -EINTR)
@@ -488,6 +493,33 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* What worker_start_group allocated for w besides the thread. */
+static void worker_release(struct worker *w)
+{
+    if (w->wake_fd >= 0) {
+        pthread_cond_destroy(&w->mb_cond);
+        pthread_mutex_destroy(&w->mb_lock);
+        close(w->wake_fd);
+    }
+    w->wake_fd = -1;
+    free(w->port_refs);
+    free(w->inq);
+    w->port_refs = NULL;
+    w->inq = NULL;
+}
+
+/* Ask a running worker to leave its loop. seq_cst: same handshake as worker_call (see
+ * worker_loop); the eventfd is written unconditionally, so a worker already inside
+ * nic_wait wakes too. */
+static void worker_signal_stop(struct worker *w)
+{
+    uint64_t one = 1;
+
+    __atomic_store_n(&w->stop, 1, __ATOMIC_SEQ_CST);
+    ssize_t r = write(w->wake_fd, &one, sizeof(one));
+    (void)r;
+}
+
 int worker_start(struct worker *w, int id, const struct conf *c, struct pcap_tap *capture)
 {
     return worker_start_group(w - id, 1, id, c, capture, NULL);
@@ -501,6 +533,7 @@ int worker_start_group(struct worker *group, int n, int id, const struct conf *c
     int ret;
 
     memset(w, 0, sizeof(*w));
+    w->wake_fd = -1;
     w->group = group;
     w->ngroup = n;
     w->port_owner = port_owner;
@@ -509,8 +542,7 @@ int worker_start_group(struct worker *group, int n, int id, const struct conf *c
         if (posix_memalign((void **)&w->inq, 64, (size_t)n * sizeof(*w->inq)))
             w->inq = NULL;
         if (!w->port_refs || !w->inq || !port_owner) {
-            free(w->port_refs);
-            free(w->inq);
+            worker_release(w);
             return -ENOMEM;
         }
         memset(w->inq, 0, (size_t)n * sizeof(*w->inq));
@@ -522,8 +554,11 @@ int worker_start_group(struct worker *group, int n, int id, const struct conf *c
     w->busy_poll_us = c->busy_poll_us;
     w->rx_budget = c->rx_budget;
     w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (w->wake_fd < 0)
-        return -errno;
+    if (w->wake_fd < 0) {
+        ret = -errno;
+        worker_release(w);
+        return ret;
+    }
     pthread_mutex_init(&w->mb_lock, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -547,14 +582,7 @@ int worker_start_group(struct worker *group, int n, int id, const struct conf *c
     w->running = true;
     return 0;
 fail:
-    pthread_cond_destroy(&w->mb_cond);
-    pthread_mutex_destroy(&w->mb_lock);
-    close(w->wake_fd);
-    w->wake_fd = -1;
-    free(w->port_refs);
-    free(w->inq);
-    w->port_refs = NULL;
-    w->inq = NULL;
+    worker_release(w);
     return ret;
 }
 
@@ -565,14 +593,9 @@ void worker_stop_group(struct worker *group, int n)
             worker_stop(&group[0]);
         return;
     }
-    uint64_t one = 1;
-    for (int i = 0; i < n; i++) {
-        if (!group[i].running)
-            continue;
-        __atomic_store_n(&group[i].stop, 1, __ATOMIC_SEQ_CST);
-        ssize_t r = write(group[i].wake_fd, &one, sizeof(one));
-        (void)r;
-    }
+    for (int i = 0; i < n; i++)
+        if (group[i].running)
+            worker_signal_stop(&group[i]);
     for (int i = 0; i < n; i++)
         if (group[i].running)
             pthread_join(group[i].thr, NULL);
@@ -598,34 +621,18 @@ void worker_stop_group(struct worker *group, int n)
         if (!w->running)
             continue;
         w->running = false;
-        pthread_cond_destroy(&w->mb_cond);
-        pthread_mutex_destroy(&w->mb_lock);
-        close(w->wake_fd);
-        w->wake_fd = -1;
-        free(w->port_refs);
-        free(w->inq);
-        w->port_refs = NULL;
-        w->inq = NULL;
+        worker_release(w);
     }
 }
 
 void worker_stop(struct worker *w)
 {
-    uint64_t one = 1;
-
     if (!w->running)
         return;
-    /* seq_cst: same handshake as worker_call (see worker_loop); we also write the eventfd
-     * unconditionally, so the worker wakes even if it is already inside nic_wait. */
-    __atomic_store_n(&w->stop, 1, __ATOMIC_SEQ_CST);
-    ssize_t r = write(w->wake_fd, &one, sizeof(one));
-    (void)r;
+    worker_signal_stop(w);
     pthread_join(w->thr, NULL);
     w->running = false;
-    pthread_cond_destroy(&w->mb_cond);
-    pthread_mutex_destroy(&w->mb_lock);
-    close(w->wake_fd);
-    w->wake_fd = -1;
+    worker_release(w);
 }
 
 void worker_kick(struct worker *w)

@@ -98,11 +98,6 @@ void pktbuf_free(struct pktbuf *pb)
     p->nfree++;
 }
 
-void pktbuf_pool_take_remote(struct pktbuf_pool *p)
-{
-    take_remote(p);
-}
-
 void pktbuf_free_chain(struct pktbuf *pb)
 {
     while (pb) {

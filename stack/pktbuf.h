@@ -57,8 +57,6 @@ void pktbuf_pool_destroy(struct pktbuf_pool *p);
 /* A fresh buffer with len 0 and PKTBUF_HEADROOM of headroom, or NULL when empty. */
 struct pktbuf *pktbuf_alloc(struct pktbuf_pool *p);
 void pktbuf_free(struct pktbuf *pb);
-/* Owner only: move the buffers other threads freed back to the free list now. */
-void pktbuf_pool_take_remote(struct pktbuf_pool *p);
 /* Free a whole ->next chain. */
 void pktbuf_free_chain(struct pktbuf *pb);
 

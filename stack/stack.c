@@ -233,7 +233,7 @@ uint64_t stack_next_deadline(const struct stack *st)
     for (int i = 0; i < st->nifs; i++) {
         if (!st->ifs[i].nic)
             continue;
-        uint64_t n = nic_next_event(st->ifs[i].nic);
+        uint64_t n = nic_next_event_q(st->ifs[i].nic, st->ifs[i].queue); /* our queue's */
         if (n < t)
             t = n;
     }

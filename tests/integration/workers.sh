@@ -31,7 +31,8 @@ start_echo() { # NAME PORT [FLAGS]
     HARNESS_PIDS+=("$!")
     wait_until 5 grep -q "READY $2" "$T/$1.out" || { cat "$T/$1.err"; return 1; }
 }
-check echo_servers start_echo e1 7300 && start_echo e2 7301
+two_echo() { start_echo e1 7300 && start_echo e2 7301; }
+check echo_servers two_echo
 
 # 64 flows (source ports) to each server, sizes up to a fragmented 3000 bytes.
 flows() {
