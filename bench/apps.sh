@@ -70,18 +70,9 @@ indent() { sed "s/^/  $1: /" >&2; } # stdin to stderr, each line prefixed
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
 
 # ---- shmnetd on a TAP, kernel side in $NSP, preloaded programs in $NSC ----
-# BACKEND=af_xdp: shmnetd on one end of a veth pair ($DDEV, root namespace) through
-# AF_XDP; the other end, named $TAP like the TAP it replaces, goes to $NSP. TX offloads
-# off on that end: AF_XDP carries no partial checksums or GSO frames (docs/nic.md).
-BACKEND=${BACKEND:-tap}
-if [[ $BACKEND == af_xdp ]]; then
-    DDEV="x$TAP" BLABEL="AF_XDP" IFOPTS='backend = "af_xdp";'
-    ip link add "$DDEV" type veth peer name "$TAP" || { log "cannot create the veth pair"; exit 1; }
-    ethtool -K "$TAP" tx off >/dev/null 2>&1
-    ip link set "$DDEV" up
-else
-    DDEV=$TAP BLABEL="TAP" IFOPTS='backend = "tap"; tso = true;'
-fi
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+bench_backend
 cat >"$T/d.conf" <<EOF
 daemon = { socket = "$SOCK"; log_level = "warn"; busy_poll_us = $BUSY_POLL_US; workers = ${WORKERS:-1}; };
 clients = { max_sockets = 65535; rcvbuf = 1048576; sndbuf = 1048576; };

@@ -47,18 +47,9 @@ trap 'exit 130' INT TERM
 log() { echo "bench: $*" >&2; }
 
 # ---- shmnetd on a TAP, kernel side in $NSP ----
-# BACKEND=af_xdp: shmnetd on one end of a veth pair ($DDEV, root namespace) through
-# AF_XDP; the other end, named $TAP like the TAP it replaces, goes to $NSP. TX offloads
-# off on that end: AF_XDP carries no partial checksums or GSO frames (docs/nic.md).
-BACKEND=${BACKEND:-tap}
-if [[ $BACKEND == af_xdp ]]; then
-    DDEV="x$TAP" BLABEL="AF_XDP" IFOPTS='backend = "af_xdp";'
-    ip link add "$DDEV" type veth peer name "$TAP" || { log "cannot create the veth pair"; exit 1; }
-    ethtool -K "$TAP" tx off >/dev/null 2>&1
-    ip link set "$DDEV" up
-else
-    DDEV=$TAP BLABEL="TAP" IFOPTS='backend = "tap"; tso = true;'
-fi
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+bench_backend
 cat >"$T/d.conf" <<EOF
 daemon = { socket = "$SOCK"; log_level = "warn"; busy_poll_us = $BUSY_POLL_US; workers = ${WORKERS:-1}; };
 clients = { max_sockets = 65535; fifo_mb = 3000; rcvbuf = 1048576; sndbuf = 1048576; };

@@ -1,0 +1,19 @@
+# shellcheck shell=bash
+# Shared by bench/run.sh and bench/apps.sh (sourced after TAP and log are defined).
+
+# bench_backend: the NIC the daemon owns, from BACKEND (tap | af_xdp). Sets DDEV (the
+# daemon's interface name), BLABEL (column label) and IFOPTS (interface config keys).
+# af_xdp: shmnetd on one end of a veth pair ($DDEV, root namespace); the other end, named
+# $TAP like the TAP it replaces, goes to the peer namespace. TX offloads off on that end:
+# AF_XDP carries no partial checksums or GSO frames (docs/nic.md).
+bench_backend() {
+    BACKEND=${BACKEND:-tap}
+    if [[ $BACKEND == af_xdp ]]; then
+        DDEV="x$TAP" BLABEL="AF_XDP" IFOPTS='backend = "af_xdp";'
+        ip link add "$DDEV" type veth peer name "$TAP" || { log "cannot create the veth pair"; exit 1; }
+        ethtool -K "$TAP" tx off >/dev/null 2>&1
+        ip link set "$DDEV" up
+    else
+        DDEV=$TAP BLABEL="TAP" IFOPTS='backend = "tap"; tso = true;'
+    fi
+}
