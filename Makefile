@@ -41,7 +41,7 @@ UNIT_BINS  := $(patsubst tests/unit/test_%.c,$(BUILD)/tests/unit_%,$(UNIT_SRC))
 
 BINS := $(BUILD)/shmnetd $(BUILD)/shmnetctl $(BUILD)/libshmnet.so $(BUILD)/libshmnet_preload.so
 
-.PHONY: all test unit integration fuzz run install clean deps check-format cppcheck soak bench bench-backends
+.PHONY: all test test-xdp-w2 unit integration fuzz run install clean deps check-format cppcheck soak bench bench-backends
 all: $(BINS)
 
 $(BUILD)/obj/%.o: %.c
@@ -136,6 +136,12 @@ test: deps
 	$(MAKE) SAN=1 all unit
 	$(MAKE) fuzz-build
 	tests/run.sh
+
+# The integration suite on af_xdp with two workers (kept out of `make test` for time).
+test-xdp-w2: deps
+	$(MAKE) all unit
+	$(MAKE) SAN=1 all unit
+	tests/run.sh integration-xdp-w2
 
 FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,build/fuzz/fuzz_%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_CFLAGS := -std=gnu11 -g -O1 -I. -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined

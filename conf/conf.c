@@ -882,13 +882,6 @@ static bool load_interfaces(struct ld *ld, config_setting_t *root)
 
         if (!load_iface(ld, g, i, ci))
             ok = false;
-        if (c->workers > 1 && !strcmp(ci->nic.backend, "af_xdp")) {
-            err_at(ld, config_setting_get_member(g, "backend"),
-                   "interfaces[%d].backend: af_xdp serves one queue for now: daemon.workers "
-                   "must be 1 (docs/workers.md)",
-                   i);
-            ok = false;
-        }
         for (int j = 0; j < i; j++) {
             const struct conf_iface *o = &c->ifs[j];
 

@@ -91,7 +91,7 @@ struct nic {
     struct pcap_tap *pcap;                      /* switched by queue 0's worker; NULL = off */
     void *priv;                                 /* backend state */
     char errmsg[160]; /* why open failed, when the backend can say more than -errno */
-    char mode[48];    /* how the backend runs, for the log ("native, zero-copy"), or "" */
+    char mode[64];    /* how the backend runs, for the log ("native, zero-copy"), or "" */
 };
 
 /* Look up a backend by name ("tap", "sim", "af_xdp"); NULL if unknown. */

@@ -1,10 +1,13 @@
-/* af_xdp backend: an existing interface driven through one AF_XDP socket (libxdp + libbpf).
+/* af_xdp backend: an existing interface driven through AF_XDP sockets (libxdp + libbpf).
  *
- * Queue 0 only (nqueues must be 1). A steering program (nic/xdp_steer.bpf.c, embedded in
- * the binary) redirects to our socket only the frames shmnet owns: unicast to our MAC and
- * broadcast ARP requests for our address; the rest goes on to the host (XDP_PASS).
+ * One socket per queue (queues 0 .. nqueues-1; worker i serves queue i), each with its own
+ * UMEM and rings, so the workers share nothing on the data path. A steering program
+ * (nic/xdp_steer.bpf.c, embedded in the binary) redirects only the frames shmnet owns
+ * (unicast to our MAC, broadcast ARP requests for our address) to the socket of the queue
+ * they arrived on (the XSKMAP is indexed by rx_queue_index); the rest goes on to the host
+ * (XDP_PASS). The device's RSS decides the queue, the stack's steering (RPS) the worker.
  *
- * UMEM: 2 * rx_ring + tx_ring frames of 4 KiB. At most 2 * rx_ring are lent to the kernel
+ * UMEM, per queue: 2 * rx_ring + tx_ring frames of 4 KiB. At most 2 * rx_ring are lent to the kernel
  * for RX (fill ring plus RX ring) and at most tx_ring for TX (TX ring plus completion
  * ring), so neither direction can starve the other. Every frame is at all times in exactly
  * one place: our free stack, lent for RX (fill_out) or lent for TX (tx_out); the
@@ -51,11 +54,9 @@ extern const uint64_t shmnet_xdp_steer_obj_len;
 
 enum { G_FILL, G_RX, G_TX, G_COMP, G_FREE, G_N };
 
-struct xdpn {
-    struct bpf_object *obj;
-    struct xdp_program *prog;
-    enum xdp_attach_mode mode; /* how prog is attached; XDP_MODE_UNSPEC: not attached */
-    int pkt_fd;                /* AF_PACKET socket holding our MAC in the unicast filter */
+/* One queue: its socket, UMEM and frame accounting. Touched only by the queue's worker
+ * (and by open/close, when no worker runs). */
+struct xdpq {
     struct xsk_umem *umem;
     struct xsk_socket *xsk;
     struct xsk_ring_prod fq, tx;
@@ -67,9 +68,18 @@ struct xdpn {
     uint32_t fill_out, fill_max; /* lent for RX */
     uint32_t tx_out, tx_max;     /* lent for TX */
     uint64_t gauge[G_N];         /* values last added to the counters */
-    bool zerocopy;               /* bound XDP_ZEROCOPY */
     struct xdp_statistics st;    /* kernel statistics last added to the counters */
     uint64_t st_next;            /* when to read them again (CLOCK_MONOTONIC_COARSE ns) */
+};
+
+struct xdpn {
+    struct bpf_object *obj;
+    struct xdp_program *prog;
+    enum xdp_attach_mode mode; /* how prog is attached; XDP_MODE_UNSPEC: not attached */
+    int pkt_fd;                /* AF_PACKET socket holding our MAC in the unicast filter */
+    bool zerocopy;             /* sockets bound XDP_ZEROCOPY */
+    uint16_t nq;               /* queues set up (sockets bound or being bound) */
+    struct xdpq q[NIC_MAX_QUEUES];
 };
 
 #define XCNT_ADD(c, field, v)                                                                      \
@@ -268,7 +278,7 @@ static int add_unicast(struct nic *n, struct xdpn *x)
     return 0;
 }
 
-static void fill_refill(struct xdpn *x)
+static void fill_refill(struct xdpq *x)
 {
     uint32_t want = x->fill_max - x->fill_out;
     if (want > x->nfree)
@@ -285,7 +295,7 @@ static void fill_refill(struct xdpn *x)
     x->fill_out += want;
 }
 
-static void comp_reap(struct xdpn *x)
+static void comp_reap(struct xdpq *x)
 {
     uint32_t idx;
     uint32_t k = xsk_ring_cons__peek(&x->cq, x->cq.size, &idx);
@@ -298,10 +308,11 @@ static void comp_reap(struct xdpn *x)
 
 static void xdp_close(struct nic *n);
 
-/* Create the UMEM over x->area and bind the socket to queue 0 with bind flag `mode`
+/* Create queue qid's UMEM over x->area and bind its socket with bind flag `mode`
  * (XDP_COPY or XDP_ZEROCOPY). On failure both are gone again. */
-static int bind_socket(struct nic *n, struct xdpn *x, const struct nic_params *p, uint16_t mode)
+static int bind_socket(struct nic *n, struct xdpq *x, uint16_t qid, uint16_t mode)
 {
+    const struct nic_params *p = &n->params;
     struct xsk_umem_config uc = {
         .fill_size = p->rx_ring,
         .comp_size = p->tx_ring,
@@ -312,7 +323,7 @@ static int bind_socket(struct nic *n, struct xdpn *x, const struct nic_params *p
     int rc = xsk_umem__create(&x->umem, x->area, x->area_len, &x->fq, &x->cq, &uc);
     if (rc < 0) {
         x->umem = NULL;
-        return xdp_fail(n, rc, "cannot register the UMEM");
+        return xdp_fail(n, rc, "cannot register the UMEM of queue %u", (unsigned)qid);
     }
     struct xsk_socket_config sc = {
         .rx_size = p->rx_ring,
@@ -321,22 +332,68 @@ static int bind_socket(struct nic *n, struct xdpn *x, const struct nic_params *p
         .xdp_flags = 0,
         .bind_flags = mode | XDP_USE_NEED_WAKEUP,
     };
-    rc = xsk_socket__create(&x->xsk, p->name, 0, x->umem, &x->rx, &x->tx, &sc);
+    rc = xsk_socket__create(&x->xsk, p->name, qid, x->umem, &x->rx, &x->tx, &sc);
     if (rc < 0) {
         x->xsk = NULL;
         xsk_umem__delete(x->umem);
         x->umem = NULL;
         return rc;
     }
-    x->zerocopy = mode == XDP_ZEROCOPY;
+    return 0;
+}
+
+/* RX queues the interface has (its sysfs queues/rx-N), or -errno. */
+static int count_rx_queues(const char *ifname)
+{
+    char path[96];
+    int k = 0;
+    for (; k < NIC_MAX_QUEUES; k++) {
+        snprintf(path, sizeof(path), "/sys/class/net/%s/queues/rx-%d", ifname, k);
+        if (access(path, F_OK) != 0)
+            break;
+    }
+    return k;
+}
+
+/* Queue qid's frames and free stack. */
+static int queue_frames(struct nic *n, struct xdpq *q)
+{
+    const struct nic_params *p = &n->params;
+    q->fill_max = 2 * p->rx_ring;
+    q->tx_max = p->tx_ring;
+    q->nframes = q->fill_max + q->tx_max;
+    q->area_len = (size_t)q->nframes * XDP_FRAME_SIZE;
+    q->area = mmap(NULL, q->area_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (q->area == MAP_FAILED) {
+        q->area = NULL;
+        return -errno;
+    }
+    q->free = calloc(q->nframes, sizeof(*q->free));
+    if (!q->free)
+        return -ENOMEM;
+    for (uint32_t i = q->nframes; i-- > 0;)
+        q->free[q->nfree++] = (uint64_t)i * XDP_FRAME_SIZE;
+    return 0;
+}
+
+/* A bound socket goes into the XSK map (key = its queue id, which the program looks up by
+ * rx_queue_index) and gets its fill ring filled. */
+static int queue_attach(struct nic *n, struct xdpn *x, uint16_t qid)
+{
+    int mfd = bpf_object__find_map_fd_by_name(x->obj, XDP_STEER_XSKS);
+    int rc = mfd < 0 ? mfd : xsk_socket__update_xskmap(x->q[qid].xsk, mfd);
+    if (rc < 0)
+        return xdp_fail(n, rc, "cannot insert the socket of queue %u into the XSK map",
+                        (unsigned)qid);
+    fill_refill(&x->q[qid]);
     return 0;
 }
 
 static int xdp_open(struct nic *n, const struct nic_params *p)
 {
-    if (p->nqueues != 1)
-        return xdp_fail(n, -EINVAL, "af_xdp serves one queue for now (nqueues %u)",
-                        (unsigned)p->nqueues);
+    if (p->nqueues < 1 || p->nqueues > NIC_MAX_QUEUES)
+        return xdp_fail(n, -EINVAL, "af_xdp: %u queues (1 to %d)", (unsigned)p->nqueues,
+                        NIC_MAX_QUEUES);
     if (p->tso)
         return xdp_fail(n, -EINVAL, "af_xdp has no TSO");
     if ((uint32_t)p->mtu + 18 > XDP_FRAME_DATA)
@@ -354,6 +411,15 @@ static int xdp_open(struct nic *n, const struct nic_params *p)
     int rc = iface_setup(n, kmac);
     if (rc < 0)
         goto fail;
+    int have = count_rx_queues(p->name);
+    if (have < p->nqueues) {
+        rc = xdp_fail(n, -EINVAL,
+                      "%s has %d RX queue%s and %u workers need one each (veth: numrxqueues; "
+                      "a NIC: ethtool -L %s combined %u)",
+                      p->name, have, have == 1 ? "" : "s", (unsigned)p->nqueues, p->name,
+                      (unsigned)p->nqueues);
+        goto fail;
+    }
     rc = attach_prog(n, x);
     if (rc < 0)
         goto fail;
@@ -361,28 +427,10 @@ static int xdp_open(struct nic *n, const struct nic_params *p)
     if (rc < 0)
         goto fail;
 
-    x->fill_max = 2 * p->rx_ring;
-    x->tx_max = p->tx_ring;
-    x->nframes = x->fill_max + x->tx_max;
-    x->area_len = (size_t)x->nframes * XDP_FRAME_SIZE;
-    x->area = mmap(NULL, x->area_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (x->area == MAP_FAILED) {
-        x->area = NULL;
-        rc = -errno;
-        goto fail;
-    }
-    x->free = calloc(x->nframes, sizeof(*x->free));
-    if (!x->free) {
-        rc = -ENOMEM;
-        goto fail;
-    }
-    for (uint32_t i = x->nframes; i-- > 0;)
-        x->free[x->nfree++] = (uint64_t)i * XDP_FRAME_SIZE;
-
     /* Zero-copy (the driver DMAs straight into UMEM, no kernel copy) exists only in
      * driver mode and only where the driver implements it; "auto" tries it there and
      * binds XDP_COPY otherwise. A failed bind may leave the UMEM half set up: it is made
-     * afresh for the second attempt. */
+     * afresh for the second attempt. Queue 0 decides for all queues. */
     bool try_zc = p->xdp_zc != NIC_XDP_ZC_OFF && x->mode == XDP_MODE_NATIVE;
     if (p->xdp_zc == NIC_XDP_ZC_ON && !try_zc) {
         rc = xdp_fail(n, -EOPNOTSUPP,
@@ -390,24 +438,35 @@ static int xdp_open(struct nic *n, const struct nic_params *p)
                       p->name);
         goto fail;
     }
-    rc = bind_socket(n, x, p, try_zc ? XDP_ZEROCOPY : XDP_COPY);
-    if (rc < 0 && try_zc && p->xdp_zc == NIC_XDP_ZC_AUTO)
-        rc = bind_socket(n, x, p, XDP_COPY);
-    if (rc < 0) {
-        if (!n->errmsg[0]) /* else the UMEM's own reason */
-            xdp_fail(n, rc, "cannot bind an AF_XDP socket to %s queue 0%s", p->name,
-                     p->xdp_zc == NIC_XDP_ZC_ON ? " in zero-copy mode (does the driver have it?)"
-                                                : "");
-        goto fail;
+    for (uint16_t qid = 0; qid < p->nqueues; qid++) {
+        struct xdpq *q = &x->q[qid];
+        x->nq = (uint16_t)(qid + 1);
+        rc = queue_frames(n, q);
+        if (rc < 0)
+            goto fail;
+        uint16_t mode = (qid == 0 ? try_zc : x->zerocopy) ? XDP_ZEROCOPY : XDP_COPY;
+        rc = bind_socket(n, q, qid, mode);
+        if (rc < 0 && qid == 0 && mode == XDP_ZEROCOPY && p->xdp_zc == NIC_XDP_ZC_AUTO) {
+            mode = XDP_COPY;
+            rc = bind_socket(n, q, qid, mode);
+        }
+        if (rc < 0) {
+            if (!n->errmsg[0]) /* else the UMEM's own reason */
+                xdp_fail(
+                    n, rc, "cannot bind an AF_XDP socket to %s queue %u%s", p->name, (unsigned)qid,
+                    mode == XDP_ZEROCOPY ? " in zero-copy mode (does the driver have it?)" : "");
+            goto fail;
+        }
+        if (qid == 0)
+            x->zerocopy = mode == XDP_ZEROCOPY;
+        rc = queue_attach(n, x, qid);
+        if (rc < 0)
+            goto fail;
     }
-    snprintf(n->mode, sizeof(n->mode), "%s, %s", x->mode == XDP_MODE_NATIVE ? "native" : "copy",
-             x->zerocopy ? "zero-copy" : "frames copied by the kernel");
-    int mfd = bpf_object__find_map_fd_by_name(x->obj, XDP_STEER_XSKS);
-    rc = mfd < 0 ? mfd : xsk_socket__update_xskmap(x->xsk, mfd);
-    if (rc < 0) {
-        rc = xdp_fail(n, rc, "cannot insert the socket into the XSK map");
-        goto fail;
-    }
+    snprintf(n->mode, sizeof(n->mode), "%s, %s, %u queue%s",
+             x->mode == XDP_MODE_NATIVE ? "native" : "copy",
+             x->zerocopy ? "zero-copy" : "frames copied by the kernel", (unsigned)p->nqueues,
+             p->nqueues == 1 ? "" : "s");
     if (memcmp(kmac, p->mac, 6) != 0) {
         rc = add_unicast(n, x);
         if (rc < 0) {
@@ -415,20 +474,21 @@ static int xdp_open(struct nic *n, const struct nic_params *p)
             goto fail;
         }
     }
-    fill_refill(x);
     return 0;
 fail:
     xdp_close(n);
     return rc;
 }
 
-/* Publish the frame accounting (gauges, as deltas on the single-writer counters) and, at
- * most every 100 ms, the kernel's drop statistics of the socket. */
-static void publish(struct nic *n, struct xdpn *x, bool force)
+/* Publish queue qid's frame accounting (gauges, as deltas on its worker's single-writer
+ * counters) and, at most every 100 ms, the kernel's drop statistics of its socket. */
+static void publish(struct nic *n, uint16_t qid, bool force)
 {
-    struct stack_counters *c = n->cnt[0];
+    struct xdpq *x = &((struct xdpn *)n->priv)->q[qid];
+    struct stack_counters *c = n->cnt[qid];
     if (!c || !x->xsk)
         return;
+    /* Acquire: the kernel's consumer/producer index before we read what it covers. */
     uint32_t in_fill = x->fq.cached_prod - __atomic_load_n(x->fq.consumer, __ATOMIC_ACQUIRE);
     uint32_t in_comp = __atomic_load_n(x->cq.producer, __ATOMIC_ACQUIRE) - x->cq.cached_cons;
     if (in_fill > x->fill_out)
@@ -468,10 +528,17 @@ static void publish(struct nic *n, struct xdpn *x, bool force)
     x->st = st;
 }
 
-static int xdp_rx_burst(struct nic *n, uint16_t q, struct pktbuf **pkts, int max)
+/* Queue q's state, or NULL if the NIC has no such queue. */
+static struct xdpq *queue_of(struct nic *n, uint16_t q)
 {
     struct xdpn *x = n->priv;
-    if (q != 0)
+    return x && q < x->nq && x->q[q].xsk ? &x->q[q] : NULL;
+}
+
+static int xdp_rx_burst(struct nic *n, uint16_t q, struct pktbuf **pkts, int max)
+{
+    struct xdpq *x = queue_of(n, q);
+    if (!x)
         return -EINVAL;
     if (max <= 0)
         return 0;
@@ -508,8 +575,8 @@ static int xdp_rx_burst(struct nic *n, uint16_t q, struct pktbuf **pkts, int max
 
 static int xdp_tx_burst(struct nic *n, uint16_t q, struct pktbuf **pkts, int cnt)
 {
-    struct xdpn *x = n->priv;
-    if (q != 0 || cnt <= 0) {
+    struct xdpq *x = queue_of(n, q);
+    if (!x || cnt <= 0) {
         for (int i = 0; i < cnt; i++)
             pktbuf_free(pkts[i]);
         return 0;
@@ -571,8 +638,8 @@ static int xdp_tx_burst(struct nic *n, uint16_t q, struct pktbuf **pkts, int cnt
 
 static int xdp_tx_flush(struct nic *n, uint16_t q)
 {
-    struct xdpn *x = n->priv;
-    if (q != 0)
+    struct xdpq *x = queue_of(n, q);
+    if (!x)
         return -EINVAL;
     int rc = 0, fd = xsk_socket__fd(x->xsk);
     bool kicked = false;
@@ -581,6 +648,7 @@ static int xdp_tx_flush(struct nic *n, uint16_t q)
      * when more remain or the completion ring is full: reap and go on until the TX ring is
      * empty. */
     for (int tries = 0; tries < XDP_KICK_TRIES && xsk_ring_prod__needs_wakeup(&x->tx); tries++) {
+        /* Acquire: the kernel's consumer index (how much of the TX ring it has taken). */
         uint32_t queued = x->tx.cached_prod - __atomic_load_n(x->tx.consumer, __ATOMIC_ACQUIRE);
         if (queued == 0)
             break;
@@ -597,25 +665,23 @@ static int xdp_tx_flush(struct nic *n, uint16_t q)
     /* Zero-copy drivers want a wakeup to look at the fill ring again; never in copy mode. */
     if (!kicked && xsk_ring_prod__needs_wakeup(&x->fq))
         recvfrom(fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
-    publish(n, x, false);
+    publish(n, q, false);
     return rc;
 }
 
 static int xdp_poll_fd(struct nic *n, uint16_t q)
 {
-    struct xdpn *x = n->priv;
-    return q == 0 && x->xsk ? xsk_socket__fd(x->xsk) : -1;
+    struct xdpq *x = queue_of(n, q);
+    return x ? xsk_socket__fd(x->xsk) : -1;
 }
 
-static void xdp_close(struct nic *n)
+static void close_queue(struct nic *n, uint16_t qid)
 {
-    struct xdpn *x = n->priv;
-    if (!x)
-        return;
+    struct xdpq *x = &((struct xdpn *)n->priv)->q[qid];
     if (x->xsk) {
-        publish(n, x, true);
+        publish(n, qid, true);
         /* Take the gauges back to zero: the frames go away with the UMEM. */
-        struct stack_counters *c = n->cnt[0];
+        struct stack_counters *c = n->cnt[qid];
         if (c) {
             CNT_ADD(c, xdp_umem_fill, -x->gauge[G_FILL]);
             CNT_ADD(c, xdp_umem_rx, -x->gauge[G_RX]);
@@ -628,6 +694,19 @@ static void xdp_close(struct nic *n)
     }
     if (x->umem)
         xsk_umem__delete(x->umem);
+    if (x->area)
+        munmap(x->area, x->area_len);
+    free(x->free);
+    memset(x, 0, sizeof(*x));
+}
+
+static void xdp_close(struct nic *n)
+{
+    struct xdpn *x = n->priv;
+    if (!x)
+        return;
+    for (uint16_t q = 0; q < x->nq; q++)
+        close_queue(n, q);
     if (x->prog) {
         if (x->mode != XDP_MODE_UNSPEC)
             xdp_program__detach(x->prog, n->ifindex, x->mode, 0);
@@ -637,9 +716,6 @@ static void xdp_close(struct nic *n)
         bpf_object__close(x->obj); /* opened by us: xdp_program__close leaves it */
     if (x->pkt_fd >= 0)
         close(x->pkt_fd);
-    if (x->area)
-        munmap(x->area, x->area_len);
-    free(x->free);
     free(x);
     n->priv = NULL;
 }

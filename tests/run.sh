@@ -3,6 +3,7 @@
 #
 #   tests/run.sh                    unit + integration (TAP, af_xdp, two workers) + fuzz
 #   tests/run.sh unit|integration|integration-xdp|integration-w2|fuzz
+#   tests/run.sh integration-xdp-w2   af_xdp with two workers (not in the default run)
 #   tests/run.sh integration/ping   one integration script (tests/integration/ping.sh)
 #   tests/run.sh integration-xdp/ping  the same on the af_xdp backend (veth pair)
 #   tests/run.sh integration-w2/ping   the same with daemon.workers = 2
@@ -202,6 +203,14 @@ suite_integration_w2() { # [NAME]
     ISUITE=integration
 }
 
+# af_xdp with two workers: two queues on the veth, one AF_XDP socket each. Not in the
+# default run (time: `make test` stays under 20 minutes); `make test-xdp-w2` runs it.
+suite_integration_xdp_w2() { # [NAME]
+    ISUITE=integration-xdp-w2 SHMNET_TEST_BACKEND=af_xdp SHMNET_TEST_WORKERS=2 \
+        suite_integration "$@"
+    ISUITE=integration
+}
+
 # ---------------------------------------------------------------- fuzz
 run_fuzzer() { # BIN
     local bin=$1 name log rc t0 corpus seeds=() d
@@ -277,7 +286,7 @@ suite_done() {
 }
 
 usage() {
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -291,11 +300,13 @@ for arg in "$@"; do
     integration) suite_integration ;;
     integration-xdp) suite_integration_xdp ;;
     integration-w2) suite_integration_w2 ;;
+    integration-xdp-w2) suite_integration_xdp_w2 ;;
     fuzz) suite_fuzz ;;
     unit/*) suite_unit "${arg#unit/}" ;;
     integration/*) suite_integration "${arg#integration/}" ;;
     integration-xdp/*) suite_integration_xdp "${arg#integration-xdp/}" ;;
     integration-w2/*) suite_integration_w2 "${arg#integration-w2/}" ;;
+    integration-xdp-w2/*) suite_integration_xdp_w2 "${arg#integration-xdp-w2/}" ;;
     fuzz/*) suite_fuzz "${arg#fuzz/}" ;;
     -h | --help) usage ;;
     *)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Two workers (daemon.workers = 2, docs/workers.md) on a multi-queue TAP: both serve a
+# Two workers (daemon.workers = 2, docs/workers.md) on a multi-queue TAP (or, with
+# SHMNET_TEST_BACKEND=af_xdp, a veth pair with two queues and one AF_XDP socket each): both serve a
 # queue (stats per worker), sessions go to both, datagrams that the kernel puts on the
 # other worker's queue cross over (steer_in = steer_out > 0) and every echo comes back
 # intact, fragmented datagrams too; a port one worker holds cannot be bound on the other
@@ -7,14 +8,14 @@
 # shellcheck source=tests/lib/harness.sh
 . "$(dirname "$0")/../lib/harness.sh"
 harness_init wrk
-harness_tap_only "the multi-queue TAP (af_xdp serves one queue)"
 
 PROGS=${PROGS:-$(dirname "$SHMNETD")/tests/progs}
 for p in udp_echo_server tcp_xfer; do
     [[ -x $PROGS/$p ]] || { fail workers_setup "$PROGS/$p not built (make progs)"; exit 1; }
 done
 export SHMNET_SOCKET=$SOCK
-HARNESS_WORKERS=2 harness_write_conf "$T/d.conf"
+HARNESS_WORKERS=2 # the veth (af_xdp) gets a queue per worker too
+harness_write_conf "$T/d.conf"
 harness_start_daemon "$T/d.conf" || exit 1
 harness_peer_ns || { fail peer_ns "cannot set up the peer namespace"; exit 1; }
 
@@ -64,6 +65,16 @@ steered() {
     ((i > 0 && i == o)) && [[ $(stat steer_drop_full) == 0 ]]
 }
 check datagrams_crossed_between_workers steered
+# The kernel spread the flows over both queues (RSS), so both workers received frames.
+both_rx() {
+    local w v
+    for w in 0 1; do
+        v=$(ctl stats | sed -n "s/^worker $w: .*nic_rx_frames \([0-9]*\).*/\1/p")
+        echo "worker $w: nic_rx_frames ${v:-?}"
+        [[ $v =~ ^[0-9]+$ ]] && ((v > 0)) || return 1
+    done
+}
+check both_queues_received both_rx
 
 # A port held on one worker: the other worker's session cannot take it.
 held() {

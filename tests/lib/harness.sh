@@ -141,11 +141,14 @@ EOF
 # harness_veth: with the af_xdp backend, the veth pair that stands in for the TAP (once):
 # x$TAP stays in the root namespace for shmnetd, $TAP is the kernel's side. The kernel
 # side must not hand out partial checksums or GSO frames, which AF_XDP cannot carry
-# (docs/nic.md): TX offloads off.
+# (docs/nic.md): TX offloads off. One queue per worker on both ends (RSS: the kernel side's
+# TX queue, chosen by flow hash, is our RX queue).
 harness_veth() {
     [[ $HARNESS_BACKEND == af_xdp ]] || return 0
     ip link show "$DDEV" >/dev/null 2>&1 && return 0
-    ip link add "$DDEV" type veth peer name "$TAP" || return 1
+    local q=$HARNESS_WORKERS
+    ip link add "$DDEV" numtxqueues "$q" numrxqueues "$q" type veth \
+        peer name "$TAP" numtxqueues "$q" numrxqueues "$q" || return 1
     HARNESS_DEVS+=("$DDEV")
     sysctl -qw "net.ipv6.conf.$DDEV.disable_ipv6=1" "net.ipv6.conf.$TAP.disable_ipv6=1"
     ethtool -K "$TAP" tx off >/dev/null 2>&1

@@ -18,8 +18,8 @@ static const uint8_t our_mac[6] = {0x02, 0x5e, 0x00, 0x00, 0x00, 0x02};
 static char ifname[IFNAMSIZ], peer[IFNAMSIZ], nsname[48];
 static uint8_t subnet;
 static bool made;
-static struct pktbuf_pool pool;
-static struct stack_counters cnt;
+static struct pktbuf_pool pool, pool1; /* queue 0's, queue 1's */
+static struct stack_counters cnt, cnt1;
 static struct nic nic;
 
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -44,6 +44,7 @@ static void setup(void)
 {
     memset(&nic, 0, sizeof(nic));
     memset(&cnt, 0, sizeof(cnt));
+    memset(&cnt1, 0, sizeof(cnt1));
     if (geteuid() != 0 || sh("ip -V >/dev/null 2>&1") != 0)
         return;
     srandom((unsigned)(getpid() ^ mono()));
@@ -70,6 +71,7 @@ static void teardown(void)
     }
     made = false;
     pktbuf_pool_destroy(&pool);
+    pktbuf_pool_destroy(&pool1);
 }
 
 TestSuite(nic_xdp, .init = setup, .fini = teardown, .timeout = 30);
@@ -122,9 +124,9 @@ Test(nic_xdp, open_errors_leave_nothing_attached)
     cr_assert(strstr(nic.errmsg, "no interface 'nosuchxdp0'"), "%s", nic.errmsg);
 
     p = params(64, 64);
-    p.nqueues = 2;
+    p.nqueues = 2; /* the veth has one */
     cr_assert_eq(nic_open(&nic, &p), -EINVAL);
-    cr_assert(strstr(nic.errmsg, "one queue"), "%s", nic.errmsg);
+    cr_assert(strstr(nic.errmsg, "has 1 RX queue and 2 workers need one each"), "%s", nic.errmsg);
 
     p = params(64, 64);
     p.mtu = 4000;
@@ -259,4 +261,69 @@ Test(nic_xdp, oversized_tx_dropped_without_losing_a_frame)
     cr_assert_eq(big.nfree, big.count);
     nic_close(&nic);
     pktbuf_pool_destroy(&big);
+}
+
+/* Two queues, one socket each: the peer's flows spread over both (its TX queue is our RX
+ * queue in native mode; generic XDP on a veth sees every frame on queue 0), each queue's
+ * frames come out of that queue only, and each queue's UMEM is accounted in its own
+ * counters. */
+Test(nic_xdp, one_socket_per_queue)
+{
+    need_root();
+    cr_assert_eq(sh("ip link del %s && ip link add %s numtxqueues 2 numrxqueues 2 type veth "
+                    "peer name %s numtxqueues 2 numrxqueues 2 && ip link set %s netns %s && "
+                    "ip -n %s link set %s up && ip -n %s addr add 10.78.%u.1/24 dev %s && "
+                    "ip link set %s up && ip -n %s neigh replace 10.78.%u.2 lladdr "
+                    "02:5e:00:00:00:02 dev %s",
+                    ifname, ifname, peer, peer, nsname, nsname, peer, nsname, subnet, peer, ifname,
+                    nsname, subnet, peer),
+                 0);
+    cr_assert_eq(pktbuf_pool_init(&pool1, 512, 2048), 0);
+    struct nic_params p = params(64, 64);
+    p.nqueues = 2;
+    p.xdp_mode = NIC_XDP_NATIVE;
+    int rc = nic_open(&nic, &p);
+    cr_assert_eq(rc, 0, "nic_open af_xdp, 2 queues: %s: %s", nic.errmsg, strerror(-rc));
+    cr_assert(strstr(nic.mode, "2 queues"), "%s", nic.mode);
+    nic_bind_queue(&nic, 0, &pool, &cnt);
+    nic_bind_queue(&nic, 1, &pool1, &cnt1);
+    int fd0 = nic.ops->poll_fd(&nic, 0), fd1 = nic.ops->poll_fd(&nic, 1);
+    cr_assert(fd0 >= 0 && fd1 >= 0 && fd0 != fd1);
+    cr_assert_eq(nic.ops->poll_fd(&nic, 2), -1);
+    nic_flush(&nic, 0, mono());
+    nic_flush(&nic, 1, mono());
+    cr_assert_eq(frames_total(), 2 * 64 + 64);
+    cr_assert_eq(cnt1.xdp_umem_free + cnt1.xdp_umem_fill + cnt1.xdp_umem_rx + cnt1.xdp_umem_tx +
+                     cnt1.xdp_umem_comp,
+                 2 * 64 + 64);
+
+    /* 64 datagrams, each from a new socket (a new source port, so a new flow hash). */
+    cr_assert_eq(sh("ip netns exec %s bash -c 'for i in $(seq 64); do echo x "
+                    ">/dev/udp/10.78.%u.2/$((7000 + i)); done'",
+                    nsname, subnet),
+                 0);
+    int got[2] = {0, 0};
+    for (uint64_t end = mono() + 3000 * MS; got[0] + got[1] < 64 && mono() < end;) {
+        for (uint16_t q = 0; q < 2; q++) {
+            struct pktbuf *pk[NIC_BURST];
+            int k = nic_rx(&nic, q, pk, NIC_BURST, mono());
+            for (int i = 0; i < k; i++) {
+                const uint8_t *f = pktbuf_data(pk[i]);
+                if (pk[i]->len >= 42 && f[12] == 0x08 && f[13] == 0x00 && f[23] == 17)
+                    got[q]++;
+                pktbuf_free(pk[i]);
+            }
+            nic_flush(&nic, q, mono());
+        }
+        usleep(1000);
+    }
+    cr_assert_eq(got[0] + got[1], 64, "queue 0: %d, queue 1: %d", got[0], got[1]);
+    cr_assert(got[0] > 0 && got[1] > 0, "queue 0: %d, queue 1: %d", got[0], got[1]);
+    cr_assert_eq(cnt.nic_rx_frames, (uint64_t)got[0]);
+    cr_assert_eq(cnt1.nic_rx_frames, (uint64_t)got[1]);
+
+    nic_close(&nic);
+    cr_assert_eq(frames_total(), 0);
+    cr_assert_eq(cnt1.xdp_umem_free + cnt1.xdp_umem_fill, 0);
+    cr_assert_not(prog_attached());
 }
