@@ -609,16 +609,20 @@ static void process_data(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *
             ev(pcb, TCP_EV_READABLE, 0);
         }
         /* ACK policy (RFC 9293 3.8.6.3, RFC 5681 4.2): every second full segment, at once
-         * when a hole was filled or during quick-ack, else within tcp_delack_ms. */
+         * when a hole was filled or during quick-ack, else within tcp_delack_ms. A PSH
+         * segment to a TCP_NODELAY socket is most likely a request: its reply usually
+         * follows within microseconds and carries the ACK (a pure ACK first would cost a
+         * frame per request), so the ACK waits one timer tick (1 ms) at most. */
         pcb->unacked_segs++;
-        if (filled || pcb->quickacks || pcb->unacked_segs >= 2 ||
-            (s->flags & TCP_PSH && pcb->nodelay)) {
+        if (filled || pcb->quickacks || pcb->unacked_segs >= 2) {
             if (pcb->quickacks)
                 pcb->quickacks--;
             pcb->ack_now = true;
         } else if (!timer_armed(&pcb->t_delack)) {
-            timer_arm(&st->tw, &pcb->t_delack,
-                      st->now + (uint64_t)st->par.tcp_delack_ms * NS_PER_MS);
+            uint64_t wait = s->flags & TCP_PSH && pcb->nodelay
+                                ? NS_PER_MS
+                                : (uint64_t)st->par.tcp_delack_ms * NS_PER_MS;
+            timer_arm(&st->tw, &pcb->t_delack, st->now + wait);
         }
         if (whole && fin)
             deliver_fin(st, pcb);

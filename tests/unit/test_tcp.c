@@ -707,3 +707,54 @@ Test(tcp, probe_resends_last_sent_not_last_queued)
     cr_assert_eq(memcmp(got, big, r), 0);
     pair_fini(&p);
 }
+
+/* Counts the frames b sends to a; drops nothing. */
+static bool count_b_to_a(struct pair *p, const uint8_t *f, uint32_t n, bool a_to_b)
+{
+    (void)f;
+    (void)n;
+    if (!a_to_b)
+        p->drop_seen++;
+    return false;
+}
+
+/* A small PSH segment to a TCP_NODELAY socket (a request) is not ACKed at once: the reply
+ * carries the ACK, one frame instead of two; without a reply the ACK leaves within the
+ * next timer ticks (about 1 ms), not tcp_delack_ms (40 ms). */
+Test(tcp, request_to_nodelay_socket_acked_by_its_reply)
+{
+    struct pair p;
+    pair_init_filtered(&p, NULL, 64 * 1024, count_b_to_a);
+    p.srv->nodelay = p.cli->nodelay = true;
+    p.srv->quickacks = 0; /* past the connection's start */
+    uint8_t buf[64];
+
+    cr_assert_eq(tbuf_write(&p.ca, (const uint8_t *)"GET k\r\n", 7), 7);
+    tcp_output(&p.a.st, p.cli);
+    p.drop_seen = 0;
+    step(&p, T_MS / 10);
+    step(&p, T_MS / 10);
+    cr_assert_eq(tbuf_read(&p.sb, buf, sizeof(buf)), 7);
+    tcp_rcvd(&p.b.st, p.srv);
+    step(&p, T_MS / 10);
+    cr_assert_eq(p.drop_seen, 0, "no pure ACK before the reply");
+    cr_assert_neq(p.cli->snd_una, p.cli->snd_nxt);
+    cr_assert_eq(tbuf_write(&p.sb, (const uint8_t *)"$1\r\nv\r\n", 7), 7);
+    tcp_output(&p.b.st, p.srv);
+    step(&p, T_MS / 10);
+    step(&p, 0); /* a takes in what b sent during the last step */
+    cr_assert_eq(p.drop_seen, 1, "the reply alone, carrying the ACK");
+    cr_assert_eq(p.cli->snd_una, p.cli->snd_nxt);
+    cr_assert_eq(tbuf_read(&p.ca, buf, sizeof(buf)), 7);
+    tcp_rcvd(&p.a.st, p.cli);
+
+    /* No reply: a pure ACK within 3 ms. */
+    cr_assert_eq(tbuf_write(&p.ca, (const uint8_t *)"GET j\r\n", 7), 7);
+    tcp_output(&p.a.st, p.cli);
+    p.drop_seen = 0;
+    for (int i = 0; i < 30 && p.cli->snd_una != p.cli->snd_nxt; i++)
+        step(&p, T_MS / 10);
+    cr_assert_eq(p.cli->snd_una, p.cli->snd_nxt, "ACKed within 3 ms");
+    cr_assert_eq(p.drop_seen, 1);
+    pair_fini(&p);
+}
