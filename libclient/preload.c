@@ -39,11 +39,6 @@
 #include "libclient/shmnet_int.h"
 
 #define EXPORT __attribute__((visibility("default")))
-#if defined(__x86_64__) || defined(__i386__)
-#define cpu_relax() __builtin_ia32_pause()
-#else
-#define cpu_relax() __asm__ __volatile__("" ::: "memory")
-#endif
 #define FD_LIMIT (1 << 20) /* libshmnet numbers sockets below this */
 
 /* ------------------------------------------------------------------ libc */
@@ -1355,10 +1350,8 @@ static int ep_wait(struct ep *e, struct epoll_event *ev, int max, int64_t ns, co
         if (deadline >= 0 && t >= deadline)
             break;
         if (t < spin_end) {
-            for (int i = 0; i < 16 && !(k = ep_scan(e, ev, max)); i++) {
-                for (int j = 0; j < 64; j++)
-                    cpu_relax();
-            }
+            for (int i = 0; i < 16 && !(k = ep_scan(e, ev, max)); i++)
+                shmnet__spin_yield(); /* see shmnet.c */
             if (k)
                 break;
             continue;

@@ -58,6 +58,17 @@ static int64_t spin_ns = SPIN_NS_DEFAULT;
 #define cpu_relax() __asm__ __volatile__("" ::: "memory")
 #endif
 
+/* Between two looks at a socket that is not ready yet. The data comes from the daemon or
+ * from a peer process, either of which may be waiting for this CPU (more runnable tasks
+ * than CPUs): yielding lets it run now rather than after our time slice, and costs one
+ * system call that returns at once when nobody waits. (Completions of our own requests
+ * come within a microsecond or two: those waits pause instead.) */
+void shmnet__spin_yield(void)
+{
+    sched_yield();
+}
+#define spin_yield shmnet__spin_yield
+
 /* Internal result for "the session with the daemon is gone"; callers turn it into the
  * errno POSIX would give for a reset connection (ECONNRESET / EPIPE / ENOTCONN). */
 #define E_DEAD (-ESHUTDOWN)
@@ -978,8 +989,7 @@ static int sock_wait(struct csock *s, ready_fn ready, uint32_t arg, int64_t dead
     while ((t = now_ns()) < spin_end && (!deadline || t < deadline)) {
         if (ready(s, arg))
             return 0;
-        for (int i = 0; i < 64; i++)
-            cpu_relax();
+        spin_yield();
     }
     if (deadline && t >= deadline)
         return -EAGAIN;
@@ -2332,8 +2342,7 @@ static int do_poll(struct pollfd *fds, nfds_t n, int timeout_ms, struct csock **
             return ppoll(NULL, 0, tsp, NULL) < 0 ? -errno : 0;
         }
         if (t < spin_end) {
-            for (int i = 0; i < 64; i++)
-                cpu_relax();
+            spin_yield();
             continue;
         }
         /* The same announcement as sock_wait, on every socket of the live session; sockets
@@ -2583,9 +2592,8 @@ static int do_mixed_poll(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const
         int64_t t = now_ns();
         if (deadline && t >= deadline)
             return 0;
-        if (a && t < spin_end) { /* spin on the shmnet sockets only: no system calls */
-            for (int i = 0; i < 64; i++)
-                cpu_relax();
+        if (a && t < spin_end) { /* spin on the shmnet sockets only */
+            spin_yield();
             r = mixed_scan(fds, n, socks, k, map, false);
             if (r)
                 return r;
