@@ -38,7 +38,7 @@
 #include "libclient/shmnet.h"
 #include "libclient/shmnet_int.h"
 
-#define EXPORT __attribute__((visibility("default")))
+#define EXPORT   __attribute__((visibility("default")))
 #define FD_LIMIT (1 << 20) /* libshmnet numbers sockets below this */
 
 /* ------------------------------------------------------------------ libc */
