@@ -9,16 +9,18 @@
 # through AF_XDP, copy mode on this machine's veth), then prints one table per suite with
 # each backend's shmnet figure, the kernel's figure measured in the same script run, and
 # their ratio (the two kernel columns differ between runs: that is the machine's noise).
-# VARY=workers compares daemon.workers = 1 and 2 on the TAP instead (bench/workers.sh). Progress on stderr. Environment: as for the
-# two scripts (TPUT_SECS, RR_N, DUR, ...); SUITES ("run apps") picks the suites.
+# VARY=workers compares daemon.workers = 1 and 2 instead (bench/workers.sh), on BACKEND
+# (tap unless set; af_xdp gets a veth with a queue per worker). Progress on stderr.
+# Environment: as for the two scripts (TPUT_SECS, RR_N, DUR, ...); SUITES ("run apps")
+# picks the suites.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 B=$(cd "${1:-$ROOT/build}" && pwd)
 SUITES=${SUITES:-run apps}
-# VARY=workers (bench/workers.sh): the same with WORKERS=1 and WORKERS=2 on the TAP.
+# VARY=workers (bench/workers.sh): the same with WORKERS=1 and WORKERS=2 on BACKEND.
 VARY=${VARY:-backend}
 if [[ $VARY == workers ]]; then
-    A=(WORKERS=1 "1 worker") Bv=(WORKERS=2 "2 workers")
+    A=(WORKERS=1 "1 worker (${BACKEND:-tap})") Bv=(WORKERS=2 "2 workers (${BACKEND:-tap})")
 else
     A=(BACKEND=tap TAP) Bv=(BACKEND=af_xdp AF_XDP)
 fi

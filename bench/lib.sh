@@ -10,7 +10,11 @@ bench_backend() {
     BACKEND=${BACKEND:-tap}
     if [[ $BACKEND == af_xdp ]]; then
         DDEV="x$TAP" BLABEL="AF_XDP" IFOPTS='backend = "af_xdp";'
-        ip link add "$DDEV" type veth peer name "$TAP" || { log "cannot create the veth pair"; exit 1; }
+        # One queue per worker on both ends (the kernel end's TX queue is our RX queue).
+        local q=${WORKERS:-1}
+        ip link add "$DDEV" numtxqueues "$q" numrxqueues "$q" type veth \
+            peer name "$TAP" numtxqueues "$q" numrxqueues "$q" ||
+            { log "cannot create the veth pair"; exit 1; }
         ethtool -K "$TAP" tx off >/dev/null 2>&1
         ip link set "$DDEV" up
     else
