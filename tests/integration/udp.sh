@@ -239,13 +239,17 @@ rcvbuf_limit() {
 check rcvbuf_full_drops_counted rcvbuf_limit
 
 # A datagram larger than the socket's SO_RCVBUF limit (8192 -> 16384 bytes) is dropped and
-# counted; a small one after it is delivered.
+# counted; a small one after it is delivered. The small one is sent once the drop is
+# counted: with several workers the big one's fragments may be reassembled on another
+# worker and handed over, so it could arrive after a datagram sent later (UDP has no order).
 cat >"$T/kbig.py" <<'EOF'
 import socket, sys
-host, port = sys.argv[1], int(sys.argv[2])
+host, port, what = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(5)
-s.sendto(b"B" * 20000, (host, port))
+if what == "big":
+    s.sendto(b"B" * 20000, (host, port))
+    sys.exit(0)
 s.sendto(b"small-one", (host, port))
 e, a = s.recvfrom(65535)
 if e != b"small-one":
@@ -256,7 +260,9 @@ big_dropped() {
     local drop0 d
     drop0=$(stat udp_drop_rcvbuf) || return 1
     bg big "$PROGS/udp_echo_server" -b 8192 -n 1 7400 && bg_line big || return 1
-    nsx "$PY" "$T/kbig.py" "$DAEMON_IP" 7400 || return 1
+    nsx "$PY" "$T/kbig.py" "$DAEMON_IP" 7400 big || return 1
+    wait_stat_ge udp_drop_rcvbuf $((drop0 + 1)) || { echo "no udp_drop_rcvbuf"; return 1; }
+    nsx "$PY" "$T/kbig.py" "$DAEMON_IP" 7400 small || return 1
     bg_wait big || return 1
     echo "server: $REST"
     [[ $REST == "DONE 1 9" ]] || return 1
