@@ -18,7 +18,8 @@
 # /proc/PID/stat; with busy polling the daemon spins while it waits, so this counts that too).
 # Markdown table on stdout, progress on stderr; exit status 1 if a measurement failed
 # (its cell says "failed").
-# Environment: DUR (seconds per wrk/iperf3 run, 5), REDIS_N (requests per redis test, 100000),
+# Environment: DUR (seconds per wrk/iperf3 run, 5), REDIS_N (requests per redis test, 300000:
+# a 2-second run moved by tens of percent here),
 # WRK_CONNS (32), PRELOAD (the interposer), BUSY_POLL_US (daemon.busy_poll_us, 50),
 # BACKEND (tap, or af_xdp: shmnetd on a veth pair through AF_XDP; bench/backends.sh runs both),
 # WORKERS (daemon.workers, 1; bench/workers.sh compares 1 and 2).
@@ -28,7 +29,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 B=$(cd "${1:-$ROOT/build}" && pwd)
 PRELOAD=${PRELOAD:-$B/libshmnet_preload.so}
 DUR=${DUR:-5}
-REDIS_N=${REDIS_N:-100000}
+REDIS_N=${REDIS_N:-300000}
 WRK_CONNS=${WRK_CONNS:-32}
 BUSY_POLL_US=${BUSY_POLL_US:-50}
 PY=/usr/bin/python3
