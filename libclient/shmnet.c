@@ -41,7 +41,7 @@
 
 /* Busy-wait before sleeping: 200 us, longer than a round trip to a kernel peer here (60 to
  * 100 us), so a request/response client rarely pays a wake-up (about 60 us on this VM);
- * the wait yields the CPU (spin_yield), so it costs co-located tasks little. */
+ * the wait yields the CPU (shmnet__spin_yield), so it costs co-located tasks little. */
 #define SPIN_NS_DEFAULT 200000ll
 /* A completion from an awake daemon comes within a microsecond or two: pause-spin that
  * long before yielding. */
@@ -73,7 +73,6 @@ void shmnet__spin_yield(void)
 {
     sched_yield();
 }
-#define spin_yield shmnet__spin_yield
 
 /* Internal result for "the session with the daemon is gone"; callers turn it into the
  * errno POSIX would give for a reset connection (ECONNRESET / EPIPE / ENOTCONN). */
@@ -784,7 +783,7 @@ static int chan_wait_cpl(struct attach *a, int ch, uint32_t seq, bool any_seq, s
                 for (int i = 0; i < 64; i++)
                     cpu_relax();
             } else {
-                spin_yield(); /* a connect waits a network round trip */
+                shmnet__spin_yield(); /* a connect waits a network round trip */
             }
             continue;
         }
@@ -1000,7 +999,7 @@ static int sock_wait(struct csock *s, ready_fn ready, uint32_t arg, int64_t dead
     while ((t = now_ns()) < spin_end && (!deadline || t < deadline)) {
         if (ready(s, arg))
             return 0;
-        spin_yield();
+        shmnet__spin_yield();
     }
     if (deadline && t >= deadline)
         return -EAGAIN;
@@ -2353,7 +2352,7 @@ static int do_poll(struct pollfd *fds, nfds_t n, int timeout_ms, struct csock **
             return ppoll(NULL, 0, tsp, NULL) < 0 ? -errno : 0;
         }
         if (t < spin_end) {
-            spin_yield();
+            shmnet__spin_yield();
             continue;
         }
         /* The same announcement as sock_wait, on every socket of the live session; sockets
@@ -2604,7 +2603,7 @@ static int do_mixed_poll(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const
         if (deadline && t >= deadline)
             return 0;
         if (a && t < spin_end) { /* spin on the shmnet sockets only */
-            spin_yield();
+            shmnet__spin_yield();
             r = mixed_scan(fds, n, socks, k, map, false);
             if (r)
                 return r;

@@ -303,6 +303,8 @@ Test(nic_xdp, one_socket_per_queue)
                     nsname, subnet),
                  0);
     int got[2] = {0, 0};
+    struct nic *ns[2] = {&nic, &nic};
+    uint16_t qs[2] = {0, 1};
     for (uint64_t end = mono() + 3000 * MS; got[0] + got[1] < 64 && mono() < end;) {
         for (uint16_t q = 0; q < 2; q++) {
             struct pktbuf *pk[NIC_BURST];
@@ -315,7 +317,7 @@ Test(nic_xdp, one_socket_per_queue)
             }
             nic_flush(&nic, q, mono());
         }
-        usleep(1000);
+        nic_wait(ns, qs, 2, -1, 100 * MS); /* either socket's RX ring holds frames */
     }
     cr_assert_eq(got[0] + got[1], 64, "queue 0: %d, queue 1: %d", got[0], got[1]);
     cr_assert(got[0] > 0 && got[1] > 0, "queue 0: %d, queue 1: %d", got[0], got[1]);
