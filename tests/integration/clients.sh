@@ -46,6 +46,10 @@ bg_wait() { # NAME -> exit status; the rest of stdout in $REST
 harness_write_conf "$T/d.conf"
 harness_start_daemon "$T/d.conf" || exit 1
 harness_peer_ns || { fail peer_ns "cannot set up the peer namespace"; exit 1; }
+# 50 clients' 60000-byte datagrams arrive at once as ~2000 fragments: more than the
+# kernel's default 4 MB of reassembly memory (ipfrag_high_thresh), past which it drops
+# fragments (IpReasmFails) and a datagram is lost. Room for all of them in the peer.
+nsx sysctl -qw net.ipv4.ipfrag_high_thresh=$((64 << 20))
 
 KECHO_PY=$(cd "$(dirname "$0")/../lib" && pwd)/kecho.py
 servers_up() {
@@ -61,6 +65,13 @@ nclients() { ctl clients | grep -c '^client '; }
 nsockets() { ctl sockets | grep -c '^udp '; }
 clients_are() { [[ $(nclients) == "$1" ]]; }
 sockets_are() { [[ $(nsockets) == "$1" ]]; }
+
+# On failure: our drops, and the peer kernel's IP and UDP error counters.
+peer_diag() {
+    ctl stats | grep -E 'drop|full|lost' | grep -v ' 0$'
+    echo "peer kernel:"
+    nsx nstat -az 2>/dev/null | grep -E 'Reasm|Errors|FragFails' | grep -vE ' 0 +0.0$'
+}
 
 # ---- 1: 50 echo clients at once, sizes 0..60000, every echo checked ----
 SIZES=0,1,1472,1473,8000,60000
@@ -82,7 +93,9 @@ many_echo() {
         fi
     done
     echo "$((NCLIENTS - bad)) of $NCLIENTS clients: $exp"
-    ((bad == 0)) || { ctl stats | grep -E 'drop|full|lost' | grep -v ' 0$'; return 1; }
+    ((bad == 0)) && return 0
+    peer_diag
+    return 1
 }
 check "${NCLIENTS}_echo_clients_concurrent" many_echo
 check sessions_gone_after_echo_clients wait_until 10 clients_are 0
@@ -96,6 +109,7 @@ traffic_up() {
     for ((i = 0; i < NCLIENTS; i++)); do
         if ! bg_line "tr$i" 30 || [[ $LINE != RUNNING ]]; then
             echo "tr$i: '$LINE' $(cat "$T/tr$i.err")"
+            peer_diag
             return 1
         fi
     done
