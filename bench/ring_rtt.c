@@ -49,7 +49,7 @@ int main(int argc, char **argv)
     if (write(ctl, SHM_ATTACH_LINE, strlen(SHM_ATTACH_LINE)) < 0)
         return 1;
     struct shm_attach_reply rep;
-    int fds[3 + SHM_MAX_CHANNELS], nfds = 0;
+    int fds[1 + 2 * SHM_MAX_PARTS + SHM_MAX_CHANNELS], nfds = 0;
     char cbuf[CMSG_SPACE(sizeof(fds))];
     struct iovec iov = {.iov_base = &rep, .iov_len = sizeof(rep)};
     struct msghdr m = {
@@ -64,10 +64,10 @@ int main(int argc, char **argv)
             nfds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
             memcpy(fds, CMSG_DATA(c), sizeof(int) * nfds);
         }
-    if (nfds < 3)
+    if (nfds < 3 || rep.nparts < 1 || nfds < 1 + 2 * (int)rep.nparts)
         return 1;
     uint8_t *base = mmap(NULL, rep.region_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
-    struct shm_state *st = mmap(NULL, rep.state_size, PROT_READ, MAP_SHARED, fds[1], 0);
+    struct shm_state *st = mmap(NULL, rep.state_size, PROT_READ, MAP_SHARED, fds[rep.nparts], 0);
     if (base == MAP_FAILED || st == MAP_FAILED) {
         perror("ring_rtt: mmap");
         return 1;
@@ -88,7 +88,7 @@ int main(int argc, char **argv)
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
         if (__atomic_load_n(&st->worker[worker].sleeping, __ATOMIC_SEQ_CST)) {
             uint64_t one = 1;
-            if (write(fds[2], &one, sizeof(one)) == sizeof(one))
+            if (write(fds[rep.nparts + 1], &one, sizeof(one)) == sizeof(one))
                 doorbells++;
         }
         while (!shm_cpl_pop(ch, &head, &c))

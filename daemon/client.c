@@ -326,6 +326,36 @@ static void sock_unclaim(struct client *cl, struct dsock *ds)
     if (ds->claim_port)
         stack_port_release(cl->st, ds->type == SOCK_STREAM ? 6 : 17, ds->claim_port);
     ds->claim_port = 0;
+    ds->claim_group = false;
+}
+
+/* A TCP port of this client's listening group: a member listener of another part binds
+ * it, or a connection a member accepted holds it. */
+static int sock_join(struct client *cl, struct dsock *ds, uint16_t port)
+{
+    if (!port)
+        return -EINVAL;
+    int rc = stack_port_group(cl->st, port, cl->id, true);
+    if (rc == 0) {
+        ds->claim_port = port;
+        ds->claim_group = true;
+    }
+    return rc;
+}
+
+/* LISTEN with SHM_REQ_GROUP: make the listener's port a group the client's listeners on
+ * the other workers join (docs/workers.md). True if it is one now. */
+static bool sock_group(struct client *cl, struct dsock *ds)
+{
+    uint16_t port = ds->tcp->lport;
+    if (ds->claim_group)
+        return true;
+    if (cl->nparts < 2 || (!ds->claim_port && sock_claim(cl, ds, port) < 0))
+        return false;
+    if (stack_port_group(cl->st, port, cl->id, false) < 0)
+        return false;
+    ds->claim_group = true;
+    return true;
 }
 
 static void sock_free(struct client *cl, struct dsock *ds, bool release)
@@ -501,7 +531,9 @@ static int tcp_accept_cb(void *lctx, struct tcp_pcb *listener, struct tcp_pcb *c
     struct dsock *ds = sock_alloc(cl, SOCK_STREAM, &err);
     if (!ds)
         return err;
-    if (l->claim_port) /* the same worker: cannot fail */
+    if (l->claim_group) /* the listener holds the group: cannot fail */
+        sock_join(cl, ds, l->claim_port);
+    else if (l->claim_port) /* the same worker: cannot fail */
         sock_claim(cl, ds, l->claim_port);
     ds->tcp = child;
     ds->unaccepted = true;
@@ -943,7 +975,9 @@ static int handle_tcp(struct client *cl, struct dsock *ds, const struct shm_req 
     }
     switch (r->op) {
     case SHM_OP_BIND:
-        rc = t->lport ? -EINVAL : sock_claim(cl, ds, r->port);
+        rc = t->lport                   ? -EINVAL
+             : r->flags & SHM_REQ_GROUP ? sock_join(cl, ds, r->port)
+                                        : sock_claim(cl, ds, r->port);
         if (rc == 0 && (rc = tcp_bind(cl->st, t, r->addr, r->port)) < 0)
             sock_unclaim(cl, ds);
         publish_names(cl, ds);
@@ -953,6 +987,11 @@ static int handle_tcp(struct client *cl, struct dsock *ds, const struct shm_req 
     case SHM_OP_LISTEN:
         rc = tcp_listen(cl->st, t, r->arg0, tcp_accept_cb, ds);
         shsock(cl, ds->idx)->local_port = t->lport;
+        c->port = t->lport;
+        if (rc == 0 && (r->flags & SHM_REQ_GROUP)) {
+            c->optlen = 1;
+            c->opt[0] = sock_group(cl, ds);
+        }
         return rc;
     case SHM_OP_CONNECT:
         rc = tcp_connect(cl->st, t, r->addr, r->port);
@@ -1279,15 +1318,15 @@ int client_poll(struct client *cl, int budget)
 
 size_t client_report(const struct client *cl, char *buf, size_t cap)
 {
-    int n =
-        snprintf(buf, cap,
-                 "client %u pid %d uid %u sockets %u/%u channels %u fifo %ukB/%ukB requests %llu "
-                 "rx %llu tx %llu faults %llu%s\n",
-                 cl->id, (int)cl->pid, (unsigned)cl->uid, cl->nopen, cl->nsocks, cl->nchannels,
-                 cl->fifo_used_pages * (PAGE / 1024), cl->fifo_pages * (PAGE / 1024),
-                 (unsigned long long)cl->stats.requests, (unsigned long long)cl->stats.rx_datagrams,
-                 (unsigned long long)cl->stats.tx_datagrams, (unsigned long long)cl->stats.faults,
-                 cl->broken ? " BROKEN" : "");
+    int n = snprintf(buf, cap,
+                     "%s %u pid %d uid %u sockets %u/%u channels %u fifo %ukB/%ukB requests %llu "
+                     "rx %llu tx %llu faults %llu%s\n",
+                     cl->part ? "client-part" : "client", cl->id, (int)cl->pid, (unsigned)cl->uid,
+                     cl->nopen, cl->nsocks, cl->nchannels, cl->fifo_used_pages * (PAGE / 1024),
+                     cl->fifo_pages * (PAGE / 1024), (unsigned long long)cl->stats.requests,
+                     (unsigned long long)cl->stats.rx_datagrams,
+                     (unsigned long long)cl->stats.tx_datagrams,
+                     (unsigned long long)cl->stats.faults, cl->broken ? " BROKEN" : "");
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap;
 }
 

@@ -28,6 +28,7 @@ struct dsock {
     bool linger0;        /* SO_LINGER with zero timeout: close sends RST */
     bool reuseaddr;      /* SO_REUSEADDR as set (reported back; binds never need it) */
     uint16_t claim_port; /* several workers: the local port this socket claimed, or 0 */
+    bool claim_group;    /* ... as a member of the client's TCP listening group */
     /* private copies of what the region says about this socket */
     uint32_t rx_off, rx_size, tx_off, tx_size;
     uint32_t rx_tail, tx_head; /* our indices */
@@ -46,7 +47,8 @@ struct client_stats {
 
 struct client {
     struct client *next;
-    uint32_t id;
+    uint32_t id;           /* the session's: every part has it */
+    uint32_t part, nparts; /* this part of the session (one per worker, docs/workers.md) */
     pid_t pid;
     uid_t uid;
     int sess_fd; /* the control connection (owned by the control thread) */

@@ -233,9 +233,9 @@ static int cmd_stats(struct ctl_client *c, int argc, char **argv)
         }
     }
     /* Several workers: each one's share, one line per worker. */
-    static const char *const per_worker[] = {"nic_rx_frames", "nic_tx_frames",   "steer_in",
-                                             "steer_out",     "steer_drop_full", "tcp_rx",
-                                             "tcp_tx",        "udp_rx",          "udp_tx"};
+    static const char *const per_worker[] = {
+        "nic_rx_frames", "nic_tx_frames", "steer_in",          "steer_out", "steer_drop_full",
+        "tcp_rx",        "tcp_tx",        "tcp_passive_opens", "udp_rx",    "udp_tx"};
     for (unsigned i = 0; d->nworkers > 1 && i < d->nworkers; i++) {
         const uint64_t *v = (const uint64_t *)&d->workers[i].st.cnt;
         sb_printf(&c->out, "worker %u:", i);

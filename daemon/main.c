@@ -352,7 +352,7 @@ static int run(struct daemon *d)
                  DAEMON_MAX_WORKERS);
         nw = DAEMON_MAX_WORKERS;
     }
-    if (nw > 1 && !(d->port_owner = calloc(WORKER_PORTS, 1))) {
+    if (nw > 1 && !(d->port_owner = calloc(WORKER_SHARED_BYTES, 1))) {
         log_error("out of memory");
         goto out;
     }

@@ -15,15 +15,23 @@
 #include "daemon/log.h"
 #include "shm/shm.h"
 
+/* One region of a session, served by one worker (docs/workers.md). */
+struct part {
+    struct worker *w;
+    void *mem;
+    size_t size;
+    bool added;       /* on the worker's client list */
+    struct client cl; /* used by the worker between add and remove */
+};
+
 struct session {
     struct session *next, **pprev;
     struct daemon *d;
-    struct worker *w;
     int fd;
     ev_io io;
-    void *mem;
-    size_t size;
-    struct client cl; /* used by the worker between add and remove */
+    int chan_efd[SHM_MAX_CHANNELS]; /* channel i's eventfd, shared by every part */
+    uint32_t nparts;
+    struct part part[]; /* part k on worker k */
 };
 
 struct sessions {
@@ -82,55 +90,76 @@ fail : {
 
 static int add_fn(struct worker *w, void *arg)
 {
-    struct session *s = arg;
-    client_attach(&s->cl, &w->st);
-    s->cl.next = w->clients;
-    w->clients = &s->cl;
+    struct part *pt = arg;
+    client_attach(&pt->cl, &w->st);
+    pt->cl.next = w->clients;
+    w->clients = &pt->cl;
     return 0;
 }
 
 static int remove_fn(struct worker *w, void *arg)
 {
-    struct session *s = arg;
+    struct part *pt = arg;
     struct client **pp = &w->clients;
-    while (*pp && *pp != &s->cl)
+    while (*pp && *pp != &pt->cl)
         pp = &(*pp)->next;
     if (*pp)
-        *pp = s->cl.next;
-    int n = (int)s->cl.nopen;
-    client_close_all(&s->cl);
+        *pp = pt->cl.next;
+    int n = (int)pt->cl.nopen;
+    client_close_all(&pt->cl);
     return n; /* sockets closed, for the log */
 }
 
 static void session_free(struct session *s)
 {
     for (uint32_t i = 0; i < SHM_MAX_CHANNELS; i++)
-        if (s->cl.chan_efd[i] >= 0)
-            close(s->cl.chan_efd[i]);
-    client_fini(&s->cl);
-    if (s->mem)
-        munmap(s->mem, s->size);
+        if (s->chan_efd[i] >= 0)
+            close(s->chan_efd[i]);
+    for (uint32_t k = 0; k < s->nparts; k++) {
+        client_fini(&s->part[k].cl);
+        if (s->part[k].mem)
+            munmap(s->part[k].mem, s->part[k].size);
+    }
     if (s->fd >= 0)
         close(s->fd);
     free(s);
 }
 
+/* Take the session's parts off their workers; false if one did not answer (then its
+ * region stays mapped: that worker may still look at it). */
+static bool session_remove(struct session *s, int *nclosed)
+{
+    bool ok = true;
+    for (uint32_t k = 0; k < s->nparts; k++) {
+        struct part *pt = &s->part[k];
+        if (!pt->added)
+            continue;
+        int rc = worker_call(pt->w, remove_fn, pt, DAEMON_CALL_TIMEOUT_MS);
+        if (rc < 0) {
+            log_error("client %u: worker %u did not release it (%s); keeping its memory", pt->cl.id,
+                      k, strerror(-rc));
+            ok = false;
+            continue;
+        }
+        pt->added = false;
+        *nclosed += rc;
+    }
+    return ok;
+}
+
 static void session_detach(struct session *s)
 {
     struct daemon *d = s->d;
+    int n = 0;
     ev_io_stop(d->loop, &s->io);
     *s->pprev = s->next;
     if (s->next)
         s->next->pprev = s->pprev;
     S(d)->n--;
-    int rc = worker_call(s->w, remove_fn, s, DAEMON_CALL_TIMEOUT_MS);
-    if (rc < 0) {
-        /* The worker may still look at the region: leak it rather than pull it away. */
-        log_error("client %u: worker did not release it (%s); keeping its memory", s->cl.id,
-                  strerror(-rc));
-        return;
-    }
-    log_info("client %u (pid %d) detached: %d sockets closed", s->cl.id, (int)s->cl.pid, rc);
+    if (!session_remove(s, &n))
+        return; /* leaked rather than pulled away from a worker */
+    log_info("client %u (pid %d) detached: %d sockets closed", s->part[0].cl.id,
+             (int)s->part[0].cl.pid, n);
     session_free(s);
 }
 
@@ -143,7 +172,7 @@ static void session_io_cb(struct ev_loop *loop, ev_io *io, int revents)
         return;
     /* EOF (the process exited or was killed), an error, or bytes a session never sends. */
     if (n > 0)
-        log_warn("client %u: unexpected data on the session connection", s->cl.id);
+        log_warn("client %u: unexpected data on the session connection", s->part[0].cl.id);
     session_detach(s);
 }
 
@@ -151,7 +180,7 @@ static void send_reply(int fd, const struct shm_attach_reply *r, const int *fds,
 {
     struct iovec iov = {.iov_base = (void *)r, .iov_len = sizeof(*r)};
     union {
-        char buf[CMSG_SPACE(sizeof(int) * (3 + SHM_MAX_CHANNELS))];
+        char buf[CMSG_SPACE(sizeof(int) * (1 + 2 * SHM_MAX_PARTS + SHM_MAX_CHANNELS))];
         struct cmsghdr align;
     } u;
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
@@ -179,11 +208,45 @@ static void attach_fail(int fd, int err, const char *why, const struct ucred *cr
     close(fd);
 }
 
+/* Create part k's region (memfd, sealed, mapped) and client; the memfd in *memfd. */
+static int part_init(struct session *s, uint32_t k, uint32_t id, const struct ucred *cred, int fd,
+                     int *memfd)
+{
+    const struct conf *c = s->d->conf;
+    struct part *pt = &s->part[k];
+    uint32_t fifo = c->fifo_mb << 20;
+    pt->w = &s->d->workers[k];
+    pt->size = client_region_size(c->channels, c->max_sockets, fifo);
+    *memfd = memfd_create("shmnet-client", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (*memfd < 0 || ftruncate(*memfd, (off_t)pt->size) < 0)
+        return -errno;
+    /* The client must not shrink the file under our mapping (SIGBUS in the daemon). */
+    if (fcntl(*memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+        return -errno;
+    pt->mem = mmap(NULL, pt->size, PROT_READ | PROT_WRITE, MAP_SHARED, *memfd, 0);
+    if (pt->mem == MAP_FAILED) {
+        pt->mem = NULL;
+        return -errno;
+    }
+    int rc = client_init(&pt->cl, pt->mem, pt->size, id, k, c->channels, c->max_sockets, fifo,
+                         c->rcvbuf, c->sndbuf);
+    if (rc < 0)
+        return rc;
+    pt->cl.part = k;
+    pt->cl.nparts = s->nparts;
+    pt->cl.pid = cred->pid;
+    pt->cl.uid = cred->uid;
+    pt->cl.sess_fd = fd;
+    memcpy(pt->cl.chan_efd, s->chan_efd, sizeof(s->chan_efd));
+    return 0;
+}
+
 void session_attach(struct daemon *d, int fd, const struct ucred *cred)
 {
     struct sessions *ss = S(d);
     const struct conf *c = d->conf;
-    int memfd = -1;
+    int fds[1 + 2 * SHM_MAX_PARTS + SHM_MAX_CHANNELS], nfds = 0, rc = 0;
+    int memfd[SHM_MAX_PARTS];
     if (!ss) {
         attach_fail(fd, -ENOTSUP, "sessions unavailable", cred);
         return;
@@ -192,60 +255,56 @@ void session_attach(struct daemon *d, int fd, const struct ucred *cred)
         attach_fail(fd, -EUSERS, "clients.max_clients reached", cred);
         return;
     }
-    struct session *s = calloc(1, sizeof(*s));
+    /* One part per worker: a client reaches sockets on every worker (docs/workers.md). */
+    uint32_t np = d->nworkers ? d->nworkers : 1;
+    _Static_assert(SHM_MAX_PARTS >= 8, "a part for each of daemon.workers' 8 workers");
+    struct session *s = calloc(1, sizeof(*s) + np * sizeof(struct part));
     if (!s) {
         attach_fail(fd, -ENOMEM, "out of memory", cred);
         return;
     }
     s->d = d;
     s->fd = -1;
+    s->nparts = np;
     for (uint32_t i = 0; i < SHM_MAX_CHANNELS; i++)
-        s->cl.chan_efd[i] = -1;
-    /* Sessions take turns over the workers; all sockets of one stay on its worker
-     * (docs/workers.md). */
-    uint32_t widx = d->nworkers ? ss->next_id % d->nworkers : 0;
-    s->w = &d->workers[widx];
-    uint32_t fifo = c->fifo_mb << 20;
-    s->size = client_region_size(c->channels, c->max_sockets, fifo);
-    int rc;
-    memfd = memfd_create("shmnet-client", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (memfd < 0 || ftruncate(memfd, (off_t)s->size) < 0) {
-        rc = -errno;
-        goto fail;
-    }
-    /* The client must not shrink the file under our mapping (SIGBUS in the daemon). */
-    if (fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
-        rc = -errno;
-        goto fail;
-    }
-    s->mem = mmap(NULL, s->size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-    if (s->mem == MAP_FAILED) {
-        s->mem = NULL;
-        rc = -errno;
-        goto fail;
-    }
-    rc = client_init(&s->cl, s->mem, s->size, ss->next_id, widx, c->channels, c->max_sockets, fifo,
-                     c->rcvbuf, c->sndbuf);
-    if (rc < 0)
-        goto fail;
-    s->cl.pid = cred->pid;
-    s->cl.uid = cred->uid;
-    s->cl.sess_fd = fd;
-    int fds[3 + SHM_MAX_CHANNELS];
-    fds[0] = memfd;
-    fds[1] = ss->state_fd;
-    fds[2] = s->w->wake_fd; /* the worker's doorbell */
+        s->chan_efd[i] = -1;
     for (uint32_t i = 0; i < c->channels; i++) {
-        s->cl.chan_efd[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (s->cl.chan_efd[i] < 0) {
+        s->chan_efd[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (s->chan_efd[i] < 0) {
             rc = -errno;
             goto fail;
         }
-        fds[3 + i] = s->cl.chan_efd[i];
     }
-    rc = worker_call(s->w, add_fn, s, DAEMON_CALL_TIMEOUT_MS);
-    if (rc < 0)
-        goto fail;
+    for (uint32_t k = 0; k < np; k++)
+        memfd[k] = -1;
+    for (uint32_t k = 0; k < np; k++) {
+        rc = part_init(s, k, ss->next_id, cred, fd, &memfd[k]);
+        if (rc < 0)
+            goto fail;
+        fds[nfds++] = memfd[k];
+    }
+    fds[nfds++] = ss->state_fd;
+    for (uint32_t k = 0; k < np; k++)
+        fds[nfds++] = s->part[k].w->wake_fd; /* worker k's doorbell */
+    for (uint32_t i = 0; i < c->channels; i++)
+        fds[nfds++] = s->chan_efd[i];
+    for (uint32_t k = 0; k < np; k++) {
+        rc = worker_call(s->part[k].w, add_fn, &s->part[k], DAEMON_CALL_TIMEOUT_MS);
+        if (rc < 0)
+            goto fail;
+        s->part[k].added = true;
+    }
+    struct shm_attach_reply r = {
+        .result = 0,
+        .version = SHM_LAYOUT_VERSION,
+        .region_size = (uint32_t)s->part[0].size,
+        .state_size = (uint32_t)ss->state_size,
+        .nchannels = c->channels,
+        .client_id = ss->next_id,
+        .nparts = np,
+        /* New sockets take turns over the workers by session (docs/workers.md). */
+        .home = ss->next_id % np,
+    };
     ss->next_id++;
     s->fd = fd;
     s->next = ss->head;
@@ -254,26 +313,28 @@ void session_attach(struct daemon *d, int fd, const struct ucred *cred)
     s->pprev = &ss->head;
     ss->head = s;
     ss->n++;
-    struct shm_attach_reply r = {
-        .result = 0,
-        .version = SHM_LAYOUT_VERSION,
-        .region_size = (uint32_t)s->size,
-        .state_size = (uint32_t)ss->state_size,
-        .nchannels = c->channels,
-        .client_id = s->cl.id,
-    };
-    send_reply(fd, &r, fds, 3 + (int)c->channels);
-    close(memfd);
+    send_reply(fd, &r, fds, nfds);
+    for (uint32_t k = 0; k < np; k++)
+        close(memfd[k]); /* the mappings stay */
     ev_io_init(&s->io, session_io_cb, fd, EV_READ);
     s->io.data = s;
     ev_io_start(d->loop, &s->io);
-    log_info("client %u attached: pid %d uid %u, %u channels, %u sockets, %u MiB of fifos",
-             s->cl.id, (int)cred->pid, (unsigned)cred->uid, c->channels, c->max_sockets,
+    log_info("client %u attached: pid %d uid %u, %u channels, %u part(s) of %u sockets and "
+             "%u MiB of fifos",
+             r.client_id, (int)cred->pid, (unsigned)cred->uid, c->channels, np, c->max_sockets,
              c->fifo_mb);
     return;
 fail:
-    if (memfd >= 0)
-        close(memfd);
+    for (uint32_t k = 0; k < np; k++)
+        if (memfd[k] >= 0)
+            close(memfd[k]);
+    {
+        int n = 0;
+        if (!session_remove(s, &n)) {
+            attach_fail(fd, rc, strerror(-rc), cred);
+            return; /* leaked: a worker may still look at it */
+        }
+    }
     session_free(s);
     attach_fail(fd, rc, strerror(-rc), cred);
 }

@@ -37,6 +37,7 @@ static void close_nics(struct worker *w)
 
 #define PORT_OWNER_MASK   0x7fu /* owner id + 1 */
 #define PORT_OWNER_SHARED 0x80u /* its claims allow SO_REUSEADDR sharing */
+#define PORT_OWNER_GROUP  0x7fu /* TCP listening group: every worker, by flow hash */
 
 /* Index of (proto, port) in port_owner and port_refs. */
 static uint32_t port_slot(int proto, uint16_t port)
@@ -53,9 +54,23 @@ static uint8_t port_claimer(const struct worker *w, int proto, uint16_t port)
            PORT_OWNER_MASK;
 }
 
-static int port_owner_of(const struct worker *w, int proto, uint16_t port)
+/* The worker of a connection on a listening group's port: a hash of the 4-tuple, the same
+ * for every segment of it wherever it lands (docs/workers.md). */
+static int group_owner(const struct worker *w, uint32_t laddr, uint16_t lport, uint32_t raddr,
+                       uint16_t rport)
+{
+    uint64_t h = ((uint64_t)raddr << 16 | rport) * 0x9e3779b97f4a7c15ull;
+    h ^= ((uint64_t)laddr << 16 | lport) * 0xc2b2ae3d27d4eb4full;
+    h ^= h >> 31;
+    return (int)(h % (uint64_t)w->ngroup);
+}
+
+static int port_owner_of(const struct worker *w, int proto, uint16_t port, uint32_t laddr,
+                         uint32_t raddr, uint16_t rport)
 {
     uint8_t o = port_claimer(w, proto, port);
+    if (o == PORT_OWNER_GROUP && proto == 6)
+        return group_owner(w, laddr, port, raddr, rport);
     return o ? o - 1 : port % w->ngroup;
 }
 
@@ -67,7 +82,8 @@ static int steer_owner(const struct worker *w, const struct pktbuf *pb, const st
     if ((ip->frag & 0x1fff) || len < 4) /* a fragment here is a bug upstream: keep it */
         return -1;
     if (ip->proto == 6 || ip->proto == 17)
-        return port_owner_of(w, ip->proto, (uint16_t)(l4[2] << 8 | l4[3]));
+        return port_owner_of(w, ip->proto, (uint16_t)(l4[2] << 8 | l4[3]), ip->dst, ip->src,
+                             (uint16_t)(l4[0] << 8 | l4[1]));
     if (ip->proto != 1)
         return -1;
     if (l4[0] == 0) /* echo reply: our pings go out from worker 0 (shmnetctl ping) */
@@ -77,7 +93,8 @@ static int steer_owner(const struct worker *w, const struct pktbuf *pb, const st
         const uint8_t *in = l4 + 8;
         uint32_t ihl = (in[0] & 0x0fu) * 4u;
         if (ihl >= 20 && len >= 8 + ihl + 4 && (in[9] == 6 || in[9] == 17))
-            return port_owner_of(w, in[9], (uint16_t)(in[ihl] << 8 | in[ihl + 1]));
+            return port_owner_of(w, in[9], (uint16_t)(in[ihl] << 8 | in[ihl + 1]), rd32(in + 12),
+                                 rd32(in + 16), (uint16_t)(in[ihl + 2] << 8 | in[ihl + 3]));
     }
     return -1;
 }
@@ -153,6 +170,39 @@ static bool worker_port_taken(struct stack *st, int proto, uint16_t port)
     return o && o != (uint8_t)(w->id + 1);
 }
 
+/* A claim of a port that a listening group holds: only for its members (key). */
+static int group_join(struct worker *w, uint16_t port, uint32_t key)
+{
+    uint32_t k = port_slot(6, port);
+    /* Acquire: pairs with group_make's release, so the key read below is the group's. */
+    if (__atomic_load_n(&w->port_owner[k], __ATOMIC_ACQUIRE) != PORT_OWNER_GROUP ||
+        __atomic_load_n(&w->port_group[port], __ATOMIC_RELAXED) != key)
+        return -EADDRINUSE;
+    /* seq_cst: see worker_port_release (the last claim of a group, over all workers). */
+    __atomic_store_n(&w->port_refs[k], (uint16_t)(w->port_refs[k] + 1), __ATOMIC_SEQ_CST);
+    return 0;
+}
+
+/* Turn our claim of TCP port `port` into a listening group with this key: from now on
+ * every worker takes connections to it, each the ones its flow hash picks. */
+static int group_make(struct worker *w, uint16_t port, uint32_t key)
+{
+    uint32_t k = port_slot(6, port);
+    uint8_t me = (uint8_t)(w->id + 1);
+    uint8_t cur = __atomic_load_n(&w->port_owner[k], __ATOMIC_RELAXED);
+    if (cur == PORT_OWNER_GROUP)
+        return group_join(w, port, key);
+    if ((cur & PORT_OWNER_MASK) != me)
+        return -EADDRINUSE;
+    for (int v = 0; v < w->ngroup; v++) /* a worker shares it (SO_REUSEADDR) */
+        if (v != w->id && __atomic_load_n(&w->group[v].port_refs[k], __ATOMIC_RELAXED))
+            return -EADDRINUSE;
+    __atomic_store_n(&w->port_group[port], key, __ATOMIC_RELAXED);
+    /* Release: the key is visible to a joiner that sees the group (group_join). */
+    __atomic_store_n(&w->port_owner[k], PORT_OWNER_GROUP, __ATOMIC_RELEASE);
+    return 0;
+}
+
 int worker_port_claim(struct worker *w, int proto, uint16_t port, bool shared)
 {
     if (w->ngroup <= 1 || !port)
@@ -163,7 +213,9 @@ int worker_port_claim(struct worker *w, int proto, uint16_t port, bool shared)
     /* acq_rel: one owner per port among the workers. */
     if (!__atomic_compare_exchange_n(&w->port_owner[k], &cur, want, false, __ATOMIC_ACQ_REL,
                                      __ATOMIC_ACQUIRE)) {
-        if ((cur & PORT_OWNER_MASK) == me) {
+        if (cur == PORT_OWNER_GROUP) {
+            return -EADDRINUSE; /* a listening group: members join with its key */
+        } else if ((cur & PORT_OWNER_MASK) == me) {
             if (!shared) /* one of ours does not share: nobody else may join */
                 __atomic_store_n(&w->port_owner[k], me, __ATOMIC_RELEASE);
         } else if (!shared || !(cur & PORT_OWNER_SHARED)) {
@@ -182,9 +234,21 @@ void worker_port_release(struct worker *w, int proto, uint16_t port)
     uint32_t k = port_slot(proto, port);
     if (!w->port_refs[k])
         return;
-    __atomic_store_n(&w->port_refs[k], (uint16_t)(w->port_refs[k] - 1), __ATOMIC_RELAXED);
+    /* seq_cst, with the loads of the others' counts below: of two workers dropping a
+     * group's last claims at once, at least one sees both counts at zero (Dekker). */
+    __atomic_store_n(&w->port_refs[k], (uint16_t)(w->port_refs[k] - 1), __ATOMIC_SEQ_CST);
     uint8_t me = (uint8_t)(w->id + 1);
-    uint8_t cur = __atomic_load_n(&w->port_owner[k], __ATOMIC_RELAXED);
+    uint8_t cur = __atomic_load_n(&w->port_owner[k], __ATOMIC_SEQ_CST);
+    if (!w->port_refs[k] && cur == PORT_OWNER_GROUP) {
+        for (int v = 0; v < w->ngroup; v++)
+            if (__atomic_load_n(&w->group[v].port_refs[k], __ATOMIC_SEQ_CST))
+                return;
+        /* The group's last claim: the port is free again. A CAS, so a racing worker that
+         * did the same, or a new binder after it, is not undone. */
+        __atomic_compare_exchange_n(&w->port_owner[k], &cur, 0, false, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_RELAXED);
+        return;
+    }
     if (w->port_refs[k] || (cur & PORT_OWNER_MASK) != me)
         return;
     /* Our last claim of a port we own: a worker that shares it (SO_REUSEADDR) takes it
@@ -196,9 +260,13 @@ void worker_port_release(struct worker *w, int proto, uint16_t port)
     __atomic_store_n(&w->port_owner[k], next, __ATOMIC_RELEASE);
 }
 
-static int worker_port_claim_hook(struct stack *st, int proto, uint16_t port, int op)
+static int worker_port_claim_hook(struct stack *st, int proto, uint16_t port, int op, uint32_t key)
 {
     struct worker *w = st->user;
+    if (op >= STACK_CLAIM_GROUP_MAKE)
+        return proto != 6 || !port            ? -EINVAL
+               : op == STACK_CLAIM_GROUP_MAKE ? group_make(w, port, key)
+                                              : group_join(w, port, key);
     if (op)
         return worker_port_claim(w, proto, port, op == 2);
     worker_port_release(w, proto, port);
@@ -534,6 +602,7 @@ int worker_start_group(struct worker *group, int n, int id, const struct conf *c
     w->group = group;
     w->ngroup = n;
     w->port_owner = port_owner;
+    w->port_group = port_owner ? (uint32_t *)(port_owner + WORKER_PORTS) : NULL;
     if (n > 1) {
         w->port_refs = calloc(WORKER_PORTS, sizeof(*w->port_refs));
         if (posix_memalign((void **)&w->inq, 64, (size_t)n * sizeof(*w->inq)))

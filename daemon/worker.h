@@ -46,6 +46,9 @@ struct steer_ring {
  * (atomic bytes). A port nobody claimed belongs to worker port % nworkers (ephemeral ports
  * are chosen that way), an explicitly bound one to the worker that bound it. */
 #define WORKER_PORTS (2u * 65536u)
+/* The shared port area: port_owner's bytes, then the key of each TCP port's listening
+ * group (uint32_t[65536], see port_group). */
+#define WORKER_SHARED_BYTES (WORKER_PORTS + 65536u * 4u)
 
 struct worker {
     int id;
@@ -53,6 +56,7 @@ struct worker {
     struct worker *group; /* all workers, group[0..ngroup) */
     int ngroup;
     uint8_t *port_owner;    /* shared, WORKER_PORTS bytes */
+    uint32_t *port_group;   /* shared: key (client id) of the listening group on a TCP port */
     uint16_t *port_refs;    /* ours: how many of our sockets hold each explicit claim */
     struct steer_ring *inq; /* [ngroup]: inq[src] brings src's datagrams to us */
     uint32_t kick;          /* workers to wake after this iteration (bits) */

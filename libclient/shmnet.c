@@ -107,26 +107,37 @@ struct fam {
     int32_t proc_pid[FAM_PROCS]; /* atomic: slot owner; 0 free; -pid reserved by a forker */
     uint32_t next_share;         /* atomic: round robin once all channels are claimed */
     int forked;                  /* atomic: a process of the family has forked */
-    struct chan_priv ch[SHM_MAX_CHANNELS];
-    struct sock_priv sock[];
+    /* ring state per part and channel; the claim (owner, users) is in part 0's */
+    struct chan_priv ch[SHM_MAX_PARTS][SHM_MAX_CHANNELS];
+    struct sock_priv sock[]; /* part k's slot i at k * nsocks + i */
+};
+
+/* One region of the session, served by one worker: its channels' rings, its sockets. */
+struct part {
+    struct shm_region *region;
+    struct shm_channel *chans;
+    struct shm_sock *socks;
+    uint32_t worker;
+    int doorbell_fd;      /* its worker's */
+    struct chan_priv *cp; /* fam->ch[k] */
+    struct sock_priv *sp; /* its slots' share of fam->sock */
 };
 
 struct attach {
     int refs; /* atomic */
     int dead; /* atomic: 1 once the control connection is known to be gone */
-    int ctl_fd, doorbell_fd;
+    int ctl_fd;
     int chan_fd[SHM_MAX_CHANNELS];
-    uint32_t nchannels, nsocks, worker;
-    struct shm_region *region;
-    size_t region_size;
+    uint32_t nchannels, nsocks; /* per part */
+    uint32_t nparts, home;      /* home: the part new sockets go to */
+    size_t region_size;         /* of each part */
+    struct part pt[SHM_MAX_PARTS];
     const struct shm_state *state;
     size_t state_size;
-    struct shm_channel *chans;
-    struct shm_sock *socks;
     int64_t last_check; /* atomic: last liveness poll of ctl_fd (ns) */
     struct fam *fam;
     size_t fam_size;
-    struct chan_priv *cp; /* fam->ch */
+    struct chan_priv *cp; /* fam->ch[0]: the channel claims */
     int proc_slot;        /* this process's slot in fam->proc_pid, -1 if none */
 };
 
@@ -142,7 +153,20 @@ struct csock {
     int linger_s; /* TCP: SO_LINGER as set here: -1 off, else l_linger (close waits) */
     uint32_t handle;
     struct attach *att;
+    struct part *pt; /* the part (worker) the socket lives in */
     struct shm_sock *sh;
+    /* A listener on several workers (docs/workers.md): its members in the other parts,
+     * held by this socket and invisible to the application. */
+    struct csock *grp[SHM_MAX_PARTS];
+    int ngrp;
+    /* Options set before listen, replayed on the members (SOL_SOCKET / IPPROTO_TCP). */
+    struct {
+        int level, name;
+        uint16_t len;
+        uint8_t val[SHM_OPT_MAX];
+    } opt[8];
+    int nopt;
+    unsigned acc_next;    /* atomic: where accept_pick starts */
     struct sock_priv *sp; /* its slot's state in the family area */
     uint8_t *rx_base, *tx_base;
     uint32_t rx_size, tx_size;
@@ -295,19 +319,24 @@ static bool thread_alive(int32_t pid, int32_t tid)
 
 static int fam_create(struct attach *a)
 {
-    a->fam_size = sizeof(struct fam) + (size_t)a->nsocks * sizeof(struct sock_priv);
+    a->fam_size = sizeof(struct fam) + (size_t)a->nparts * a->nsocks * sizeof(struct sock_priv);
     void *p = mmap(NULL, a->fam_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
         a->fam_size = 0;
         return -ENOMEM;
     }
     a->fam = p;
-    a->cp = a->fam->ch;
-    for (uint32_t i = 0; i < a->nchannels; i++) {
-        fam_mutex_init(&a->cp[i].lock);
-        /* Start from what the daemon initialised ([C] fields, written before the reply). */
-        a->cp[i].req_tail = __atomic_load_n(&a->chans[i].req_tail, __ATOMIC_RELAXED);
-        a->cp[i].cpl_head = __atomic_load_n(&a->chans[i].cpl_head, __ATOMIC_RELAXED);
+    a->cp = a->fam->ch[0];
+    for (uint32_t k = 0; k < a->nparts; k++) {
+        struct part *pt = &a->pt[k];
+        pt->cp = a->fam->ch[k];
+        pt->sp = &a->fam->sock[(size_t)k * a->nsocks];
+        for (uint32_t i = 0; i < a->nchannels; i++) {
+            fam_mutex_init(&pt->cp[i].lock);
+            /* Start from what the daemon initialised ([C] fields, written before the reply). */
+            pt->cp[i].req_tail = __atomic_load_n(&pt->chans[i].req_tail, __ATOMIC_RELAXED);
+            pt->cp[i].cpl_head = __atomic_load_n(&pt->chans[i].cpl_head, __ATOMIC_RELAXED);
+        }
     }
     a->fam->proc_pid[0] = getpid();
     a->proc_slot = 0;
@@ -325,12 +354,14 @@ static void att_free(struct attach *a)
         close(a->chan_fd[i]);
     if (a->fam)
         munmap(a->fam, a->fam_size);
-    if (a->region)
-        munmap(a->region, a->region_size);
+    for (uint32_t k = 0; k < SHM_MAX_PARTS; k++) {
+        if (a->pt[k].region)
+            munmap(a->pt[k].region, a->region_size);
+        if (a->pt[k].doorbell_fd >= 0)
+            close(a->pt[k].doorbell_fd);
+    }
     if (a->state)
         munmap((void *)a->state, a->state_size);
-    if (a->doorbell_fd >= 0)
-        close(a->doorbell_fd);
     if (a->ctl_fd >= 0)
         close(a->ctl_fd);
     free(a);
@@ -403,15 +434,18 @@ static void warn_once(const char *path, int err)
                 warn_hint);
 }
 
-static int att_validate(struct attach *a, const struct shm_attach_reply *rep)
+static int att_validate(struct attach *a, struct part *pt, const struct shm_attach_reply *rep)
 {
-    const struct shm_region *r = a->region;
+    const struct shm_region *r = pt->region;
     uint64_t end;
 
     if (r->magic != SHM_MAGIC || r->version != SHM_LAYOUT_VERSION || r->size != a->region_size)
         return -EPROTO;
-    if (r->nchannels != rep->nchannels || r->worker >= SHM_MAX_WORKERS)
+    if (r->nchannels != rep->nchannels || r->worker >= SHM_MAX_WORKERS ||
+        r->worker != (uint32_t)(pt - a->pt) || r->client_id != rep->client_id)
         return -EPROTO;
+    if (pt != a->pt && r->nsocks != a->nsocks)
+        return -EPROTO; /* parts are alike */
     if (a->state_size < sizeof(struct shm_state) || a->state->magic != SHM_MAGIC ||
         a->state->version != SHM_LAYOUT_VERSION)
         return -EPROTO;
@@ -423,9 +457,9 @@ static int att_validate(struct attach *a, const struct shm_attach_reply *rep)
         return -EPROTO;
     a->nchannels = r->nchannels;
     a->nsocks = r->nsocks;
-    a->worker = r->worker;
-    a->chans = (struct shm_channel *)((uint8_t *)a->region + r->chan_off);
-    a->socks = (struct shm_sock *)((uint8_t *)a->region + r->sock_off);
+    pt->worker = r->worker;
+    pt->chans = (struct shm_channel *)((uint8_t *)pt->region + r->chan_off);
+    pt->socks = (struct shm_sock *)((uint8_t *)pt->region + r->sock_off);
     return 0;
 }
 
@@ -443,7 +477,7 @@ static void *map_fd(int fd, size_t size, int prot)
 static int recv_reply(int fd, struct shm_attach_reply *rep, int *fds, int maxfds)
 {
     union {
-        char buf[CMSG_SPACE(sizeof(int) * (3 + SHM_MAX_CHANNELS))];
+        char buf[CMSG_SPACE(sizeof(int) * (1 + 2 * SHM_MAX_PARTS + SHM_MAX_CHANNELS))];
         struct cmsghdr align;
     } cm;
     struct iovec iov = {.iov_base = rep, .iov_len = sizeof(*rep)};
@@ -496,7 +530,7 @@ static int att_open(struct attach **out)
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
     struct timeval tv = {.tv_sec = ATTACH_TIMEOUT_S};
     struct shm_attach_reply rep;
-    int fds[3 + SHM_MAX_CHANNELS], nfds = 0, err;
+    int fds[1 + 2 * SHM_MAX_PARTS + SHM_MAX_CHANNELS], nfds = 0, err;
     struct attach *a = NULL;
     const char *spin = getenv("SHMNET_SPIN_US");
 
@@ -522,7 +556,8 @@ static int att_open(struct attach **out)
     if (!a)
         return -ENOMEM;
     a->refs = 1;
-    a->doorbell_fd = -1;
+    for (int k = 0; k < SHM_MAX_PARTS; k++)
+        a->pt[k].doorbell_fd = -1;
     a->ctl_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (a->ctl_fd < 0) {
         err = -errno;
@@ -536,11 +571,8 @@ static int att_open(struct attach **out)
     /* Bounded handshake: a wedged daemon must not hang the caller. */
     setsockopt(a->ctl_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(a->ctl_fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    /* WORKAROUND (reported to the lead): shm.h's SHM_ATTACH_LINE still reads "attach 1"
-     * while daemon/ctl.c cmd_attach requires "attach <SHM_LAYOUT_VERSION>" since layout
-     * version 2; send what the daemon checks. Same bytes as SHM_ATTACH_LINE once fixed. */
-    char line[32];
-    int llen = snprintf(line, sizeof(line), "attach %u\n", SHM_LAYOUT_VERSION);
+    const char *line = SHM_ATTACH_LINE;
+    ssize_t llen = (ssize_t)strlen(line);
     if (send(a->ctl_fd, line, (size_t)llen, MSG_NOSIGNAL) != llen) {
         err = errno ? errno : EPIPE;
         goto fail_connect;
@@ -555,8 +587,10 @@ static int att_open(struct attach **out)
         err = -rep.result;
         goto fail_connect;
     }
+    uint32_t np = rep.nparts;
     if (rep.version != SHM_LAYOUT_VERSION || rep.nchannels == 0 ||
-        rep.nchannels > SHM_MAX_CHANNELS || nfds != 3 + (int)rep.nchannels) {
+        rep.nchannels > SHM_MAX_CHANNELS || np == 0 || np > SHM_MAX_PARTS || rep.home >= np ||
+        nfds != 1 + 2 * (int)np + (int)rep.nchannels) {
         err = EPROTO;
         goto fail_connect;
     }
@@ -565,20 +599,28 @@ static int att_open(struct attach **out)
     setsockopt(a->ctl_fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     a->region_size = rep.region_size;
     a->state_size = rep.state_size;
-    a->region = map_fd(fds[0], rep.region_size, PROT_READ | PROT_WRITE);
-    a->state = map_fd(fds[1], rep.state_size, PROT_READ);
-    close(fds[0]);
-    close(fds[1]);
-    a->doorbell_fd = fds[2];
+    a->nparts = np;
+    a->home = rep.home;
+    bool mapped = true;
+    for (uint32_t k = 0; k < np; k++) {
+        a->pt[k].region = map_fd(fds[k], rep.region_size, PROT_READ | PROT_WRITE);
+        mapped = mapped && a->pt[k].region;
+        close(fds[k]);
+        a->pt[k].doorbell_fd = fds[np + 1 + k];
+    }
+    a->state = map_fd(fds[np], rep.state_size, PROT_READ);
+    close(fds[np]);
     a->nchannels = rep.nchannels; /* so att_free closes the channel fds */
     for (uint32_t i = 0; i < rep.nchannels; i++) {
-        a->chan_fd[i] = fds[3 + i];
+        a->chan_fd[i] = fds[1 + 2 * np + i];
         /* Non-blocking reads: two threads sharing a channel may race for one wake-up.
          * (Status flags are shared with the daemon's copy; its writes never block.) */
         fcntl(a->chan_fd[i], F_SETFL, fcntl(a->chan_fd[i], F_GETFL) | O_NONBLOCK);
     }
     nfds = 0;
-    err = !a->region || !a->state ? ENOMEM : -att_validate(a, &rep);
+    err = !mapped || !a->state ? ENOMEM : 0;
+    for (uint32_t k = 0; k < np && !err; k++)
+        err = -att_validate(a, &a->pt[k], &rep);
     if (!err)
         err = -fam_create(a);
     if (err) {
@@ -703,10 +745,19 @@ static int tls_channel(struct attach *a)
 
 /* Lock channel ch. If the last holder died mid-call, continue from the request index it
  * published (a request it wrote but did not publish is simply not sent). */
-static void chan_lock(struct attach *a, int ch)
+static void chan_lock(struct part *pt, int ch)
 {
-    if (fam_lock(&a->cp[ch].lock))
-        a->cp[ch].req_tail = shm_load_acq(&a->chans[ch].req_tail);
+    if (fam_lock(&pt->cp[ch].lock))
+        pt->cp[ch].req_tail = shm_load_acq(&pt->chans[ch].req_tail);
+}
+
+/* Announce (v = 1) or end a sleep on channel ch to every part's worker: any of them may
+ * have an event for this thread. seq_cst when announcing: see sock_wait. */
+static void chan_sleeping(struct attach *a, int ch, uint32_t v)
+{
+    for (uint32_t k = 0; k < a->nparts; k++)
+        __atomic_store_n(&a->pt[k].chans[ch].client_sleeping, v,
+                         v ? __ATOMIC_SEQ_CST : __ATOMIC_RELAXED);
 }
 
 /* Sleep on channel ch's eventfd and the control socket until either fires or timeout_ns
@@ -738,20 +789,20 @@ static int chan_sleep(struct attach *a, int ch, int64_t timeout_ns)
     return att_dead(a) ? E_DEAD : 0;
 }
 
-/* Tell the daemon that channel ch has requests. */
-static void chan_kick(struct attach *a, int ch)
+/* Tell part pt's worker that channel ch has requests. */
+static void chan_kick(struct attach *a, struct part *pt, int ch)
 {
     /* release: the requests (published by shm_req_push's release store of req_tail) are
      * visible to the daemon once it sees the bit (it exchanges with acquire). */
-    __atomic_fetch_or(&a->region->req_pending, 1ull << ch, __ATOMIC_RELEASE);
+    __atomic_fetch_or(&pt->region->req_pending, 1ull << ch, __ATOMIC_RELEASE);
     /* seq_cst fence: orders the req_pending store before the load of `sleeping` below.
      * The worker stores sleeping = 1 (seq_cst) and then re-checks req_pending; with both
      * fences at least one side sees the other, so a request is never left unseen by a
      * sleeping worker (Dekker). */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&a->state->worker[a->worker].sleeping, __ATOMIC_SEQ_CST)) {
+    if (__atomic_load_n(&a->state->worker[pt->worker].sleeping, __ATOMIC_SEQ_CST)) {
         uint64_t one = 1;
-        if (write(a->doorbell_fd, &one, sizeof(one)) < 0) {
+        if (write(pt->doorbell_fd, &one, sizeof(one)) < 0) {
             /* EAGAIN: the counter is saturated, so the worker is awake anyway */
         }
     }
@@ -760,10 +811,11 @@ static void chan_kick(struct attach *a, int ch)
 /* Wait on the channel for the completion with sequence `seq` (any completion if
  * any_seq). Called with the channel lock held. Completions for other sequences (TX kicks
  * nobody waits for) are dropped. Returns 0 or E_DEAD. */
-static int chan_wait_cpl(struct attach *a, int ch, uint32_t seq, bool any_seq, struct shm_cpl *out)
+static int chan_wait_cpl(struct attach *a, struct part *pt, int ch, uint32_t seq, bool any_seq,
+                         struct shm_cpl *out)
 {
-    struct shm_channel *c = &a->chans[ch];
-    struct chan_priv *cp = &a->cp[ch];
+    struct shm_channel *c = &pt->chans[ch];
+    struct chan_priv *cp = &pt->cp[ch];
     int64_t t0 = now_ns(), spin_end = t0 + SPIN_NS;
     struct shm_cpl cpl = {0};
 
@@ -801,9 +853,9 @@ static int chan_wait_cpl(struct attach *a, int ch, uint32_t seq, bool any_seq, s
     }
 }
 
-/* Post one request on this thread's channel; with out != NULL wait for its completion.
- * Returns 0 (out filled) or E_DEAD. */
-static int att_call(struct attach *a, struct shm_req *req, struct shm_cpl *out)
+/* Post one request on this thread's channel of part pt; with out != NULL wait for its
+ * completion. Returns 0 (out filled) or E_DEAD. */
+static int att_call(struct attach *a, struct part *pt, struct shm_req *req, struct shm_cpl *out)
 {
     struct shm_cpl stray;
     int ch, r = 0;
@@ -811,25 +863,25 @@ static int att_call(struct attach *a, struct shm_req *req, struct shm_cpl *out)
     if (att_dead(a))
         return E_DEAD;
     ch = tls_channel(a);
-    struct chan_priv *cp = &a->cp[ch];
-    struct shm_channel *c = &a->chans[ch];
-    chan_lock(a, ch);
+    struct chan_priv *cp = &pt->cp[ch];
+    struct shm_channel *c = &pt->chans[ch];
+    chan_lock(pt, ch);
     while (shm_cpl_pop(c, &cp->cpl_head, &stray)) {
         /* late completions of TX kicks: nobody waits for them */
     }
     /* At most SHM_RING_SIZE requests without their completion consumed: then the
      * daemon's completion ring can never be full, and neither can the request ring. */
     while (r == 0 && cp->req_tail - cp->cpl_head >= SHM_RING_SIZE)
-        r = chan_wait_cpl(a, ch, 0, true, NULL);
+        r = chan_wait_cpl(a, pt, ch, 0, true, NULL);
     if (r == 0) {
         req->seq = ++cp->seq;
         while (shm_req_push(c, &cp->req_tail, req) < 0 && r == 0)
-            r = chan_wait_cpl(a, ch, 0, true, NULL); /* only if the daemon lags */
+            r = chan_wait_cpl(a, pt, ch, 0, true, NULL); /* only if the daemon lags */
     }
     if (r == 0) {
-        chan_kick(a, ch);
+        chan_kick(a, pt, ch);
         if (out)
-            r = chan_wait_cpl(a, ch, req->seq, false, out);
+            r = chan_wait_cpl(a, pt, ch, req->seq, false, out);
     }
     pthread_mutex_unlock(&cp->lock);
     return r;
@@ -840,8 +892,12 @@ static int att_call(struct attach *a, struct shm_req *req, struct shm_cpl *out)
 static struct csock **fdt[FDT_PAGES];
 static pthread_rwlock_t fdt_lock = PTHREAD_RWLOCK_INITIALIZER;
 
+static void sock_put(struct csock *s);
+
 static void csock_free(struct csock *s)
 {
+    for (int i = 0; i < s->ngrp; i++)
+        sock_put(s->grp[i]);
     att_unref(s->att);
     free(s);
 }
@@ -947,7 +1003,7 @@ static int dead_err(const struct csock *s, enum op_kind k)
 static int sock_call(struct csock *s, struct shm_req *req, struct shm_cpl *cpl, enum op_kind k)
 {
     req->handle = s->handle;
-    if (att_call(s->att, req, cpl) < 0)
+    if (att_call(s->att, s->pt, req, cpl) < 0)
         return dead_err(s, k);
     return 0;
 }
@@ -987,6 +1043,19 @@ static int sock_take_error(struct csock *s)
 
 typedef bool (*ready_fn)(struct csock *s, uint32_t arg);
 
+/* Set (seq_cst, see sock_wait) or clear (relaxed: the bit is only a hint for the daemon;
+ * a stale one costs a spurious wake) our waiters bit on s and its listener members. */
+static void sock_waiters(struct csock *s, uint64_t bit, bool set)
+{
+    for (int i = -1; i < s->ngrp; i++) {
+        struct shm_sock *sh = i < 0 ? s->sh : s->grp[i]->sh;
+        if (set)
+            __atomic_fetch_or(&sh->waiters, bit, __ATOMIC_SEQ_CST);
+        else
+            __atomic_fetch_and(&sh->waiters, ~bit, __ATOMIC_RELAXED);
+    }
+}
+
 /* Block until ready(s, arg) or the deadline (0 = none). Spins first, then announces the
  * sleep (waiters bit, client_sleeping) and sleeps on the channel eventfd. Returns 0 (the
  * caller re-checks), -EAGAIN (deadline), -EINTR, or E_DEAD. */
@@ -1006,20 +1075,18 @@ static int sock_wait(struct csock *s, ready_fn ready, uint32_t arg, int64_t dead
     if (att_dead(a))
         return E_DEAD;
     int ch = tls_channel(a);
-    struct shm_channel *c = &a->chans[ch];
     uint64_t bit = 1ull << ch;
     /* seq_cst: the waiters bit and client_sleeping are stored before the re-check of the
      * fifo below (fence); the daemon publishes fifo indices/so_error and then reads
      * waiters and client_sleeping with seq_cst. Either it sees us and writes the channel
      * eventfd, or we see its update in ready() (Dekker, no lost wake-up). */
-    __atomic_fetch_or(&s->sh->waiters, bit, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&c->client_sleeping, 1, __ATOMIC_SEQ_CST);
+    sock_waiters(s, bit, true);
+    chan_sleeping(a, ch, 1);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     if (!ready(s, arg))
         r = chan_sleep(a, ch, deadline ? deadline - now_ns() : -1);
-    __atomic_store_n(&c->client_sleeping, 0, __ATOMIC_RELAXED);
-    /* relaxed: the bit is only a hint for the daemon; a stale one costs a spurious wake. */
-    __atomic_fetch_and(&s->sh->waiters, ~bit, __ATOMIC_RELAXED);
+    chan_sleeping(a, ch, 0);
+    sock_waiters(s, bit, false);
     if (r == 0 && deadline && now_ns() >= deadline && !ready(s, arg))
         r = -EAGAIN;
     return r;
@@ -1076,7 +1143,10 @@ static bool tx_drained(struct csock *s, uint32_t unused)
  * published before (names, so_error) is visible once we see the bit. */
 static uint32_t sock_events(const struct csock *s)
 {
-    return __atomic_load_n(&s->sh->events, __ATOMIC_ACQUIRE);
+    uint32_t ev = __atomic_load_n(&s->sh->events, __ATOMIC_ACQUIRE);
+    for (int i = 0; i < s->ngrp; i++) /* a listener: ready when any member is */
+        ev |= __atomic_load_n(&s->grp[i]->sh->events, __ATOMIC_ACQUIRE) & SHM_EV_IN;
+    return ev;
 }
 
 static int sock_tstate(const struct csock *s)
@@ -1154,7 +1224,7 @@ static int tcp_kick_tx(struct csock *s)
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     if (__atomic_exchange_n(&s->sh->tx_kick, 1, __ATOMIC_SEQ_CST) == 0) {
         struct shm_req req = {.op = SHM_OP_TX, .handle = s->handle};
-        if (att_call(s->att, &req, NULL) < 0)
+        if (att_call(s->att, s->pt, &req, NULL) < 0)
             return E_DEAD;
     }
     return 0;
@@ -1169,7 +1239,7 @@ static void tcp_kick_rx(struct csock *s)
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     if (__atomic_exchange_n(&s->sh->rx_kick, 1, __ATOMIC_SEQ_CST) == 0) {
         struct shm_req req = {.op = SHM_OP_RX_DONE, .handle = s->handle};
-        att_call(s->att, &req, NULL); /* a dead session is reported by the next call */
+        att_call(s->att, s->pt, &req, NULL); /* a dead session is reported by the next call */
     }
 }
 
@@ -1192,37 +1262,41 @@ int shmnet_is_socket(int fd)
 
 static bool fifo_ok(const struct attach *a, uint32_t off, uint32_t size)
 {
+    /* every part's region has the same size */
     return size >= SHM_FIFO_ALIGN && size % SHM_FIFO_ALIGN == 0 && off % SHM_FIFO_ALIGN == 0 &&
            (uint64_t)off + size <= a->region_size;
 }
 
-/* A csock for the daemon's handle h (its slot filled, fifos described) behind a new
- * placeholder fd. Takes one reference to a (the caller's). On failure the handle is closed
- * in the daemon, the reference dropped, and -errno returned. */
-static int csock_make(struct attach *a, uint32_t h, int type, bool nonblock, struct csock **out)
+/* A csock for the daemon's handle h in part pt (its slot filled, fifos described) behind
+ * a new placeholder fd (none with fdp NULL: a listener's member). Takes one reference to a
+ * (the caller's). On failure the handle is closed in the daemon, the reference dropped,
+ * and -errno returned. */
+static int csock_new(struct attach *a, struct part *pt, uint32_t h, int type, bool nonblock,
+                     int *fdp, struct csock **out)
 {
     uint32_t idx = shm_handle_idx(h);
-    struct shm_sock *sh = idx < a->nsocks ? &a->socks[idx] : NULL;
+    struct shm_sock *sh = idx < a->nsocks ? &pt->socks[idx] : NULL;
     struct shm_req cl = {.op = SHM_OP_CLOSE, .handle = h};
     struct shm_cpl cpl = {0};
     struct csock *s;
-    int r, fd;
+    int r, fd = -1;
 
     /* The slot was filled before the completion was published; the acquire load of
      * cpl_tail in shm_cpl_pop makes it visible here. */
     if (!sh || sh->gen != shm_handle_gen(h) || !fifo_ok(a, sh->rx_off, sh->rx_size) ||
         !fifo_ok(a, sh->tx_off, sh->tx_size)) {
-        att_call(a, &cl, &cpl);
+        att_call(a, pt, &cl, &cpl);
         att_unref(a);
         return -EPROTO;
     }
-    fd = eventfd(0, EFD_CLOEXEC);
-    s = fd < 0 ? NULL : calloc(1, sizeof(*s));
+    if (fdp)
+        fd = eventfd(0, EFD_CLOEXEC);
+    s = fdp && fd < 0 ? NULL : calloc(1, sizeof(*s));
     if (!s) {
-        r = fd < 0 ? -errno : -ENOMEM;
+        r = fdp && fd < 0 ? -errno : -ENOMEM;
         if (fd >= 0)
             close(fd);
-        att_call(a, &cl, &cpl);
+        att_call(a, pt, &cl, &cpl);
         att_unref(a);
         return r;
     }
@@ -1233,10 +1307,11 @@ static int csock_make(struct attach *a, uint32_t h, int type, bool nonblock, str
     s->linger_s = -1;
     s->handle = h;
     s->att = a; /* takes the caller's reference */
+    s->pt = pt;
     s->sh = sh;
     /* The slot is new: no process of the family can still hold its previous socket (the
      * daemon frees a slot only after the last holder closed it). */
-    s->sp = &a->fam->sock[idx];
+    s->sp = &pt->sp[idx];
     fam_mutex_init(&s->sp->rx_lock);
     fam_mutex_init(&s->sp->tx_lock);
     /* Our indices start where the daemon initialised the [C] fields of the slot. */
@@ -1244,19 +1319,31 @@ static int csock_make(struct attach *a, uint32_t h, int type, bool nonblock, str
     s->sp->tx_tail = __atomic_load_n(&sh->tx_tail, __ATOMIC_RELAXED);
     s->sp->handle = h;
     __atomic_store_n(&s->sp->holders, proc_bit(a), __ATOMIC_RELEASE);
-    s->rx_base = (uint8_t *)a->region + sh->rx_off;
+    s->rx_base = (uint8_t *)pt->region + sh->rx_off;
     s->rx_size = sh->rx_size;
-    s->tx_base = (uint8_t *)a->region + sh->tx_off;
+    s->tx_base = (uint8_t *)pt->region + sh->tx_off;
     s->tx_size = sh->tx_size;
-    r = fdt_insert(fd, s);
-    if (r < 0) {
-        att_call(a, &cl, &cpl);
-        close(fd);
-        sock_put(s);
-        return r;
+    if (fdp) {
+        r = fdt_insert(fd, s);
+        if (r < 0) {
+            att_call(a, pt, &cl, &cpl);
+            close(fd);
+            sock_put(s);
+            return r;
+        }
+        *fdp = fd;
     }
     *out = s;
-    return fd;
+    return 0;
+}
+
+/* csock_new behind a new fd; returns the fd or -errno. */
+static int csock_make(struct attach *a, struct part *pt, uint32_t h, int type, bool nonblock,
+                      struct csock **out)
+{
+    int fd = -1;
+    int r = csock_new(a, pt, h, type, nonblock, &fd, out);
+    return r < 0 ? r : fd;
 }
 
 static int do_socket(int domain, int type, int protocol)
@@ -1285,7 +1372,7 @@ static int do_socket(int domain, int type, int protocol)
         r = att_get(&a);
         if (r < 0)
             return r;
-        if (att_call(a, &req, &cpl) == 0)
+        if (att_call(a, &a->pt[a->home], &req, &cpl) == 0)
             break;
         att_unref(a);
         if (attempt) /* the daemon died twice in a row */
@@ -1295,7 +1382,7 @@ static int do_socket(int domain, int type, int protocol)
         att_unref(a);
         return cpl.result;
     }
-    return csock_make(a, (uint32_t)cpl.result, base, !!(type & SOCK_NONBLOCK), &s);
+    return csock_make(a, &a->pt[a->home], (uint32_t)cpl.result, base, !!(type & SOCK_NONBLOCK), &s);
 }
 
 int shmnet_socket(int domain, int type, int protocol)
@@ -1421,6 +1508,73 @@ int shmnet_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
     return (int)WITH_SOCK(fd, s, do_connect(s, addr, addrlen));
 }
 
+static void close_handle(struct attach *a, struct part *pt, uint32_t h, bool async);
+
+/* One request to a listener member; its result. */
+static int member_call(struct csock *m, struct shm_req *req)
+{
+    struct shm_cpl cpl = {0};
+    int r = sock_call(m, req, &cpl, OP_OTHER);
+    return r < 0 ? r : cpl.result;
+}
+
+/* Several workers (docs/workers.md): s listens on a group port; give it a member in every
+ * other part, with the options set so far, joined to the group and listening, so that
+ * each worker accepts the connections its flow hash picks. */
+static int listen_group(struct csock *s, uint16_t port, int backlog)
+{
+    struct attach *a = s->att;
+    struct csock *m[SHM_MAX_PARTS];
+    int n = 0, r = 0;
+
+    for (uint32_t k = 0; k < a->nparts && r == 0; k++) {
+        struct part *pt = &a->pt[k];
+        struct shm_req req = {.op = SHM_OP_SOCKET, .arg0 = SOCK_STREAM};
+        struct shm_cpl cpl = {0};
+        if (pt == s->pt)
+            continue;
+        if (att_call(a, pt, &req, &cpl) < 0)
+            return -ENOTCONN;
+        if (cpl.result < 0) {
+            r = cpl.result;
+            break;
+        }
+        att_ref(a);
+        r = csock_new(a, pt, (uint32_t)cpl.result, SOCK_STREAM, false, NULL, &m[n]);
+        if (r < 0)
+            break;
+        n++;
+        for (int i = 0; i < s->nopt; i++) { /* best effort, as they were on s */
+            struct shm_req o = {.op = SHM_OP_SETSOCKOPT,
+                                .arg0 = s->opt[i].level,
+                                .arg1 = s->opt[i].name,
+                                .optlen = s->opt[i].len};
+            memcpy(o.opt, s->opt[i].val, s->opt[i].len);
+            member_call(m[n - 1], &o);
+        }
+        struct shm_req b = {.op = SHM_OP_BIND,
+                            .flags = SHM_REQ_GROUP,
+                            .addr = __atomic_load_n(&s->sh->local_addr, __ATOMIC_RELAXED),
+                            .port = port};
+        struct shm_req l = {.op = SHM_OP_LISTEN, .arg0 = backlog};
+        r = member_call(m[n - 1], &b);
+        if (r == 0)
+            r = member_call(m[n - 1], &l);
+    }
+    if (r < 0) {
+        for (int i = 0; i < n; i++) {
+            close_handle(a, m[i]->pt, m[i]->handle, false);
+            __atomic_store_n(&m[i]->sp->holders, 0, __ATOMIC_RELAXED);
+            sock_put(m[i]);
+        }
+        return r;
+    }
+    memcpy(s->grp, m, sizeof(m[0]) * (size_t)n);
+    /* release: the members are in place before a reader (poll, accept) sees the count. */
+    __atomic_store_n(&s->ngrp, n, __ATOMIC_RELEASE);
+    return 0;
+}
+
 static int do_listen(struct csock *s, int backlog)
 {
     struct shm_req req = {.op = SHM_OP_LISTEN, .arg0 = backlog};
@@ -1432,13 +1586,47 @@ static int do_listen(struct csock *s, int backlog)
     int st = sock_tstate(s);
     if (st == TS_CONNECTING || st == TS_CONNECTED)
         return -EINVAL;
+    bool group = s->att->nparts > 1 && st != TS_LISTEN;
+    if (group)
+        req.flags = SHM_REQ_GROUP;
     r = sock_call(s, &req, &cpl, OP_OTHER);
     if (r < 0)
         return r;
     if (cpl.result < 0)
         return cpl.result;
+    if (group && cpl.optlen == 1 && cpl.opt[0]) {
+        r = listen_group(s, cpl.port, backlog);
+        if (r < 0)
+            return r;
+    } else {
+        for (int i = 0; i < s->ngrp; i++) { /* listen again: a new backlog for all */
+            struct shm_req l = {.op = SHM_OP_LISTEN, .arg0 = backlog};
+            member_call(s->grp[i], &l);
+        }
+    }
     __atomic_store_n(&s->tstate, TS_LISTEN, __ATOMIC_RELEASE);
     return 0;
+}
+
+/* The listener to ask for a connection: among s and its members, the first (from a
+ * rotating start, so no worker's queue starves) whose queue shows one; s when none does.
+ * *ready: one did. */
+static struct csock *accept_pick(struct csock *s, bool *ready)
+{
+    int n = __atomic_load_n(&s->ngrp, __ATOMIC_ACQUIRE) + 1;
+    /* relaxed: only spreads the picks */
+    unsigned start = __atomic_fetch_add(&s->acc_next, 1, __ATOMIC_RELAXED);
+
+    for (int i = 0; i < n; i++) {
+        int j = (int)((start + (unsigned)i) % (unsigned)n);
+        struct csock *m = j == 0 ? s : s->grp[j - 1];
+        if (__atomic_load_n(&m->sh->events, __ATOMIC_ACQUIRE) & SHM_EV_IN) {
+            *ready = true;
+            return m;
+        }
+    }
+    *ready = false;
+    return s;
 }
 
 int shmnet_listen(int fd, int backlog)
@@ -1465,16 +1653,22 @@ static int do_accept(struct csock *s, struct sockaddr *sa, socklen_t *len, int f
     }
     if (sock_tstate(s) != TS_LISTEN)
         return -EINVAL;
-    for (;;) {
+    struct csock *m = s;
+    for (int tries = 0;; tries++) {
+        bool ready;
         if (sock_closed(s))
             return -EBADF;
-        r = sock_call(s, &req, &cpl, OP_OTHER);
+        m = accept_pick(s, &ready);
+        r = sock_call(m, &req, &cpl, OP_OTHER);
         if (r < 0)
             return r;
         if (cpl.result >= 0)
             break;
         if (cpl.result != -EAGAIN)
             return cpl.result;
+        if (ready && tries <= 2 * s->ngrp)
+            continue; /* another process took that one: look at the other queues */
+        tries = 0;
         if (sock_shut(s) & 1)
             return -EINVAL; /* shut down while listening, as Linux reports */
         if (sock_nonblock(s, 0))
@@ -1488,7 +1682,7 @@ static int do_accept(struct csock *s, struct sockaddr *sa, socklen_t *len, int f
             return r; /* -EAGAIN (SO_RCVTIMEO), -EINTR */
     }
     att_ref(s->att); /* the new socket's reference */
-    r = csock_make(s->att, (uint32_t)cpl.result, SOCK_STREAM, !!(flags & SOCK_NONBLOCK), &c);
+    r = csock_make(s->att, m->pt, (uint32_t)cpl.result, SOCK_STREAM, !!(flags & SOCK_NONBLOCK), &c);
     if (r < 0)
         return r;
     tcp_set_connected(c);
@@ -1789,7 +1983,7 @@ static ssize_t do_sendto(struct csock *s, const void *buf, size_t len, int flags
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     if (__atomic_exchange_n(&s->sh->tx_kick, 1, __ATOMIC_SEQ_CST) == 0) {
         struct shm_req req = {.op = SHM_OP_TX, .handle = s->handle};
-        if (att_call(s->att, &req, NULL) < 0)
+        if (att_call(s->att, s->pt, &req, NULL) < 0)
             return -EPIPE;
     }
     return (ssize_t)len;
@@ -1905,12 +2099,32 @@ ssize_t shmnet_recv(int fd, void *buf, size_t len, int flags)
  * and the daemon runs what an exiting process left in its rings (drain_requests), so
  * only the port-freeing closes (listeners, bound or datagram sockets, whose port another
  * thread may bind right after close returns) need the round trip. */
-static void close_handle(struct attach *a, uint32_t h, bool async)
+static void close_handle(struct attach *a, struct part *pt, uint32_t h, bool async)
 {
     struct shm_req req = {.op = SHM_OP_CLOSE, .handle = h};
     struct shm_cpl cpl = {0};
 
-    att_call(a, &req, async ? NULL : &cpl);
+    att_call(a, pt, &req, async ? NULL : &cpl);
+}
+
+/* The listener s goes (closed = true: in the daemon too; else only this process's hold). */
+static void members_release(struct csock *s, uint64_t me, bool closed)
+{
+    struct attach *a = s->att;
+
+    for (int i = 0; i < s->ngrp; i++) {
+        struct csock *m = s->grp[i];
+        if (!closed) {
+            __atomic_fetch_and(&m->sp->holders, ~me, __ATOMIC_RELAXED);
+            continue;
+        }
+        /* relaxed: the sweep of another process may close it too; the daemon answers a
+         * second close of a handle with -EBADF, harmlessly */
+        __atomic_store_n(&m->sp->holders, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&m->closed, 1, __ATOMIC_RELEASE);
+        if (!att_dead(a))
+            close_handle(a, m->pt, m->handle, false);
+    }
 }
 
 /* The last fd of this process naming s went away. The socket closes (in the daemon) only
@@ -1931,10 +2145,12 @@ static void sock_release(struct csock *s)
     if (!h && me) /* a sweep closed it meanwhile (a slotless child's own sockets have 0) */
         others = true;
     if (others && !att_dead(a)) {
+        members_release(s, me, false);
         __atomic_store_n(&s->closed, 1, __ATOMIC_RELEASE);
         sock_wake_local(s);
         return;
     }
+    members_release(s, me, true);
     /* Datagrams still in the TX fifo were accepted by sendto: let the daemon take them
      * before it frees the socket (Linux has sent them by the time close runs). Bounded, in
      * case the daemon cannot make progress. */
@@ -1958,7 +2174,7 @@ static void sock_release(struct csock *s)
     __atomic_store_n(&s->closed, 1, __ATOMIC_RELEASE);
     if (!att_dead(a)) {
         int ts = sock_tstate(s);
-        close_handle(a, s->handle,
+        close_handle(a, s->pt, s->handle,
                      s->type == SOCK_STREAM && (ts == TS_CONNECTED || ts == TS_CONNECTING));
     }
     sock_wake_local(s);
@@ -1972,7 +2188,7 @@ static void fam_sweep(struct attach *a)
 {
     if (!__atomic_load_n(&a->fam->forked, __ATOMIC_RELAXED) || att_dead(a))
         return;
-    for (uint32_t i = 0; i < a->nsocks; i++) {
+    for (uint32_t i = 0; i < a->nparts * a->nsocks; i++) {
         struct sock_priv *sp = &a->fam->sock[i];
         uint64_t h = __atomic_load_n(&sp->holders, __ATOMIC_ACQUIRE);
         if (!h || (h & proc_bit(a)) || holders_alive(a, h))
@@ -1980,7 +2196,7 @@ static void fam_sweep(struct attach *a)
         /* acq_rel: whoever wins the exchange sends the one close. */
         if (__atomic_compare_exchange_n(&sp->holders, &h, 0, false, __ATOMIC_ACQ_REL,
                                         __ATOMIC_RELAXED))
-            close_handle(a, sp->handle, false);
+            close_handle(a, &a->pt[i / a->nsocks], sp->handle, false);
     }
 }
 
@@ -2041,6 +2257,28 @@ static int64_t tv_to_ns(const struct timeval *tv)
     return (int64_t)tv->tv_sec * 1000000000ll + tv->tv_usec * 1000ll;
 }
 
+/* A TCP option the daemon took: remembered for listener members made later (listen),
+ * and passed on to those that exist (best effort, as on s). */
+static void opt_record(struct csock *s, const struct shm_req *req)
+{
+    int i = 0;
+
+    while (i < s->nopt && (s->opt[i].level != req->arg0 || s->opt[i].name != req->arg1))
+        i++;
+    if (i < (int)(sizeof(s->opt) / sizeof(s->opt[0]))) {
+        s->opt[i].level = req->arg0;
+        s->opt[i].name = req->arg1;
+        s->opt[i].len = req->optlen;
+        memcpy(s->opt[i].val, req->opt, req->optlen);
+        if (i == s->nopt)
+            s->nopt++;
+    }
+    for (int k = 0; k < __atomic_load_n(&s->ngrp, __ATOMIC_ACQUIRE); k++) {
+        struct shm_req o = *req;
+        member_call(s->grp[k], &o);
+    }
+}
+
 static int do_setsockopt(struct csock *s, int level, int name, const void *val, socklen_t len)
 {
     struct shm_req req = {.op = SHM_OP_SETSOCKOPT, .arg0 = level, .arg1 = name};
@@ -2076,13 +2314,15 @@ static int do_setsockopt(struct csock *s, int level, int name, const void *val, 
     if (level == IPPROTO_TCP && (name == TCP_CORK || name == TCP_NODELAY) && len >= sizeof(int) &&
         s->type == SOCK_STREAM && sock_tstate(s) == TS_CONNECTED) {
         req.handle = s->handle;
-        return att_call(s->att, &req, NULL) < 0 ? dead_err(s, OP_OTHER) : 0;
+        return att_call(s->att, s->pt, &req, NULL) < 0 ? dead_err(s, OP_OTHER) : 0;
     }
     r = sock_call(s, &req, &cpl, OP_OTHER);
     if (r < 0)
         return r;
     if (cpl.result < 0)
         return cpl.result;
+    if (s->type == SOCK_STREAM)
+        opt_record(s, &req);
     if (level == SOL_SOCKET && name == SO_LINGER && len >= sizeof(struct linger)) {
         struct linger lg;
         memcpy(&lg, val, sizeof(lg));
@@ -2312,15 +2552,9 @@ static int poll_scan(struct pollfd *fds, nfds_t n, struct csock **socks)
 
 static void poll_bits(struct csock **socks, nfds_t n, struct attach *a, uint64_t bit, bool set)
 {
-    for (nfds_t i = 0; i < n; i++) {
-        if (!socks[i] || socks[i]->att != a)
-            continue;
-        /* seq_cst when setting: see sock_wait. Clearing is a hint only (relaxed). */
-        if (set)
-            __atomic_fetch_or(&socks[i]->sh->waiters, bit, __ATOMIC_SEQ_CST);
-        else
-            __atomic_fetch_and(&socks[i]->sh->waiters, ~bit, __ATOMIC_RELAXED);
-    }
+    for (nfds_t i = 0; i < n; i++)
+        if (socks[i] && socks[i]->att == a)
+            sock_waiters(socks[i], bit, set);
 }
 
 static int do_poll(struct pollfd *fds, nfds_t n, int timeout_ms, struct csock **socks)
@@ -2358,13 +2592,12 @@ static int do_poll(struct pollfd *fds, nfds_t n, int timeout_ms, struct csock **
         /* The same announcement as sock_wait, on every socket of the live session; sockets
          * of dead sessions are always ready, so they never need a wake-up. */
         int ch = tls_channel(a);
-        struct shm_channel *c = &a->chans[ch];
         poll_bits(socks, n, a, 1ull << ch, true);
-        __atomic_store_n(&c->client_sleeping, 1, __ATOMIC_SEQ_CST);
+        chan_sleeping(a, ch, 1);
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
         r = poll_scan(fds, n, socks);
         int w = r ? 0 : chan_sleep(a, ch, deadline ? deadline - now_ns() : -1);
-        __atomic_store_n(&c->client_sleeping, 0, __ATOMIC_RELAXED);
+        chan_sleeping(a, ch, 0);
         poll_bits(socks, n, a, 1ull << ch, false);
         if (r)
             return r;
@@ -2504,7 +2737,7 @@ int shmnet__arm(const int *fds, size_t n, int wake_fds[2], int64_t *cap_ns)
         int ch = tls_channel(a);
         poll_bits(socks, n, a, 1ull << ch, true);
         /* seq_cst: see sock_wait (the caller re-checks readiness after this). */
-        __atomic_store_n(&a->chans[ch].client_sleeping, 1, __ATOMIC_SEQ_CST);
+        chan_sleeping(a, ch, 1);
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
         wake_fds[0] = a->chan_fd[ch];
         wake_fds[1] = a->ctl_fd;
@@ -2528,7 +2761,7 @@ void shmnet__disarm(const int *fds, size_t n)
     a = fds_session(fds, n, socks);
     if (a && tls.att == a) {
         int ch = tls.ch;
-        __atomic_store_n(&a->chans[ch].client_sleeping, 0, __ATOMIC_RELAXED);
+        chan_sleeping(a, ch, 0);
         poll_bits(socks, n, a, 1ull << ch, false);
         if (read(a->chan_fd[ch], &v, sizeof(v)) < 0) {
             /* EAGAIN: no wake-up pending */
@@ -2623,7 +2856,7 @@ static int do_mixed_poll(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const
         if (a) {
             ch = tls_channel(a);
             poll_bits(socks, n, a, 1ull << ch, true);
-            __atomic_store_n(&a->chans[ch].client_sleeping, 1, __ATOMIC_SEQ_CST);
+            chan_sleeping(a, ch, 1);
             __atomic_thread_fence(__ATOMIC_SEQ_CST);
             k[m++] = (struct pollfd){.fd = a->chan_fd[ch], .events = POLLIN};
             k[m++] = (struct pollfd){.fd = a->ctl_fd, .events = POLLIN};
@@ -2646,7 +2879,7 @@ static int do_mixed_poll(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const
         }
         if (a) {
             uint64_t v;
-            __atomic_store_n(&a->chans[ch].client_sleeping, 0, __ATOMIC_RELAXED);
+            chan_sleeping(a, ch, 0);
             poll_bits(socks, n, a, 1ull << ch, false);
             if (w > 0 && (k[m - 2].revents & POLLIN) && read(a->chan_fd[ch], &v, sizeof(v)) < 0) {
                 /* EAGAIN: a thread sharing the channel took the wake-up */
@@ -2742,15 +2975,18 @@ static void atfork_prepare(void)
         return; /* more than FAM_PROCS processes: the child holds nothing (docs) */
     uint64_t bit = 1ull << fork_slot;
     /* A recycled slot: the previous process's holds are over. */
-    for (uint32_t i = 0; i < a->nsocks; i++)
+    for (uint32_t i = 0; i < a->nparts * a->nsocks; i++)
         if (__atomic_load_n(&a->fam->sock[i].holders, __ATOMIC_RELAXED) & bit)
             __atomic_fetch_and(&a->fam->sock[i].holders, ~bit, __ATOMIC_RELAXED);
     for (int p = 0; p < FDT_PAGES; p++) {
         for (int i = 0; fdt[p] && i < FDT_PAGE; i++) {
             struct csock *c = fdt[p][i];
             /* release: the bit is in place before the child exists. */
-            if (c && c->att == a && !sock_closed(c))
+            if (c && c->att == a && !sock_closed(c)) {
                 __atomic_fetch_or(&c->sp->holders, bit, __ATOMIC_RELEASE);
+                for (int g = 0; g < c->ngrp; g++)
+                    __atomic_fetch_or(&c->grp[g]->sp->holders, bit, __ATOMIC_RELEASE);
+            }
         }
     }
 }

@@ -4,8 +4,10 @@
  * Nothing here is a pointer: every reference is an offset or an index, and the daemon
  * reads anything a client can write exactly once, then bounds-checks it.
  *
- * Memory per client process: one memfd region (struct shm_region at offset 0), mapped
- * read-write by that client and by the daemon. Daemon-wide: one state page (struct
+ * Memory per client process: one memfd region (struct shm_region at offset 0) per worker,
+ * mapped read-write by that client and by the daemon. Each region is a part of the
+ * session served by one worker only: its channels' rings, its sockets and their fifos
+ * (docs/workers.md). A client thread uses channel i of every part; a socket lives in one. Daemon-wide: one state page (struct
  * shm_state) that clients map read-only (sealed with F_SEAL_FUTURE_WRITE).
  *
  * Ownership of every field is marked: [D] written by the daemon only, [C] written by the
@@ -15,8 +17,9 @@
  * Attach (over the control socket, SOCK_STREAM, DESIGN.md 4):
  *   client -> daemon: the line "attach V\n", V = SHM_LAYOUT_VERSION
  *   daemon -> client: struct shm_attach_reply (one sendmsg) carrying in SCM_RIGHTS, in
- *                     order: region memfd, state memfd, worker doorbell eventfd, then
- *                     nchannels channel eventfds.
+ *                     order: nparts region memfds (part k is served by worker k), the
+ *                     state memfd, nparts doorbell eventfds (worker k's), then nchannels
+ *                     channel eventfds (channel i's, shared by every part).
  *   The connection then stays open for the life of the session: its hang-up is how each
  *   side learns that the other died.
  */
@@ -27,15 +30,16 @@
 #include <stdint.h>
 
 #define SHM_MAGIC          0x73686d6e65743031ull /* "shmnet01" */
-#define SHM_LAYOUT_VERSION 2u
+#define SHM_LAYOUT_VERSION 3u
 #define SHM_DEFAULT_SOCKET "/run/shmnet/shmnetd.sock"
 #define SHM_SOCKET_ENV     "SHMNET_SOCKET"
-#define SHM_ATTACH_LINE    "attach 2\n" /* the layout version */
+#define SHM_ATTACH_LINE    "attach 3\n" /* the layout version */
 
 #define SHM_CACHELINE    64
 #define SHM_MAX_CHANNELS 64  /* channels per client: one per thread, shared beyond */
 #define SHM_RING_SIZE    256 /* entries per request / completion ring (power of two) */
 #define SHM_MAX_WORKERS  64
+#define SHM_MAX_PARTS    8  /* regions per session: one per worker (daemon.workers <= 8) */
 #define SHM_FIFO_ALIGN   64 /* fifo sizes and offsets are multiples of this */
 
 #define SHM_CL alignas(SHM_CACHELINE)
@@ -61,6 +65,10 @@ enum shm_op {
 
 #define SHM_OPT_MAX    32
 #define SHM_REQ_UNSPEC 0x1 /* shm_req.flags: connect(AF_UNSPEC) */
+/* shm_req.flags, TCP. LISTEN: make the port a listening group, so that every worker
+ * accepts connections to it (-> port; optlen 1, opt[0] = 1 if it is a group now). BIND
+ * (a socket of another part): join this session's group on that port, then LISTEN. */
+#define SHM_REQ_GROUP 0x2
 
 struct shm_req {
     uint32_t op;     /* enum shm_op */
@@ -214,6 +222,8 @@ struct shm_attach_reply {
     uint32_t state_size;
     uint32_t nchannels;
     uint32_t client_id;
+    uint32_t nparts; /* regions, one per worker */
+    uint32_t home;   /* the part new sockets go to unless the client chooses */
 };
 
 /* Handles: slot index in the low 16 bits, generation in the high bits (1..0x7fff, so a

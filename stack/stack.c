@@ -328,13 +328,20 @@ size_t stack_report_routes(const struct stack *st, char *buf, size_t cap)
 
 int stack_port_claim(struct stack *st, int proto, uint16_t port, bool shared)
 {
-    return st->port_claim ? st->port_claim(st, proto, port, shared ? 2 : 1) : 0;
+    return st->port_claim ? st->port_claim(st, proto, port, shared ? 2 : 1, 0) : 0;
+}
+
+int stack_port_group(struct stack *st, uint16_t port, uint32_t key, bool join)
+{
+    if (!st->port_claim)
+        return 0;
+    return st->port_claim(st, 6, port, join ? STACK_CLAIM_GROUP_JOIN : STACK_CLAIM_GROUP_MAKE, key);
 }
 
 void stack_port_release(struct stack *st, int proto, uint16_t port)
 {
     if (st->port_claim)
-        st->port_claim(st, proto, port, 0);
+        st->port_claim(st, proto, port, 0, 0);
 }
 
 bool stack_port_ok(struct stack *st, int proto, uint16_t port)

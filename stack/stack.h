@@ -169,9 +169,11 @@ struct stack {
     bool (*steer_frag)(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip);
     void (*arp_fanout)(struct stack *st, int ifidx, const struct pktbuf *pb);
     bool (*port_taken)(struct stack *st, int proto, uint16_t port);
-    int (*port_claim)(struct stack *st, int proto, uint16_t port, int op); /* 0 release,
-                                                 * 1 claim, 2 claim shared (SO_REUSEADDR) */
+    /* op: 0 release, 1 claim, 2 claim shared (SO_REUSEADDR), STACK_CLAIM_GROUP_*: a TCP
+     * listening group identified by key (stack_port_group) */
+    int (*port_claim)(struct stack *st, int proto, uint16_t port, int op, uint32_t key);
 };
+enum { STACK_CLAIM_GROUP_MAKE = 3, STACK_CLAIM_GROUP_JOIN = 4 };
 
 /* A packet another worker handed over (pktbuf.steered): 1, an IPv4 datagram for local
  * delivery; 2, an ARP packet to learn from on interface pb->ifindex; 3, a fragment to
@@ -183,6 +185,11 @@ void stack_input_steered(struct stack *st, struct pktbuf *pb);
  * claim. Both are no-ops with one worker. */
 int stack_port_claim(struct stack *st, int proto, uint16_t port, bool shared);
 void stack_port_release(struct stack *st, int proto, uint16_t port);
+/* Several workers, TCP: make the port this stack claimed a listening group with `key`
+ * (join = false), or claim a port of the group with that key (join = true; a listener of
+ * another worker, or a connection it accepted). In a group, the worker of a connection is
+ * a hash of its 4-tuple. 0 or -EADDRINUSE; no-op with one worker. Released as a claim. */
+int stack_port_group(struct stack *st, uint16_t port, uint32_t key, bool join);
 /* May this stack pick local port `port` (proto 6 or 17) as an ephemeral one? */
 bool stack_port_ok(struct stack *st, int proto, uint16_t port);
 

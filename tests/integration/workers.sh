@@ -92,7 +92,7 @@ shared() {
 }
 check reuseaddr_port_shared_across_workers shared
 
-# The kernel opens 200 connections to a listener that lives on one worker.
+# The kernel opens 200 connections to one listening socket.
 tcp_many() {
     "$PROGS/tcp_xfer" server 7500 200 >"$T/srv.out" 2>&1 &
     local pid=$!
@@ -123,3 +123,13 @@ EOF
     wait "$pid"
 }
 check tcp_200_connections_to_one_listener tcp_many
+# The listener accepts on every worker: each took the connections its flow hash picks.
+accepted_on_both() {
+    local w v
+    for w in 0 1; do
+        v=$(ctl stats | sed -n "s/^worker $w: .*tcp_passive_opens \([0-9]*\).*/\1/p")
+        echo "worker $w: tcp_passive_opens ${v:-?}"
+        [[ $v =~ ^[0-9]+$ ]] && ((v >= 20)) || return 1
+    done
+}
+check listener_accepts_on_every_worker accepted_on_both

@@ -30,7 +30,7 @@
 #include "shm/shm_ring.h"
 
 struct att {
-    int ctl, fds[3 + SHM_MAX_CHANNELS], nfds;
+    int ctl, fds[1 + 2 * SHM_MAX_PARTS + SHM_MAX_CHANNELS], nfds;
     uint8_t *base;
     size_t size;
     struct shm_region *reg;
@@ -64,7 +64,7 @@ static int attach(struct att *a, int *state_checked)
         goto fail;
     if (write(a->ctl, SHM_ATTACH_LINE, strlen(SHM_ATTACH_LINE)) != (ssize_t)strlen(SHM_ATTACH_LINE))
         goto fail;
-    char cbuf[CMSG_SPACE(sizeof(int) * (3 + SHM_MAX_CHANNELS))];
+    char cbuf[CMSG_SPACE(sizeof(a->fds))];
     struct iovec iov = {.iov_base = &a->rep, .iov_len = sizeof(a->rep)};
     struct msghdr m = {
         .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
@@ -77,7 +77,7 @@ static int attach(struct att *a, int *state_checked)
             memcpy(a->fds, CMSG_DATA(c), sizeof(int) * a->nfds);
         }
     }
-    if (a->nfds < 3)
+    if (a->nfds < 3 || a->rep.nparts < 1 || a->nfds < 1 + 2 * (int)a->rep.nparts)
         goto fail;
     a->size = a->rep.region_size;
     a->base = mmap(NULL, a->size, PROT_READ | PROT_WRITE, MAP_SHARED, a->fds[0], 0);
@@ -85,7 +85,8 @@ static int attach(struct att *a, int *state_checked)
         goto fail;
     a->reg = (struct shm_region *)a->base;
     if (!*state_checked) {
-        void *w = mmap(NULL, a->rep.state_size, PROT_READ | PROT_WRITE, MAP_SHARED, a->fds[1], 0);
+        void *w = mmap(NULL, a->rep.state_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+                       a->fds[a->rep.nparts], 0);
         if (w != MAP_FAILED) {
             printf("FAIL state_page_read_only: the state page mapped writable\n");
             munmap(w, a->rep.state_size);
@@ -126,7 +127,7 @@ static bool hung_up(struct att *a)
 static void ring_doorbell(struct att *a)
 {
     uint64_t one = 1 + rnd() % 3;
-    if (write(a->fds[2], &one, sizeof(one)) < 0) {
+    if (write(a->fds[a->rep.nparts + 1], &one, sizeof(one)) < 0) {
         /* saturated counter: fine */
     }
 }

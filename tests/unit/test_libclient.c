@@ -275,7 +275,8 @@ static void f_setup_region(struct fake *f)
                                    .region_size = (uint32_t)f->reg_size,
                                    .state_size = sizeof(struct shm_state),
                                    .nchannels = F_NCH,
-                                   .client_id = 1};
+                                   .client_id = 1,
+                                   .nparts = 1};
     int fds[3 + F_NCH] = {rfd, sfd, f->doorbell};
     for (int i = 0; i < F_NCH; i++)
         fds[3 + i] = f->chfd[i];
