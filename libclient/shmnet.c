@@ -1524,7 +1524,7 @@ static int member_call(struct csock *m, struct shm_req *req)
 static int listen_group(struct csock *s, uint16_t port, int backlog)
 {
     struct attach *a = s->att;
-    struct csock *m[SHM_MAX_PARTS];
+    struct csock *m[SHM_MAX_PARTS] = {NULL};
     int n = 0, r = 0;
 
     for (uint32_t k = 0; k < a->nparts && r == 0; k++) {
@@ -1569,7 +1569,8 @@ static int listen_group(struct csock *s, uint16_t port, int backlog)
         }
         return r;
     }
-    memcpy(s->grp, m, sizeof(m[0]) * (size_t)n);
+    for (int i = 0; i < n; i++)
+        s->grp[i] = m[i];
     /* release: the members are in place before a reader (poll, accept) sees the count. */
     __atomic_store_n(&s->ngrp, n, __ATOMIC_RELEASE);
     return 0;
