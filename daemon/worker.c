@@ -65,8 +65,8 @@ static int group_owner(const struct worker *w, uint32_t laddr, uint16_t lport, u
     return (int)(h % (uint64_t)w->ngroup);
 }
 
-static int port_owner_of(const struct worker *w, int proto, uint16_t port, uint32_t laddr,
-                         uint32_t raddr, uint16_t rport)
+int worker_port_owner(const struct worker *w, int proto, uint16_t port, uint32_t laddr,
+                      uint32_t raddr, uint16_t rport)
 {
     uint8_t o = port_claimer(w, proto, port);
     if (o == PORT_OWNER_GROUP && proto == 6)
@@ -82,8 +82,8 @@ static int steer_owner(const struct worker *w, const struct pktbuf *pb, const st
     if ((ip->frag & 0x1fff) || len < 4) /* a fragment here is a bug upstream: keep it */
         return -1;
     if (ip->proto == 6 || ip->proto == 17)
-        return port_owner_of(w, ip->proto, (uint16_t)(l4[2] << 8 | l4[3]), ip->dst, ip->src,
-                             (uint16_t)(l4[0] << 8 | l4[1]));
+        return worker_port_owner(w, ip->proto, (uint16_t)(l4[2] << 8 | l4[3]), ip->dst, ip->src,
+                                 (uint16_t)(l4[0] << 8 | l4[1]));
     if (ip->proto != 1)
         return -1;
     if (l4[0] == 0) /* echo reply: our pings go out from worker 0 (shmnetctl ping) */
@@ -93,8 +93,9 @@ static int steer_owner(const struct worker *w, const struct pktbuf *pb, const st
         const uint8_t *in = l4 + 8;
         uint32_t ihl = (in[0] & 0x0fu) * 4u;
         if (ihl >= 20 && len >= 8 + ihl + 4 && (in[9] == 6 || in[9] == 17))
-            return port_owner_of(w, in[9], (uint16_t)(in[ihl] << 8 | in[ihl + 1]), rd32(in + 12),
-                                 rd32(in + 16), (uint16_t)(in[ihl + 2] << 8 | in[ihl + 3]));
+            return worker_port_owner(w, in[9], (uint16_t)(in[ihl] << 8 | in[ihl + 1]),
+                                     rd32(in + 12), rd32(in + 16),
+                                     (uint16_t)(in[ihl + 2] << 8 | in[ihl + 3]));
     }
     return -1;
 }
@@ -260,13 +261,18 @@ void worker_port_release(struct worker *w, int proto, uint16_t port)
     __atomic_store_n(&w->port_owner[k], next, __ATOMIC_RELEASE);
 }
 
+int worker_port_group(struct worker *w, uint16_t port, uint32_t key, bool join)
+{
+    if (w->ngroup <= 1 || !port)
+        return -EINVAL;
+    return join ? group_join(w, port, key) : group_make(w, port, key);
+}
+
 static int worker_port_claim_hook(struct stack *st, int proto, uint16_t port, int op, uint32_t key)
 {
     struct worker *w = st->user;
     if (op >= STACK_CLAIM_GROUP_MAKE)
-        return proto != 6 || !port            ? -EINVAL
-               : op == STACK_CLAIM_GROUP_MAKE ? group_make(w, port, key)
-                                              : group_join(w, port, key);
+        return proto != 6 ? -EINVAL : worker_port_group(w, port, key, op == STACK_CLAIM_GROUP_JOIN);
     if (op)
         return worker_port_claim(w, proto, port, op == 2);
     worker_port_release(w, proto, port);

@@ -115,6 +115,12 @@ void worker_stop_group(struct worker *group, int n);
  * Release drops one claim. No-ops with one worker. */
 int worker_port_claim(struct worker *w, int proto, uint16_t port, bool shared);
 void worker_port_release(struct worker *w, int proto, uint16_t port);
+/* A TCP listening group on `port` (docs/workers.md): make it from w's own claim (join =
+ * false) or join it with its key (join = true). 0 or -EADDRINUSE. Released as a claim. */
+int worker_port_group(struct worker *w, uint16_t port, uint32_t key, bool join);
+/* The worker that owns a segment to local (laddr, lport) from (raddr, rport). */
+int worker_port_owner(const struct worker *w, int proto, uint16_t lport, uint32_t laddr,
+                      uint32_t raddr, uint16_t rport);
 
 /* Run fn(w, arg) on the worker thread and return its result, or -ETIMEDOUT after
  * timeout_ms if the worker did not pick the request up. Control thread only. */

@@ -1,0 +1,88 @@
+/* The workers' shared port table (daemon/worker.c, docs/workers.md): exclusive and shared
+ * claims, TCP listening groups (made from a claim, joined by key only, gone with their
+ * last claim) and which worker owns a segment. No threads: two worker structs share the
+ * tables as two running workers would. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdlib.h>
+
+#include "daemon/worker.h"
+
+static struct worker W[2];
+static uint8_t *shared;
+
+static void setup(void)
+{
+    shared = calloc(WORKER_SHARED_BYTES, 1);
+    cr_assert(shared);
+    for (int i = 0; i < 2; i++) {
+        W[i].id = i;
+        W[i].group = W;
+        W[i].ngroup = 2;
+        W[i].port_owner = shared;
+        W[i].port_group = (uint32_t *)(shared + WORKER_PORTS);
+        W[i].port_refs = calloc(WORKER_PORTS, sizeof(uint16_t));
+        cr_assert(W[i].port_refs);
+    }
+}
+
+static void teardown(void)
+{
+    for (int i = 0; i < 2; i++)
+        free(W[i].port_refs);
+    free(shared);
+}
+
+TestSuite(worker, .init = setup, .fini = teardown);
+
+#define LADDR 0x0a000001u
+
+Test(worker, explicit_claims_exclusive_unless_both_share)
+{
+    cr_assert_eq(worker_port_claim(&W[0], 17, 5000, false), 0);
+    cr_assert_eq(worker_port_claim(&W[1], 17, 5000, false), -EADDRINUSE);
+    cr_assert_eq(worker_port_owner(&W[1], 17, 5000, LADDR, 1, 1), 0);
+    worker_port_release(&W[0], 17, 5000);
+    cr_assert_eq(worker_port_owner(&W[0], 17, 5000, LADDR, 1, 1), 5000 % 2, "unclaimed: port % N");
+    cr_assert_eq(worker_port_claim(&W[0], 6, 80, true), 0);
+    cr_assert_eq(worker_port_claim(&W[1], 6, 80, true), 0);
+    worker_port_release(&W[0], 6, 80);
+    cr_assert_eq(worker_port_owner(&W[0], 6, 80, LADDR, 1, 1), 1, "the sharer takes it over");
+}
+
+Test(worker, listening_group_spreads_connections_by_flow_hash)
+{
+    cr_assert_eq(worker_port_group(&W[0], 8080, 7, false), -EADDRINUSE, "needs our claim");
+    cr_assert_eq(worker_port_claim(&W[0], 6, 8080, false), 0);
+    cr_assert_eq(worker_port_group(&W[0], 8080, 7, false), 0);
+    cr_assert_eq(worker_port_group(&W[1], 8080, 8, true), -EADDRINUSE, "another session's key");
+    cr_assert_eq(worker_port_claim(&W[1], 6, 8080, true), -EADDRINUSE, "a plain bind");
+    cr_assert_eq(worker_port_group(&W[1], 8080, 7, true), 0);
+    int n[2] = {0};
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t raddr = 0x0a000100u + (i & 15);
+        uint16_t rport = (uint16_t)(40000 + i);
+        int o = worker_port_owner(&W[0], 6, 8080, LADDR, raddr, rport);
+        cr_assert(o == 0 || o == 1);
+        cr_assert_eq(worker_port_owner(&W[1], 6, 8080, LADDR, raddr, rport), o,
+                     "every worker agrees");
+        n[o]++;
+    }
+    cr_assert(n[0] > 64 && n[1] > 64, "spread: %d / %d", n[0], n[1]);
+    /* UDP on the same number is not part of the TCP group. */
+    cr_assert_eq(worker_port_owner(&W[0], 17, 8080, LADDR, 1, 1), 8080 % 2);
+}
+
+Test(worker, group_ends_with_its_last_claim_on_any_worker)
+{
+    cr_assert_eq(worker_port_claim(&W[1], 6, 9000, false), 0);
+    cr_assert_eq(worker_port_group(&W[1], 9000, 3, false), 0);
+    cr_assert_eq(worker_port_group(&W[0], 9000, 3, true), 0);
+    cr_assert_eq(worker_port_group(&W[0], 9000, 3, true), 0); /* an accepted connection */
+    worker_port_release(&W[1], 6, 9000);
+    worker_port_release(&W[0], 6, 9000);
+    cr_assert_eq(worker_port_claim(&W[1], 6, 9000, false), -EADDRINUSE, "still held");
+    worker_port_release(&W[0], 6, 9000);
+    cr_assert_eq(worker_port_claim(&W[1], 6, 9000, false), 0, "free again");
+    cr_assert_eq(worker_port_group(&W[0], 9000, 3, true), -EADDRINUSE, "no group any more");
+}
