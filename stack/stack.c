@@ -334,7 +334,7 @@ int stack_port_claim(struct stack *st, int proto, uint16_t port, bool shared)
 int stack_port_group(struct stack *st, uint16_t port, uint32_t key, bool join)
 {
     if (!st->port_claim)
-        return 0;
+        return -EOPNOTSUPP; /* one worker: no groups */
     return st->port_claim(st, 6, port, join ? STACK_CLAIM_GROUP_JOIN : STACK_CLAIM_GROUP_MAKE, key);
 }
 

@@ -188,7 +188,8 @@ void stack_port_release(struct stack *st, int proto, uint16_t port);
 /* Several workers, TCP: make the port this stack claimed a listening group with `key`
  * (join = false), or claim a port of the group with that key (join = true; a listener of
  * another worker, or a connection it accepted). In a group, the worker of a connection is
- * a hash of its 4-tuple. 0 or -EADDRINUSE; no-op with one worker. Released as a claim. */
+ * a hash of its 4-tuple. 0, -EADDRINUSE, or -EOPNOTSUPP with one worker. Released as a
+ * claim. */
 int stack_port_group(struct stack *st, uint16_t port, uint32_t key, bool join);
 /* May this stack pick local port `port` (proto 6 or 17) as an ephemeral one? */
 bool stack_port_ok(struct stack *st, int proto, uint16_t port);

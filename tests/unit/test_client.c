@@ -106,6 +106,34 @@ Test(client, layout_nop_and_errors)
     fx_free(f);
 }
 
+/* One worker: a listen asking for a group answers "no group" and still listens; a bind
+ * that would join one is refused (only several workers have groups). */
+Test(client, listening_group_needs_several_workers)
+{
+    struct fx *f = fx_new();
+    struct shm_cpl c = call(f, 0, (struct shm_req){.op = SHM_OP_SOCKET, .arg0 = SOCK_STREAM});
+    cr_assert_geq(c.result, 0);
+    uint32_t l = c.handle;
+    cr_assert_eq(
+        call(f, 0, (struct shm_req){.op = SHM_OP_BIND, .handle = l, .addr = 0, .port = 8080})
+            .result,
+        0);
+    c = call(f, 0,
+             (struct shm_req){.op = SHM_OP_LISTEN, .handle = l, .arg0 = 8, .flags = SHM_REQ_GROUP});
+    cr_assert_eq(c.result, 0);
+    cr_assert_eq(c.port, 8080);
+    cr_assert_eq(c.optlen, 1);
+    cr_assert_eq(c.opt[0], 0, "no group with one worker");
+    c = call(f, 0, (struct shm_req){.op = SHM_OP_SOCKET, .arg0 = SOCK_STREAM});
+    cr_assert_eq(
+        call(f, 0,
+             (struct shm_req){
+                 .op = SHM_OP_BIND, .handle = c.handle, .port = 8080, .flags = SHM_REQ_GROUP})
+            .result,
+        -EOPNOTSUPP);
+    fx_free(f);
+}
+
 Test(client, limits)
 {
     struct fx *f = fx_new();
