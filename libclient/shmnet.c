@@ -141,6 +141,17 @@ struct attach {
     int proc_slot;        /* this process's slot in fam->proc_pid, -1 if none */
 };
 
+/* Options set on a TCP socket before listen, replayed on the listener's members. */
+#define OPTLOG_MAX 8
+struct optlog {
+    int n;
+    struct {
+        int level, name;
+        uint16_t len;
+        uint8_t val[SHM_OPT_MAX];
+    } o[OPTLOG_MAX];
+};
+
 struct csock {
     int refs;   /* atomic: the fd table's references + one per call in progress */
     int fdrefs; /* atomic: fd numbers of this process naming it (dup) */
@@ -159,13 +170,7 @@ struct csock {
      * held by this socket and invisible to the application. */
     struct csock *grp[SHM_MAX_PARTS];
     int ngrp;
-    /* Options set before listen, replayed on the members (SOL_SOCKET / IPPROTO_TCP). */
-    struct {
-        int level, name;
-        uint16_t len;
-        uint8_t val[SHM_OPT_MAX];
-    } opt[8];
-    int nopt;
+    struct optlog *opts;  /* TCP, before connect or listen: see opt_record */
     unsigned acc_next;    /* atomic: where accept_pick starts */
     struct sock_priv *sp; /* its slot's state in the family area */
     uint8_t *rx_base, *tx_base;
@@ -898,6 +903,7 @@ static void csock_free(struct csock *s)
 {
     for (int i = 0; i < s->ngrp; i++)
         sock_put(s->grp[i]);
+    free(s->opts);
     att_unref(s->att);
     free(s);
 }
@@ -1544,12 +1550,12 @@ static int listen_group(struct csock *s, uint16_t port, int backlog)
         if (r < 0)
             break;
         n++;
-        for (int i = 0; i < s->nopt; i++) { /* best effort, as they were on s */
+        for (int i = 0; s->opts && i < s->opts->n; i++) { /* best effort, as on s */
             struct shm_req o = {.op = SHM_OP_SETSOCKOPT,
-                                .arg0 = s->opt[i].level,
-                                .arg1 = s->opt[i].name,
-                                .optlen = s->opt[i].len};
-            memcpy(o.opt, s->opt[i].val, s->opt[i].len);
+                                .arg0 = s->opts->o[i].level,
+                                .arg1 = s->opts->o[i].name,
+                                .optlen = s->opts->o[i].len};
+            memcpy(o.opt, s->opts->o[i].val, s->opts->o[i].len);
             member_call(m[n - 1], &o);
         }
         struct shm_req b = {.op = SHM_OP_BIND,
@@ -2258,21 +2264,31 @@ static int64_t tv_to_ns(const struct timeval *tv)
     return (int64_t)tv->tv_sec * 1000000000ll + tv->tv_usec * 1000ll;
 }
 
-/* A TCP option the daemon took: remembered for listener members made later (listen),
- * and passed on to those that exist (best effort, as on s). */
+/* A TCP option the daemon took. Several workers: on a socket that may still listen
+ * (neither connecting nor connected), remembered for the listener members listen() makes;
+ * on a listener, passed on to its members (best effort, as on s). Only sockets that set
+ * options before listen or connect pay for the log. */
 static void opt_record(struct csock *s, const struct shm_req *req)
 {
     int i = 0;
 
-    while (i < s->nopt && (s->opt[i].level != req->arg0 || s->opt[i].name != req->arg1))
-        i++;
-    if (i < (int)(sizeof(s->opt) / sizeof(s->opt[0]))) {
-        s->opt[i].level = req->arg0;
-        s->opt[i].name = req->arg1;
-        s->opt[i].len = req->optlen;
-        memcpy(s->opt[i].val, req->opt, req->optlen);
-        if (i == s->nopt)
-            s->nopt++;
+    if (s->att->nparts > 1 && sock_tstate(s) == TS_NONE) {
+        /* the TX lock: two threads may set options at once, as on a kernel socket */
+        fam_lock(&s->sp->tx_lock);
+        if (!s->opts)
+            s->opts = calloc(1, sizeof(*s->opts)); /* NULL: not replayed (best effort) */
+        struct optlog *l = s->opts;
+        while (l && i < l->n && (l->o[i].level != req->arg0 || l->o[i].name != req->arg1))
+            i++;
+        if (l && i < OPTLOG_MAX) {
+            l->o[i].level = req->arg0;
+            l->o[i].name = req->arg1;
+            l->o[i].len = req->optlen;
+            memcpy(l->o[i].val, req->opt, req->optlen);
+            if (i == l->n)
+                l->n++;
+        }
+        pthread_mutex_unlock(&s->sp->tx_lock);
     }
     for (int k = 0; k < __atomic_load_n(&s->ngrp, __ATOMIC_ACQUIRE); k++) {
         struct shm_req o = *req;

@@ -692,7 +692,11 @@ static int run_server(int port, long n)
 
     if (!cs || !pf || !map)
         return 1;
+    /* TCP_NODELAY on the listener: every accepted connection must have it (Linux copies
+     * it to the child), whichever worker accepted it (docs/workers.md: the listener's
+     * members get its options). */
     if (l < 0 || shmnet_setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        shmnet_setsockopt(l, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
         shmnet_bind(l, (struct sockaddr *)&sin, sizeof(sin)) < 0 || shmnet_listen(l, 4096) < 0) {
         perror("listen");
         return 1;
@@ -744,6 +748,12 @@ static int run_server(int port, long n)
                         return 1;
                     }
                     break;
+                }
+                int nd = 0;
+                socklen_t ndl = sizeof(nd);
+                if (shmnet_getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nd, &ndl) < 0 || !nd) {
+                    fprintf(stderr, "connection %ld: no TCP_NODELAY from the listener\n", accepted);
+                    return 1;
                 }
                 struct mconn *c = &cs[i];
                 memset(c, 0, sizeof(*c));
