@@ -266,6 +266,8 @@ void session_attach(struct daemon *d, int fd, const struct ucred *cred)
     s->d = d;
     s->fd = -1;
     s->nparts = np;
+    for (uint32_t k = 0; k < np; k++)
+        memfd[k] = -1;
     for (uint32_t i = 0; i < SHM_MAX_CHANNELS; i++)
         s->chan_efd[i] = -1;
     for (uint32_t i = 0; i < c->channels; i++) {
@@ -275,8 +277,6 @@ void session_attach(struct daemon *d, int fd, const struct ucred *cred)
             goto fail;
         }
     }
-    for (uint32_t k = 0; k < np; k++)
-        memfd[k] = -1;
     for (uint32_t k = 0; k < np; k++) {
         rc = part_init(s, k, ss->next_id, cred, fd, &memfd[k]);
         if (rc < 0)
