@@ -344,18 +344,22 @@ static int sock_join(struct client *cl, struct dsock *ds, uint16_t port)
 }
 
 /* LISTEN with SHM_REQ_GROUP: make the listener's port a group the client's listeners on
- * the other workers join (docs/workers.md). True if it is one now. */
-static bool sock_group(struct client *cl, struct dsock *ds)
+ * the other workers join (docs/workers.md). 1: a group now (the client adds the members),
+ * 2: it was one already (its members exist, or it joined one), 0: no group. */
+static int sock_group(struct client *cl, struct dsock *ds)
 {
     uint16_t port = ds->tcp->lport;
-    if (ds->claim_group)
-        return true;
-    if (cl->nparts < 2 || (!ds->claim_port && sock_claim(cl, ds, port) < 0))
-        return false;
-    if (stack_port_group(cl->st, port, cl->id, false) < 0)
-        return false;
-    ds->claim_group = true;
-    return true;
+    if (ds->group_listen)
+        return 2;
+    if (!ds->claim_group) { /* else it joined at bind: it needs members too */
+        if (cl->nparts < 2 || (!ds->claim_port && sock_claim(cl, ds, port) < 0))
+            return 0;
+        if (stack_port_group(cl->st, port, cl->id, false) < 0)
+            return 0;
+        ds->claim_group = true;
+    }
+    ds->group_listen = true;
+    return 1;
 }
 
 static void sock_free(struct client *cl, struct dsock *ds, bool release)
@@ -978,6 +982,11 @@ static int handle_tcp(struct client *cl, struct dsock *ds, const struct shm_req 
         rc = t->lport                   ? -EINVAL
              : r->flags & SHM_REQ_GROUP ? sock_join(cl, ds, r->port)
                                         : sock_claim(cl, ds, r->port);
+        /* A port of this session's own listening group (a second address, a restart
+         * while accepted connections remain): the socket joins the group. */
+        if (rc == -EADDRINUSE && !t->lport && !(r->flags & SHM_REQ_GROUP) &&
+            sock_join(cl, ds, r->port) == 0)
+            rc = 0;
         if (rc == 0 && (rc = tcp_bind(cl->st, t, r->addr, r->port)) < 0)
             sock_unclaim(cl, ds);
         publish_names(cl, ds);
@@ -990,7 +999,7 @@ static int handle_tcp(struct client *cl, struct dsock *ds, const struct shm_req 
         c->port = t->lport;
         if (rc == 0 && (r->flags & SHM_REQ_GROUP)) {
             c->optlen = 1;
-            c->opt[0] = sock_group(cl, ds);
+            c->opt[0] = (uint8_t)sock_group(cl, ds);
         }
         return rc;
     case SHM_OP_CONNECT:

@@ -29,6 +29,7 @@ struct dsock {
     bool reuseaddr;      /* SO_REUSEADDR as set (reported back; binds never need it) */
     uint16_t claim_port; /* several workers: the local port this socket claimed, or 0 */
     bool claim_group;    /* ... as a member of the client's TCP listening group */
+    bool group_listen;   /* listens for the group: the client made its members */
     /* private copies of what the region says about this socket */
     uint32_t rx_off, rx_size, tx_off, tx_size;
     uint32_t rx_tail, tx_head; /* our indices */

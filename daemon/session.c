@@ -331,8 +331,12 @@ fail:
     {
         int n = 0;
         if (!session_remove(s, &n)) {
-            attach_fail(fd, rc, strerror(-rc), cred);
-            return; /* leaked: a worker may still look at it */
+            /* Leaked: a worker may still look at it, and its parts name fd as their
+             * session connection (client_break shuts it down), so fd stays open too. */
+            struct shm_attach_reply no = {.result = rc, .version = SHM_LAYOUT_VERSION};
+            log_warn("attach from pid %d failed: %s", (int)cred->pid, strerror(-rc));
+            send_reply(fd, &no, NULL, 0);
+            return;
         }
     }
     session_free(s);

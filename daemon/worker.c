@@ -172,34 +172,60 @@ static bool worker_port_taken(struct stack *st, int proto, uint16_t port)
 }
 
 /* A claim of a port that a listening group holds: only for its members (key). */
+static bool group_is(const struct worker *w, uint16_t port, uint32_t key)
+{
+    /* seq_cst: the second half of the Dekker handshakes in group_join (count, then look)
+     * against worker_port_release (count, then look); acquire for the key, published
+     * before the group marker (group_make). */
+    return __atomic_load_n(&w->port_owner[port_slot(6, port)], __ATOMIC_SEQ_CST) ==
+               PORT_OWNER_GROUP &&
+           __atomic_load_n(&w->port_group[port], __ATOMIC_ACQUIRE) == key;
+}
+
+/* A claim of a port that a listening group holds: only for its members (key). */
 static int group_join(struct worker *w, uint16_t port, uint32_t key)
 {
     uint32_t k = port_slot(6, port);
-    /* Acquire: pairs with group_make's release, so the key read below is the group's. */
-    if (__atomic_load_n(&w->port_owner[k], __ATOMIC_ACQUIRE) != PORT_OWNER_GROUP ||
-        __atomic_load_n(&w->port_group[port], __ATOMIC_RELAXED) != key)
+    if (!group_is(w, port, key))
         return -EADDRINUSE;
-    /* seq_cst: see worker_port_release (the last claim of a group, over all workers). */
+    /* Count first, then look again (seq_cst both): a worker dropping the group's last
+     * claim at the same time either sees our count and keeps the group, or we see the
+     * port free and take our count back (worker_port_release ends the group if we held
+     * it up). */
     __atomic_store_n(&w->port_refs[k], (uint16_t)(w->port_refs[k] + 1), __ATOMIC_SEQ_CST);
+    if (!group_is(w, port, key)) {
+        worker_port_release(w, 6, port);
+        return -EADDRINUSE;
+    }
     return 0;
 }
 
-/* Turn our claim of TCP port `port` into a listening group with this key: from now on
- * every worker takes connections to it, each the ones its flow hash picks. */
+/* Turn the listener's claim of TCP port `port` into a listening group with this key: from
+ * now on every worker takes connections to it, each the ones its flow hash picks. Only
+ * when that claim is the port's only one, on every worker: the group's hash would take
+ * another socket's connections away (another session's, or a second socket of ours bound
+ * to another address; those listen without a group). */
 static int group_make(struct worker *w, uint16_t port, uint32_t key)
 {
     uint32_t k = port_slot(6, port);
     uint8_t me = (uint8_t)(w->id + 1);
     uint8_t cur = __atomic_load_n(&w->port_owner[k], __ATOMIC_RELAXED);
-    if (cur == PORT_OWNER_GROUP)
-        return group_join(w, port, key);
-    if ((cur & PORT_OWNER_MASK) != me)
+    if ((cur & PORT_OWNER_MASK) != me || cur == PORT_OWNER_GROUP || w->port_refs[k] != 1)
         return -EADDRINUSE;
-    for (int v = 0; v < w->ngroup; v++) /* a worker shares it (SO_REUSEADDR) */
-        if (v != w->id && __atomic_load_n(&w->group[v].port_refs[k], __ATOMIC_RELAXED))
+    /* No new sharers from here: a worker that joins a shared claim re-checks the owner
+     * byte after counting (worker_port_claim), and we look at the counts after this
+     * store (seq_cst both, Dekker). */
+    if (!__atomic_compare_exchange_n(&w->port_owner[k], &cur, me, false, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_RELAXED))
+        return -EADDRINUSE;
+    for (int v = 0; v < w->ngroup; v++) {
+        if (v != w->id && __atomic_load_n(&w->group[v].port_refs[k], __ATOMIC_SEQ_CST)) {
+            __atomic_store_n(&w->port_owner[k], cur, __ATOMIC_RELEASE); /* shared again */
             return -EADDRINUSE;
+        }
+    }
     __atomic_store_n(&w->port_group[port], key, __ATOMIC_RELAXED);
-    /* Release: the key is visible to a joiner that sees the group (group_join). */
+    /* Release: the key is visible to a joiner that sees the group (group_is). */
     __atomic_store_n(&w->port_owner[k], PORT_OWNER_GROUP, __ATOMIC_RELEASE);
     return 0;
 }
@@ -211,6 +237,7 @@ int worker_port_claim(struct worker *w, int proto, uint16_t port, bool shared)
     uint32_t k = port_slot(proto, port);
     uint8_t me = (uint8_t)(w->id + 1), cur = 0;
     uint8_t want = (uint8_t)(me | (shared ? PORT_OWNER_SHARED : 0));
+    bool sharer = false;
     /* acq_rel: one owner per port among the workers. */
     if (!__atomic_compare_exchange_n(&w->port_owner[k], &cur, want, false, __ATOMIC_ACQ_REL,
                                      __ATOMIC_ACQUIRE)) {
@@ -221,10 +248,21 @@ int worker_port_claim(struct worker *w, int proto, uint16_t port, bool shared)
                 __atomic_store_n(&w->port_owner[k], me, __ATOMIC_RELEASE);
         } else if (!shared || !(cur & PORT_OWNER_SHARED)) {
             return -EADDRINUSE; /* as Linux: sharing needs SO_REUSEADDR on both */
+        } else {
+            sharer = true;
         }
     }
-    /* Relaxed: the count is ours; others only peek at it when handing the port over. */
-    __atomic_store_n(&w->port_refs[k], (uint16_t)(w->port_refs[k] + 1), __ATOMIC_RELAXED);
+    /* seq_cst: others peek at our count when handing the port over or making a group. */
+    __atomic_store_n(&w->port_refs[k], (uint16_t)(w->port_refs[k] + 1), __ATOMIC_SEQ_CST);
+    if (sharer) {
+        /* Look again after counting (seq_cst, Dekker with group_make): the owner may have
+         * stopped sharing meanwhile. */
+        uint8_t now = __atomic_load_n(&w->port_owner[k], __ATOMIC_SEQ_CST);
+        if (now == PORT_OWNER_GROUP || !(now & PORT_OWNER_SHARED)) {
+            worker_port_release(w, proto, port);
+            return -EADDRINUSE;
+        }
+    }
     return 0;
 }
 

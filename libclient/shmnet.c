@@ -1515,6 +1515,7 @@ int shmnet_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
 }
 
 static void close_handle(struct attach *a, struct part *pt, uint32_t h, bool async);
+static void members_release(struct csock *s, uint64_t me, bool closed);
 
 /* One request to a listener member; its result. */
 static int member_call(struct csock *m, struct shm_req *req)
@@ -1539,8 +1540,10 @@ static int listen_group(struct csock *s, uint16_t port, int backlog)
         struct shm_cpl cpl = {0};
         if (pt == s->pt)
             continue;
-        if (att_call(a, pt, &req, &cpl) < 0)
-            return -ENOTCONN;
+        if (att_call(a, pt, &req, &cpl) < 0) {
+            r = -ENOTCONN;
+            break;
+        }
         if (cpl.result < 0) {
             r = cpl.result;
             break;
@@ -1569,7 +1572,8 @@ static int listen_group(struct csock *s, uint16_t port, int backlog)
     }
     if (r < 0) {
         for (int i = 0; i < n; i++) {
-            close_handle(a, m[i]->pt, m[i]->handle, false);
+            if (!att_dead(a))
+                close_handle(a, m[i]->pt, m[i]->handle, false);
             __atomic_store_n(&m[i]->sp->holders, 0, __ATOMIC_RELAXED);
             sock_put(m[i]);
         }
@@ -1579,6 +1583,8 @@ static int listen_group(struct csock *s, uint16_t port, int backlog)
         s->grp[i] = m[i];
     /* release: the members are in place before a reader (poll, accept) sees the count. */
     __atomic_store_n(&s->ngrp, n, __ATOMIC_RELEASE);
+    if (sock_closed(s)) /* closed by another thread meanwhile: its release missed them */
+        members_release(s, proc_bit(a), true);
     return 0;
 }
 
@@ -1601,7 +1607,7 @@ static int do_listen(struct csock *s, int backlog)
         return r;
     if (cpl.result < 0)
         return cpl.result;
-    if (group && cpl.optlen == 1 && cpl.opt[0]) {
+    if (group && cpl.optlen == 1 && cpl.opt[0] == 1) {
         r = listen_group(s, cpl.port, backlog);
         if (r < 0)
             return r;
@@ -2121,10 +2127,10 @@ static void members_release(struct csock *s, uint64_t me, bool closed)
 
     for (int i = 0; i < s->ngrp; i++) {
         struct csock *m = s->grp[i];
-        if (!closed) {
-            __atomic_fetch_and(&m->sp->holders, ~me, __ATOMIC_RELAXED);
+        /* acq_rel: as sock_release's exchange; a process that forked before listen()
+         * holds the listener but not its members, so our bit may be the last one. */
+        if (!closed && (__atomic_fetch_and(&m->sp->holders, ~me, __ATOMIC_ACQ_REL) & ~me))
             continue;
-        }
         /* relaxed: the sweep of another process may close it too; the daemon answers a
          * second close of a handle with -EBADF, harmlessly */
         __atomic_store_n(&m->sp->holders, 0, __ATOMIC_RELAXED);

@@ -86,3 +86,33 @@ Test(worker, group_ends_with_its_last_claim_on_any_worker)
     cr_assert_eq(worker_port_claim(&W[1], 6, 9000, false), 0, "free again");
     cr_assert_eq(worker_port_group(&W[0], 9000, 3, true), -EADDRINUSE, "no group any more");
 }
+
+/* A group takes connections by hash from every worker: it is made only from a claim that
+ * is the port's only one, so no other socket (another session's, or a second address of
+ * ours) loses its connections to it. */
+Test(worker, group_only_from_the_ports_only_claim)
+{
+    cr_assert_eq(worker_port_claim(&W[0], 6, 7000, false), 0);
+    cr_assert_eq(worker_port_claim(&W[0], 6, 7000, false), 0, "a second socket here");
+    cr_assert_eq(worker_port_group(&W[0], 7000, 5, false), -EADDRINUSE);
+    worker_port_release(&W[0], 6, 7000);
+    cr_assert_eq(worker_port_group(&W[0], 7000, 5, false), 0);
+    worker_port_release(&W[0], 6, 7000);
+    cr_assert_eq(worker_port_claim(&W[1], 6, 7000, false), 0, "the group went with it");
+
+    cr_assert_eq(worker_port_claim(&W[0], 6, 7001, true), 0);
+    cr_assert_eq(worker_port_claim(&W[1], 6, 7001, true), 0, "shared with worker 1");
+    cr_assert_eq(worker_port_group(&W[0], 7001, 5, false), -EADDRINUSE);
+    cr_assert_eq(worker_port_claim(&W[1], 6, 7001, true), 0, "still shared after the refusal");
+}
+
+Test(worker, failed_join_leaves_no_claim_behind)
+{
+    cr_assert_eq(worker_port_group(&W[1], 7100, 9, true), -EADDRINUSE, "no group there");
+    cr_assert_eq(worker_port_claim(&W[0], 6, 7100, false), 0, "nothing held by worker 1");
+    cr_assert_eq(worker_port_group(&W[0], 7100, 9, false), 0);
+    cr_assert_eq(worker_port_group(&W[1], 7100, 10, true), -EADDRINUSE, "wrong key");
+    worker_port_release(&W[0], 6, 7100);
+    cr_assert_eq(worker_port_claim(&W[1], 6, 7100, false), 0,
+                 "free: the refused join held nothing");
+}
