@@ -66,8 +66,9 @@ enum shm_op {
 #define SHM_OPT_MAX    32
 #define SHM_REQ_UNSPEC 0x1 /* shm_req.flags: connect(AF_UNSPEC) */
 /* shm_req.flags, TCP. LISTEN: make the port a listening group, so that every worker
- * accepts connections to it (-> port; optlen 1, opt[0] = 1 if it is a group now). BIND
- * (a socket of another part): join this session's group on that port, then LISTEN. */
+ * accepts connections to it (-> port; optlen 1, opt[0]: 1 the socket now listens for a
+ * group, the client makes its members; 2 it already did; 0 no group). BIND (a socket of
+ * another part): join this session's group on that port, then LISTEN. */
 #define SHM_REQ_GROUP 0x2
 
 struct shm_req {
