@@ -186,8 +186,8 @@ static bool group_is(const struct worker *w, uint16_t port, uint32_t key)
 static int group_join(struct worker *w, uint16_t port, uint32_t key)
 {
     uint32_t k = port_slot(6, port);
-    if (!group_is(w, port, key))
-        return -EADDRINUSE;
+    if (!group_is(w, port, key) || w->port_refs[k] == UINT16_MAX)
+        return -EADDRINUSE; /* not the group, or its count would wrap */
     /* Count first, then look again (seq_cst both): a worker dropping the group's last
      * claim at the same time either sees our count and keeps the group, or we see the
      * port free and take our count back (worker_port_release ends the group if we held
@@ -238,6 +238,8 @@ int worker_port_claim(struct worker *w, int proto, uint16_t port, bool shared)
     uint8_t me = (uint8_t)(w->id + 1), cur = 0;
     uint8_t want = (uint8_t)(me | (shared ? PORT_OWNER_SHARED : 0));
     bool sharer = false;
+    if (w->port_refs[k] == UINT16_MAX)
+        return -EADDRINUSE; /* the count would wrap and free a port still held */
     /* acq_rel: one owner per port among the workers. */
     if (!__atomic_compare_exchange_n(&w->port_owner[k], &cur, want, false, __ATOMIC_ACQ_REL,
                                      __ATOMIC_ACQUIRE)) {
