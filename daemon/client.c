@@ -984,8 +984,7 @@ static int handle_tcp(struct client *cl, struct dsock *ds, const struct shm_req 
                                         : sock_claim(cl, ds, r->port);
         /* A port of this session's own listening group (a second address, a restart
          * while accepted connections remain): the socket joins the group. */
-        if (rc == -EADDRINUSE && !t->lport && !(r->flags & SHM_REQ_GROUP) &&
-            sock_join(cl, ds, r->port) == 0)
+        if (rc == -EADDRINUSE && !(r->flags & SHM_REQ_GROUP) && sock_join(cl, ds, r->port) == 0)
             rc = 0;
         if (rc == 0 && (rc = tcp_bind(cl->st, t, r->addr, r->port)) < 0)
             sock_unclaim(cl, ds);

@@ -200,11 +200,17 @@ static void send_reply(int fd, const struct shm_attach_reply *r, const int *fds,
         log_debug("attach: sendmsg: %s", strerror(errno));
 }
 
-static void attach_fail(int fd, int err, const char *why, const struct ucred *cred)
+/* Answer an attach with an error; the connection stays open (see attach_fail). */
+static void attach_refuse(int fd, int err, const char *why, const struct ucred *cred)
 {
     struct shm_attach_reply r = {.result = err, .version = SHM_LAYOUT_VERSION};
     log_warn("attach from pid %d refused: %s", (int)cred->pid, why);
     send_reply(fd, &r, NULL, 0);
+}
+
+static void attach_fail(int fd, int err, const char *why, const struct ucred *cred)
+{
+    attach_refuse(fd, err, why, cred);
     close(fd);
 }
 
@@ -333,9 +339,7 @@ fail:
         if (!session_remove(s, &n)) {
             /* Leaked: a worker may still look at it, and its parts name fd as their
              * session connection (client_break shuts it down), so fd stays open too. */
-            struct shm_attach_reply no = {.result = rc, .version = SHM_LAYOUT_VERSION};
-            log_warn("attach from pid %d failed: %s", (int)cred->pid, strerror(-rc));
-            send_reply(fd, &no, NULL, 0);
+            attach_refuse(fd, rc, strerror(-rc), cred);
             return;
         }
     }

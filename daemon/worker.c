@@ -171,7 +171,7 @@ static bool worker_port_taken(struct stack *st, int proto, uint16_t port)
     return o && o != (uint8_t)(w->id + 1);
 }
 
-/* A claim of a port that a listening group holds: only for its members (key). */
+/* Is TCP port `port` a listening group with this key? */
 static bool group_is(const struct worker *w, uint16_t port, uint32_t key)
 {
     /* seq_cst: the second half of the Dekker handshakes in group_join (count, then look)

@@ -899,9 +899,16 @@ static pthread_rwlock_t fdt_lock = PTHREAD_RWLOCK_INITIALIZER;
 
 static void sock_put(struct csock *s);
 
+/* How many listener members s has. acquire: pairs with listen_group's release, so the
+ * members counted are in place (another thread may poll the socket while it listens). */
+static int grp_n(const struct csock *s)
+{
+    return __atomic_load_n(&s->ngrp, __ATOMIC_ACQUIRE);
+}
+
 static void csock_free(struct csock *s)
 {
-    for (int i = 0; i < s->ngrp; i++)
+    for (int i = 0; i < grp_n(s); i++)
         sock_put(s->grp[i]);
     free(s->opts);
     att_unref(s->att);
@@ -1053,7 +1060,7 @@ typedef bool (*ready_fn)(struct csock *s, uint32_t arg);
  * a stale one costs a spurious wake) our waiters bit on s and its listener members. */
 static void sock_waiters(struct csock *s, uint64_t bit, bool set)
 {
-    for (int i = -1; i < s->ngrp; i++) {
+    for (int i = -1, n = grp_n(s); i < n; i++) {
         struct shm_sock *sh = i < 0 ? s->sh : s->grp[i]->sh;
         if (set)
             __atomic_fetch_or(&sh->waiters, bit, __ATOMIC_SEQ_CST);
@@ -1150,7 +1157,7 @@ static bool tx_drained(struct csock *s, uint32_t unused)
 static uint32_t sock_events(const struct csock *s)
 {
     uint32_t ev = __atomic_load_n(&s->sh->events, __ATOMIC_ACQUIRE);
-    for (int i = 0; i < s->ngrp; i++) /* a listener: ready when any member is */
+    for (int i = 0, n = grp_n(s); i < n; i++) /* a listener: ready when any member is */
         ev |= __atomic_load_n(&s->grp[i]->sh->events, __ATOMIC_ACQUIRE) & SHM_EV_IN;
     return ev;
 }
@@ -1517,6 +1524,17 @@ int shmnet_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
 static void close_handle(struct attach *a, struct part *pt, uint32_t h, bool async);
 static void members_release(struct csock *s, uint64_t me, bool closed);
 
+/* Close listener member m in the daemon; no process holds it any more. relaxed: the
+ * sweep of another process may close it too; the daemon answers a second close of a
+ * handle with -EBADF, harmlessly. */
+static void member_close(struct attach *a, struct csock *m)
+{
+    __atomic_store_n(&m->sp->holders, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&m->closed, 1, __ATOMIC_RELEASE);
+    if (!att_dead(a))
+        close_handle(a, m->pt, m->handle, false);
+}
+
 /* One request to a listener member; its result. */
 static int member_call(struct csock *m, struct shm_req *req)
 {
@@ -1572,9 +1590,7 @@ static int listen_group(struct csock *s, uint16_t port, int backlog)
     }
     if (r < 0) {
         for (int i = 0; i < n; i++) {
-            if (!att_dead(a))
-                close_handle(a, m[i]->pt, m[i]->handle, false);
-            __atomic_store_n(&m[i]->sp->holders, 0, __ATOMIC_RELAXED);
+            member_close(a, m[i]);
             sock_put(m[i]);
         }
         return r;
@@ -1612,7 +1628,7 @@ static int do_listen(struct csock *s, int backlog)
         if (r < 0)
             return r;
     } else {
-        for (int i = 0; i < s->ngrp; i++) { /* listen again: a new backlog for all */
+        for (int i = 0; i < grp_n(s); i++) { /* listen again: a new backlog for all */
             struct shm_req l = {.op = SHM_OP_LISTEN, .arg0 = backlog};
             member_call(s->grp[i], &l);
         }
@@ -1626,7 +1642,7 @@ static int do_listen(struct csock *s, int backlog)
  * *ready: one did. */
 static struct csock *accept_pick(struct csock *s, bool *ready)
 {
-    int n = __atomic_load_n(&s->ngrp, __ATOMIC_ACQUIRE) + 1;
+    int n = grp_n(s) + 1;
     /* relaxed: only spreads the picks */
     unsigned start = __atomic_fetch_add(&s->acc_next, 1, __ATOMIC_RELAXED);
 
@@ -1679,7 +1695,7 @@ static int do_accept(struct csock *s, struct sockaddr *sa, socklen_t *len, int f
             break;
         if (cpl.result != -EAGAIN)
             return cpl.result;
-        if (ready && tries <= 2 * s->ngrp)
+        if (ready && tries <= 2 * grp_n(s))
             continue; /* another process took that one: look at the other queues */
         tries = 0;
         if (sock_shut(s) & 1)
@@ -2125,18 +2141,12 @@ static void members_release(struct csock *s, uint64_t me, bool closed)
 {
     struct attach *a = s->att;
 
-    for (int i = 0; i < s->ngrp; i++) {
+    for (int i = 0; i < grp_n(s); i++) {
         struct csock *m = s->grp[i];
         /* acq_rel: as sock_release's exchange; a process that forked before listen()
          * holds the listener but not its members, so our bit may be the last one. */
-        if (!closed && (__atomic_fetch_and(&m->sp->holders, ~me, __ATOMIC_ACQ_REL) & ~me))
-            continue;
-        /* relaxed: the sweep of another process may close it too; the daemon answers a
-         * second close of a handle with -EBADF, harmlessly */
-        __atomic_store_n(&m->sp->holders, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&m->closed, 1, __ATOMIC_RELEASE);
-        if (!att_dead(a))
-            close_handle(a, m->pt, m->handle, false);
+        if (closed || !(__atomic_fetch_and(&m->sp->holders, ~me, __ATOMIC_ACQ_REL) & ~me))
+            member_close(a, m);
     }
 }
 
@@ -2296,7 +2306,7 @@ static void opt_record(struct csock *s, const struct shm_req *req)
         }
         pthread_mutex_unlock(&s->sp->tx_lock);
     }
-    for (int k = 0; k < __atomic_load_n(&s->ngrp, __ATOMIC_ACQUIRE); k++) {
+    for (int k = 0; k < grp_n(s); k++) {
         struct shm_req o = *req;
         member_call(s->grp[k], &o);
     }
@@ -3007,7 +3017,7 @@ static void atfork_prepare(void)
             /* release: the bit is in place before the child exists. */
             if (c && c->att == a && !sock_closed(c)) {
                 __atomic_fetch_or(&c->sp->holders, bit, __ATOMIC_RELEASE);
-                for (int g = 0; g < c->ngrp; g++)
+                for (int g = 0; g < grp_n(c); g++)
                     __atomic_fetch_or(&c->grp[g]->sp->holders, bit, __ATOMIC_RELEASE);
             }
         }
