@@ -22,7 +22,8 @@
 # a 2-second run moved by tens of percent here),
 # WRK_CONNS (32), PRELOAD (the interposer), BUSY_POLL_US (daemon.busy_poll_us, 50),
 # BACKEND (tap, or af_xdp: shmnetd on a veth pair through AF_XDP; bench/backends.sh runs both),
-# WORKERS (daemon.workers, 1; bench/workers.sh compares 1 and 2).
+# WORKERS (daemon.workers, 1; bench/workers.sh compares 1 and 2), CPUS (daemon.cpus as
+# "0,1", "" for unpinned; default: the first WORKERS CPUs if one is left over, bench/lib.sh).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -74,8 +75,9 @@ unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
 bench_backend
+bench_cpus
 cat >"$T/d.conf" <<EOF
-daemon = { socket = "$SOCK"; log_level = "warn"; busy_poll_us = $BUSY_POLL_US; workers = ${WORKERS:-1}; };
+daemon = { socket = "$SOCK"; log_level = "warn"; busy_poll_us = $BUSY_POLL_US; workers = ${WORKERS:-1}; $DCPUS };
 clients = { max_sockets = 65535; rcvbuf = 1048576; sndbuf = 1048576; };
 interfaces = ( { name = "$DDEV"; $IFOPTS mac = "02:00:00:00:00:02"; mtu = 1500;
                  address = "10.200.0.2/24"; } );
@@ -323,7 +325,7 @@ for dir in send recv; do
 done
 
 kill -0 "$DPID" 2>/dev/null || { log "shmnetd died during the run"; cat "$T/shmnetd.log" >&2; FAILED=1; }
-echo "shmnet application benchmarks (LD_PRELOAD), $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -r), busy_poll_us=$BUSY_POLL_US"
+echo "shmnet application benchmarks (LD_PRELOAD), $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -r), busy_poll_us=$BUSY_POLL_US, workers ${WORKERS:-1} on CPUs ${CPUS:-any}"
 echo
 echo "| benchmark | shmnet (LD_PRELOAD, $BLABEL) | kernel (veth) | shmnet / kernel | daemon CPU during the shmnet run |"
 echo "|---|---|---|---|---|"

@@ -21,3 +21,18 @@ bench_backend() {
         DDEV=$TAP BLABEL="TAP" IFOPTS='backend = "tap"; tso = true;'
     fi
 }
+
+# bench_cpus: DCPUS, the daemon's `cpus = [...];` (empty: not pinned). From CPUS (a
+# comma-separated list, "" for unpinned); by default the workers are pinned to the first
+# CPUs when that leaves at least one CPU free, where rps_cpus = "auto" (the default) then
+# sends the kernel's work on the frames the daemon writes to the TAP (docs/config.md).
+bench_cpus() {
+    local w=${WORKERS:-1} n
+    n=$(nproc)
+    if [[ -z ${CPUS+x} ]]; then
+        CPUS=""
+        ((w < n)) && CPUS=$(seq -s, 0 $((w - 1)))
+    fi
+    DCPUS=""
+    [[ -n $CPUS ]] && DCPUS="cpus = [$CPUS];"
+}

@@ -12,7 +12,8 @@
 # BUSY_POLL_US (daemon.busy_poll_us, default 50), MEM_CONNS (idle connections for the
 # memory rows, cumulative steps, default "10000 100000"; "" skips them), MEM_PER_PROC (15000),
 # BACKEND (tap, or af_xdp: shmnetd on a veth pair through AF_XDP; bench/backends.sh runs both),
-# WORKERS (daemon.workers, 1; bench/workers.sh compares 1 and 2).
+# WORKERS (daemon.workers, 1; bench/workers.sh compares 1 and 2), CPUS (daemon.cpus as
+# "0,1", "" for unpinned; default: the first WORKERS CPUs if one is left over, bench/lib.sh).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -50,8 +51,9 @@ log() { echo "bench: $*" >&2; }
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
 bench_backend
+bench_cpus
 cat >"$T/d.conf" <<EOF
-daemon = { socket = "$SOCK"; log_level = "warn"; busy_poll_us = $BUSY_POLL_US; workers = ${WORKERS:-1}; };
+daemon = { socket = "$SOCK"; log_level = "warn"; busy_poll_us = $BUSY_POLL_US; workers = ${WORKERS:-1}; $DCPUS };
 clients = { max_sockets = 65535; fifo_mb = 3000; rcvbuf = 1048576; sndbuf = 1048576; };
 interfaces = ( { name = "$DDEV"; $IFOPTS mac = "02:00:00:00:00:02"; mtu = 1500;
                  address = "10.200.0.2/24"; } );
@@ -247,7 +249,7 @@ for n in $MEM_CONNS; do
 done
 exec {hold_w}>&-
 kill -0 "$DPID" 2>/dev/null || { log "shmnetd died during the run"; cat "$T/shmnetd.log" >&2; exit 1; }
-echo "shmnet benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -r), busy_poll_us=$BUSY_POLL_US"
+echo "shmnet benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -r), busy_poll_us=$BUSY_POLL_US, workers ${WORKERS:-1} on CPUs ${CPUS:-any}"
 echo
 echo "| benchmark | shmnet (native, $BLABEL) | kernel (veth) | shmnet / kernel |"
 echo "|---|---|---|---|"

@@ -492,6 +492,35 @@ static void load_ids(struct ld *ld, config_setting_t *g, const char *key, bool u
     }
 }
 
+/* An array or list of CPU numbers (0..1023), at most max: its length, or -1 after an error
+ * was reported. */
+static int load_cpus(struct ld *ld, config_setting_t *s, const char *name, int *out, int max)
+{
+    int t = config_setting_type(s), len = config_setting_length(s);
+    bool ok = true;
+
+    if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST) {
+        err_at(ld, s, "%s: expected an array of integers, got %s", name, type_name(t));
+        return -1;
+    }
+    if (len > max) {
+        err_at(ld, s, "%s: at most %d entries", name, max);
+        return -1;
+    }
+    for (int i = 0; i < len; i++) {
+        config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+        char ename[48];
+        int64_t v;
+
+        snprintf(ename, sizeof(ename), "%s[%d]", name, i);
+        if (int_value(ld, e, ename, 0, 1023, &v))
+            out[i] = (int)v;
+        else
+            ok = false;
+    }
+    return ok ? len : -1;
+}
+
 static void load_daemon(struct ld *ld, config_setting_t *g)
 {
     static const char *const keys[] = {
@@ -536,32 +565,12 @@ static void load_daemon(struct ld *ld, config_setting_t *g)
 
     s = config_setting_get_member(g, "cpus");
     if (s) {
-        int t = config_setting_type(s), len = config_setting_length(s);
-        int max = (int)(sizeof(c->cpus) / sizeof(c->cpus[0]));
+        int cpus[64];
+        int len = load_cpus(ld, s, "daemon.cpus", cpus, 64);
 
-        if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST) {
-            err_at(ld, s, "daemon.cpus: expected an array of integers, got %s", type_name(t));
-        } else if (len > max) {
-            err_at(ld, s, "daemon.cpus: at most %d entries", max);
-        } else {
-            int cpus[64];
-            bool ok = true;
-
-            for (int i = 0; i < len; i++) {
-                config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
-                char name[32];
-                int64_t v;
-
-                snprintf(name, sizeof(name), "daemon.cpus[%d]", i);
-                if (int_value(ld, e, name, 0, 1023, &v))
-                    cpus[i] = (int)v;
-                else
-                    ok = false;
-            }
-            if (ok) {
-                memcpy(c->cpus, cpus, (size_t)len * sizeof(cpus[0]));
-                c->n_cpus = (uint32_t)len;
-            }
+        if (len >= 0) {
+            memcpy(c->cpus, cpus, (size_t)len * sizeof(cpus[0]));
+            c->n_cpus = (uint32_t)len;
         }
     }
 }
@@ -667,8 +676,8 @@ static void load_fault(struct ld *ld, config_setting_t *g, const char *gname,
 static bool load_iface(struct ld *ld, config_setting_t *g, int idx, struct conf_iface *ci)
 {
     static const char *const keys[] = {
-        "name",    "backend", "mac",   "mtu", "address",  "promiscuous",  "vlan",
-        "rx_ring", "tx_ring", "fault", "tso", "xdp_mode", "xdp_zerocopy", NULL,
+        "name",    "backend", "mac", "mtu",      "address",      "promiscuous", "vlan", "rx_ring",
+        "tx_ring", "fault",   "tso", "xdp_mode", "xdp_zerocopy", "rps_cpus",    NULL,
     };
     int nerr0 = ld->nerr;
     struct stack_iface_params *ip = &ci->ip;
@@ -817,6 +826,31 @@ static bool load_iface(struct ld *ld, config_setting_t *g, int idx, struct conf_
             err_at(ld, config_setting_get_member(g, "tx_ring"),
                    "%s.tx_ring: %u is not a power of two", gname, v);
     }
+
+    s = config_setting_get_member(g, "rps_cpus");
+    if (s && config_setting_type(s) == CONFIG_TYPE_STRING) {
+        str = config_setting_get_string(s);
+        if (!strcmp(str, "auto"))
+            nic->rps = NIC_RPS_AUTO;
+        else if (!strcmp(str, "off"))
+            nic->rps = NIC_RPS_OFF;
+        else
+            err_at(ld, s, "%s.rps_cpus: '%s' is not auto, off or an array of CPUs", gname, str);
+    } else if (s) {
+        char rname[48];
+        int cpus[64];
+        int len;
+
+        snprintf(rname, sizeof(rname), "%s.rps_cpus", gname);
+        len = load_cpus(ld, s, rname, cpus, 64);
+        if (len == 0)
+            err_at(ld, s, "%s: empty; \"off\" leaves the kernel's setting", rname);
+        for (int i = 0; i < len; i++)
+            CPU_SET(cpus[i], &nic->rps_cpus);
+        nic->rps = NIC_RPS_LIST;
+    }
+    if (s && nic->rps == NIC_RPS_LIST && strcmp(nic->backend, "tap"))
+        err_at(ld, s, "%s.rps_cpus: only the tap backend has it", gname);
 
     s = config_setting_get_member(g, "fault");
     if (s) {
@@ -1459,6 +1493,9 @@ int conf_diff_static(const struct conf *old, const struct conf *nw, conf_err_fn 
             IFDIFF(a->nic.nqueues != b->nic.nqueues, "nqueues");
             IFDIFF(a->nic.xdp_mode != b->nic.xdp_mode, "xdp_mode");
             IFDIFF(a->nic.xdp_zc != b->nic.xdp_zc, "xdp_zerocopy");
+            IFDIFF(a->nic.tso != b->nic.tso, "tso");
+            IFDIFF(a->nic.rps != b->nic.rps || !CPU_EQUAL(&a->nic.rps_cpus, &b->nic.rps_cpus),
+                   "rps_cpus");
 #undef IFDIFF
             /* fault.* is a tunable: the injector is rebuilt on reload. */
         }

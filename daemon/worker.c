@@ -364,6 +364,21 @@ static void steer_kick(struct worker *w)
 
 /* Build the stack and open every interface's NIC (queue 0). Runs on the worker thread so
  * the backends' per-thread resources (io_uring submitter) belong to it. */
+
+/* rps_cpus = "auto": when every worker is pinned, the CPUs this process may run on that no
+ * worker is pinned to (the kernel's work on the frames we write goes there, nic_tap.c).
+ * Unpinned workers may run anywhere, so then nothing (an empty set). */
+static void rps_auto(const struct conf *c, int nworkers, cpu_set_t *set)
+{
+    CPU_ZERO(set);
+    if (!c->n_cpus || sched_getaffinity(0, sizeof(*set), set) < 0) {
+        CPU_ZERO(set);
+        return;
+    }
+    for (int i = 0; i < nworkers; i++)
+        CPU_CLR(c->cpus[(uint32_t)i % c->n_cpus], set);
+}
+
 static int worker_init(struct worker *w)
 {
     const struct conf *c = w->conf;
@@ -395,6 +410,8 @@ static int worker_init(struct worker *w)
         if (w->id == 0) {
             struct nic_params np = ci->nic;
             np.nqueues = (uint16_t)w->ngroup; /* one queue per worker */
+            if (np.rps == NIC_RPS_AUTO)
+                rps_auto(c, w->ngroup, &np.rps_cpus);
             memset(n, 0, sizeof(*n));
             ret = nic_open(n, &np);
             if (ret < 0) {
@@ -662,7 +679,7 @@ int worker_start_group(struct worker *group, int n, int id, const struct conf *c
     w->id = id;
     w->conf = c;
     w->capture = capture;
-    w->cpu = c->n_cpus > (uint32_t)id ? c->cpus[id] : -1;
+    w->cpu = c->n_cpus ? c->cpus[(uint32_t)id % c->n_cpus] : -1; /* docs/config.md */
     w->busy_poll_us = c->busy_poll_us;
     w->rx_budget = c->rx_budget;
     w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

@@ -2,6 +2,7 @@
  * backend shares (counters, fault injector, pcap tap). Callers never call ops directly. */
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -20,6 +21,29 @@ extern const struct nic_ops nic_xdp_ops;
         if (c)                                                                                     \
             CNT_ADD(c, field, v);                                                                  \
     } while (0)
+
+int nic_cpumask_hex(const cpu_set_t *set, char *buf, size_t len)
+{
+    int top = -1; /* highest 32-bit word with a CPU in it */
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, set))
+            top = c / 32;
+    if (top < 0)
+        top = 0;
+    size_t at = 0;
+    for (int w = top; w >= 0; w--) {
+        uint32_t bits = 0;
+        for (int b = 0; b < 32; b++)
+            if (CPU_ISSET(w * 32 + b, set))
+                bits |= 1u << b;
+        /* The first word without leading zeros, the rest as full words. */
+        int k = snprintf(buf + at, len - at, w == top ? "%x" : ",%08x", bits);
+        if (k < 0 || (size_t)k >= len - at)
+            return -ENOSPC;
+        at += (size_t)k;
+    }
+    return (int)at;
+}
 
 const struct nic_ops *nic_find_ops(const char *backend)
 {

@@ -9,7 +9,9 @@
 #ifndef SHMNET_NIC_H
 #define SHMNET_NIC_H
 
+#include <sched.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <net/if.h>
 
@@ -47,6 +49,13 @@ enum nic_xdp_zc {
     NIC_XDP_ZC_OFF,
 };
 
+/* tap: Receive Packet Steering of the frames we write (nic_tap.c, docs/config.md). */
+enum nic_rps {
+    NIC_RPS_AUTO = 0, /* the CPUs the workers are not pinned to, when they are pinned */
+    NIC_RPS_OFF,      /* leave the queue's rps_cpus as the kernel has it */
+    NIC_RPS_LIST,     /* rps_cpus from the config; an error if it cannot be set */
+};
+
 struct nic_params {
     char name[IFNAMSIZ];
     char backend[16]; /* "tap", "sim", "af_xdp" */
@@ -61,6 +70,8 @@ struct nic_params {
     enum nic_xdp_mode xdp_mode; /* af_xdp only */
     enum nic_xdp_zc xdp_zc;     /* af_xdp only */
     uint32_t addr;              /* our IPv4 address (host order): af_xdp steers ARP for it */
+    enum nic_rps rps;           /* tap only; the worker turns AUTO into a set before open */
+    cpu_set_t rps_cpus;         /* AUTO (resolved) or LIST: empty = nothing to set */
 };
 
 struct nic_ops {
@@ -93,6 +104,10 @@ struct nic {
     char errmsg[160]; /* why open failed, when the backend can say more than -errno */
     char mode[64];    /* how the backend runs, for the log ("native, zero-copy"), or "" */
 };
+
+/* The kernel's text form of a CPU mask (bitmap_parse: 32-bit hex words, most significant
+ * first, comma-separated; "0" when empty) into buf. Returns its length or -ENOSPC. */
+int nic_cpumask_hex(const cpu_set_t *set, char *buf, size_t len);
 
 /* Look up a backend by name ("tap", "sim", "af_xdp"); NULL if unknown. */
 const struct nic_ops *nic_find_ops(const char *backend);

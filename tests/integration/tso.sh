@@ -81,3 +81,28 @@ s.close()"
     grep -q " recv $((20 << 20)) $want" "$T/x.out"
 }
 check tso_receive_20MiB_intact recv_big
+
+# A pinned worker (daemon.cpus) with rps_cpus = "auto" (the default): the TAP's queue
+# steers the kernel's work on the frames we write to the CPUs the worker is not on. The
+# same transfer, intact, with the kernel's ACK processing on another CPU.
+restart_pinned() {
+    harness_stop_daemon >/dev/null
+    HARNESS_DAEMON_OPTS="cpus = [ 0 ];" harness_write_conf "$T/d2.conf" "tso = true;"
+    harness_start_daemon "$T/d2.conf" || return 1
+    ip link set "$TAP" netns "$NS" && ip -n "$NS" addr add "$PEER_IP/24" dev "$TAP" &&
+        ip -n "$NS" link set "$TAP" up
+}
+rps_auto() {
+    local want got
+    want=$("$PY" -c 'import os; print(sum(1 << c for c in os.sched_getaffinity(0) if c))')
+    got=$(nsx cat "/sys/class/net/$TAP/queues/rx-0/rps_cpus")
+    echo "rps_cpus of the TAP: $got (want the CPUs other than 0: mask $want)"
+    ((16#${got//,/} == want)) || return 1
+    ((want == 0)) || grep -q "tap backend up, rps_cpus" "$DLOG"
+}
+if restart_pinned; then
+    check rps_cpus_auto_with_a_pinned_worker rps_auto
+    check tso_receive_20MiB_intact_with_rps recv_big
+else
+    fail rps_restart "daemon with daemon.cpus = [ 0 ] did not come up"
+fi

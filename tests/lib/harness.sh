@@ -130,7 +130,7 @@ harness_init() {
 harness_write_conf() {
     local f=$1 ifx=${2:-} top=${3:-} lvl=${4:-info}
     cat >"$f" <<EOF
-daemon = { socket = "$SOCK"; log_level = "$lvl"; workers = $HARNESS_WORKERS; };
+daemon = { socket = "$SOCK"; log_level = "$lvl"; workers = $HARNESS_WORKERS; ${HARNESS_DAEMON_OPTS:-} };
 interfaces = ( { name = "$DDEV"; backend = "$HARNESS_BACKEND"; mac = "$DAEMON_MAC"; mtu = 1500;
                  address = "$DAEMON_IP/24"; $ifx } );
 routes = ( { to = "10.201.0.0/24"; via = "$PEER_IP"; } );

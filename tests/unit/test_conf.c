@@ -597,6 +597,61 @@ Test(conf, af_xdp_zerocopy_and_rings)
     cr_assert_eq(cf->ifs[0].nic.rx_ring, 256);
 }
 
+/* rps_cpus: "auto" unless set; "off"; a CPU list for the TAP only. */
+Test(conf, rps_cpus)
+{
+    char *p;
+
+    cr_assert_eq(load_text(IF0, &p), 0, "%s", ms->all);
+    free(p);
+    cr_assert_eq(cf->ifs[0].nic.rps, NIC_RPS_AUTO);
+    cr_assert_eq(CPU_COUNT(&cf->ifs[0].nic.rps_cpus), 0);
+
+    cr_assert_eq(load_text("interfaces = ( { name = \"shm0\"; address = \"10.0.0.2/24\";\n"
+                           " rps_cpus = [ 1, 3 ]; } );\n",
+                           &p),
+                 0, "%s", ms->all);
+    free(p);
+    cr_assert_eq(cf->ifs[0].nic.rps, NIC_RPS_LIST);
+    cr_assert_eq(CPU_COUNT(&cf->ifs[0].nic.rps_cpus), 2);
+    cr_assert(CPU_ISSET(1, &cf->ifs[0].nic.rps_cpus) && CPU_ISSET(3, &cf->ifs[0].nic.rps_cpus));
+
+    cr_assert_eq(load_text("interfaces = ( { name = \"shm0\"; address = \"10.0.0.2/24\";\n"
+                           " rps_cpus = \"off\"; } );\n",
+                           &p),
+                 0, "%s", ms->all);
+    free(p);
+    cr_assert_eq(cf->ifs[0].nic.rps, NIC_RPS_OFF);
+
+    cr_assert_eq(load_text("interfaces = ( { name = \"shm0\"; address = \"10.0.0.2/24\";\n"
+                           " rps_cpus = \"all\"; } );\n",
+                           &p),
+                 -EINVAL);
+    EXPECT_ERR(p, 2, "interfaces[0].rps_cpus: 'all' is not auto, off or an array of CPUs");
+    free(p);
+
+    cr_assert_eq(load_text("interfaces = ( { name = \"shm0\"; address = \"10.0.0.2/24\";\n"
+                           " rps_cpus = [ 0, 2048 ]; } );\n",
+                           &p),
+                 -EINVAL);
+    EXPECT_ERR(p, 2, "interfaces[0].rps_cpus[1]: 2048 is out of range 0..1023");
+    free(p);
+
+    cr_assert_eq(load_text("interfaces = ( { name = \"shm0\"; address = \"10.0.0.2/24\";\n"
+                           " rps_cpus = [ ]; } );\n",
+                           &p),
+                 -EINVAL);
+    EXPECT_ERR(p, 2, "interfaces[0].rps_cpus: empty");
+    free(p);
+
+    cr_assert_eq(load_text("interfaces = ( { name = \"veth0\"; address = \"10.0.0.2/24\";\n"
+                           " backend = \"af_xdp\"; rps_cpus = [ 1 ]; } );\n",
+                           &p),
+                 -EINVAL);
+    EXPECT_ERR(p, 2, "interfaces[0].rps_cpus: only the tap backend has it");
+    free(p);
+}
+
 Test(conf, workers)
 {
     char *p;

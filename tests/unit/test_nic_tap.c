@@ -330,3 +330,78 @@ Test(nic_tap, small_bursts_do_not_strand_frames)
     cr_assert_eq(seen, 10);
     cr_assert_lt(mono() - start, 900 * MS, "a nic_wait slept while frames were pending");
 }
+
+Test(nic_tap, cpu_masks_in_the_kernels_text_form)
+{
+    cpu_set_t s;
+    char buf[300];
+
+    CPU_ZERO(&s);
+    cr_assert_eq(nic_cpumask_hex(&s, buf, sizeof(buf)), 1);
+    cr_assert_str_eq(buf, "0");
+    CPU_SET(1, &s);
+    cr_assert_eq(nic_cpumask_hex(&s, buf, sizeof(buf)), 1);
+    cr_assert_str_eq(buf, "2");
+    CPU_SET(0, &s);
+    CPU_SET(33, &s);
+    nic_cpumask_hex(&s, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "2,00000003");
+    CPU_ZERO(&s);
+    CPU_SET(95, &s);
+    nic_cpumask_hex(&s, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "80000000,00000000,00000000");
+    cr_assert_eq(nic_cpumask_hex(&s, buf, 10), -ENOSPC);
+}
+
+/* The value the kernel reads back from the TAP's queue 0, in namespace ns ("" for ours). */
+static unsigned long rps_of(const char *ns)
+{
+    char cmd[200], out[64] = "";
+    snprintf(cmd, sizeof(cmd), "%s%s cat /sys/class/net/%s/queues/rx-0/rps_cpus",
+             *ns ? "ip netns exec " : "", ns, ifname);
+    FILE *f = popen(cmd, "r");
+    cr_assert(f);
+    cr_assert(fgets(out, sizeof(out), f), "no rps_cpus for %s", ifname);
+    pclose(f);
+    return strtoul(out, NULL, 16);
+}
+
+/* rps_cpus = [0]: the TAP's queue steers to CPU 0, and the setting stays with the device
+ * when its kernel side moves to another namespace (as the tests and bench do). */
+Test(nic_tap, rps_cpus_are_set_on_the_tap_queue)
+{
+    need_root();
+    struct nic_params p = {.backend = "tap", .mtu = 1500, .rx_ring = 16, .tx_ring = 16};
+    strcpy(p.name, ifname);
+    p.rps = NIC_RPS_LIST;
+    CPU_SET(0, &p.rps_cpus);
+    int rc = nic_open(&nic, &p);
+    cr_assert_eq(rc, 0, "nic_open: %s %s", nic.errmsg, strerror(-rc));
+    cr_assert_str_eq(nic.mode, "rps_cpus 1");
+    cr_assert_eq(rps_of(""), 1);
+    cr_assert_eq(sh("ip link set %s netns %s", ifname, nsname), 0);
+    cr_assert_eq(rps_of(nsname), 1);
+}
+
+/* A CPU the kernel does not have: an explicit list fails the open and says why; the same
+ * set from "auto" only leaves the queue as it was. */
+Test(nic_tap, rps_cpus_the_kernel_refuses)
+{
+    need_root();
+    struct nic_params p = {.backend = "tap", .mtu = 1500, .rx_ring = 16, .tx_ring = 16};
+    strcpy(p.name, ifname);
+    p.rps = NIC_RPS_LIST;
+    CPU_SET(CPU_SETSIZE - 1, &p.rps_cpus);
+    struct nic x;
+    memset(&x, 0, sizeof(x));
+    int rc = nic_open(&x, &p);
+    cr_assert_lt(rc, 0);
+    cr_assert(strstr(x.errmsg, "rps_cpus"), "errmsg: %s", x.errmsg);
+    cr_assert_neq(sh("ip link show %s >/dev/null 2>&1", ifname), 0, "device left behind");
+
+    p.rps = NIC_RPS_AUTO;
+    rc = nic_open(&nic, &p);
+    cr_assert_eq(rc, 0, "nic_open: %s %s", nic.errmsg, strerror(-rc));
+    cr_assert(strstr(nic.mode, "rps_cpus not set"), "mode: %s", nic.mode);
+    cr_assert_eq(rps_of(""), 0);
+}
