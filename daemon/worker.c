@@ -527,16 +527,47 @@ static void set_sleeping(struct worker *w, uint32_t v)
         __atomic_store_n(f, v, __ATOMIC_SEQ_CST);
 }
 
+/* rps_cpus = "auto": once a window, steer the kernel's side of our queues away when we
+ * were busy, back when we were not (nic_steer_want). A sysfs write per switch, rare. */
+static void steer_window(struct worker *w, uint64_t now)
+{
+    uint64_t span = now - w->win_start;
+    if (span < NIC_STEER_WINDOW_NS)
+        return;
+    bool want = nic_steer_want(w->steered, w->busy_ns, span);
+    if (want != w->steered) {
+        for (int i = 0; i < w->nnics; i++) {
+            int rc = nic_steer(w->nicp[i], w->qs[i], want);
+            if (rc < 0 && rc != -EOPNOTSUPP)
+                log_warn("worker %d: rps_cpus %s: %s", w->id, want ? "on" : "off", strerror(-rc));
+        }
+        w->steered = want;
+    }
+    w->win_start = now;
+    w->busy_ns = 0;
+}
+
 static void worker_loop(struct worker *w)
 {
     struct stack *st = &w->st;
-    uint64_t now = mono_ns(), last_work = now;
+    uint64_t now = mono_ns(), last_work = now, prev = now;
+    bool worked = false, steer = false;
 
+    for (int i = 0; i < w->nnics; i++)
+        steer |= w->nicp[i]->steer_auto;
+    w->win_start = now;
     while (!__atomic_load_n(&w->stop, __ATOMIC_RELAXED)) {
         /* Relaxed: a progress indicator for the watchdog; single writer. */
         __atomic_store_n(&w->heartbeat, __atomic_load_n(&w->heartbeat, __ATOMIC_RELAXED) + 1,
                          __ATOMIC_RELAXED);
         now = mono_ns();
+        if (steer) { /* the last pass was busy time if it did work (no extra clock read) */
+            if (worked)
+                w->busy_ns += now - prev;
+            prev = now;
+            worked = false;
+            steer_window(w, now);
+        }
         stack_poll(st, now);
         int budget = (int)__atomic_load_n(&w->rx_budget, __ATOMIC_RELAXED);
         int n = stack_rx(st, budget);
@@ -556,6 +587,7 @@ static void worker_loop(struct worker *w)
         steer_kick(w);
         if (n > 0 || m) {
             last_work = now;
+            worked = true;
             continue;
         }
         uint64_t spin_ns = (uint64_t)__atomic_load_n(&w->busy_poll_us, __ATOMIC_RELAXED) * 1000;

@@ -150,6 +150,19 @@ static void tap_frames(struct nic *n, uint16_t q, struct pktbuf **pkts, int cnt,
     }
 }
 
+int nic_steer(struct nic *n, uint16_t q, bool on)
+{
+    if (!n->ops->steer || !n->steer_auto || q >= n->params.nqueues)
+        return -EOPNOTSUPP;
+    int rc = n->ops->steer(n, q, on);
+    if (rc == 0 && n->cnt[q]) {
+        CNT_INC(n->cnt[q], nic_rps_switch);
+        /* A gauge: relaxed, single writer (counters.h). */
+        __atomic_store_n(&n->cnt[q]->nic_rps_on, on, __ATOMIC_RELAXED);
+    }
+    return rc;
+}
+
 int nic_rx(struct nic *n, uint16_t q, struct pktbuf **pkts, int max, uint64_t now)
 {
     if (max <= 0)

@@ -72,6 +72,8 @@ struct tapq {
 struct tap {
     uint16_t nq;
     struct tapq q[NIC_MAX_QUEUES];
+    int rps_fd[NIC_MAX_QUEUES]; /* rps_cpus = "auto": each queue's sysfs file, kept open */
+    char rps_mask[300];         /* what "on" writes */
 };
 
 #define TCNT(c, field)                                                                             \
@@ -196,11 +198,12 @@ err:
  * for a kernel TCP sender that is its ACK processing and the transmits and pacing timers
  * that follow, all on the worker's CPU. With rps_cpus set on the TAP's queue, the kernel
  * queues each frame to one of those CPUs' backlog instead (by flow hash), as a real NIC
- * interrupt lands on the receiving host's CPUs; the worker pays for the write only. */
-static int tap_rps_set(struct nic *n, const struct nic_params *p, uint16_t nq)
+ * interrupt lands on the receiving host's CPUs; the worker pays for the write only.
+ * A list is written once; "auto" keeps the files open for tap_steer (nic.h). */
+static int tap_rps_open(struct nic *n, struct tap *t, const struct nic_params *p)
 {
-    char mask[300], path[128], buf[32];
-    int len = nic_cpumask_hex(&p->rps_cpus, mask, sizeof(mask));
+    char path[128], buf[32];
+    int len = nic_cpumask_hex(&p->rps_cpus, t->rps_mask, sizeof(t->rps_mask));
     if (len < 0)
         return len;
     /* /sys/class/net shows the netns that mounted sysfs, not necessarily ours: write only
@@ -213,20 +216,44 @@ static int tap_rps_set(struct nic *n, const struct nic_params *p, uint16_t nq)
     close(fd);
     if (r <= 0 || (buf[r] = 0, strtol(buf, NULL, 10) != n->ifindex))
         return -ENODEV;
-    for (uint16_t q = 0; q < nq; q++) {
+    for (uint16_t q = 0; q < t->nq; q++) {
         snprintf(path, sizeof(path), "/sys/class/net/%s/queues/rx-%u/rps_cpus", n->params.name,
                  (unsigned)q);
         fd = open(path, O_WRONLY | O_CLOEXEC);
         if (fd < 0)
             return -errno;
-        r = write(fd, mask, (size_t)len);
-        int e = errno;
-        close(fd);
+        t->rps_fd[q] = fd;
+        /* A list: on for good. Auto: the mask is tried (the kernel refuses CPUs it does
+         * not have: better now than at the first switch), then off until the worker is
+         * busy; it starts inline. */
+        r = pwrite(fd, t->rps_mask, (size_t)len, 0);
+        if (r == len && p->rps == NIC_RPS_AUTO)
+            r = pwrite(fd, "0", 1, 0) == 1 ? len : -1;
         if (r != len)
-            return r < 0 ? -e : -EIO;
+            return r < 0 ? -errno : -EIO;
     }
-    snprintf(n->mode, sizeof(n->mode), "rps_cpus %.50s", mask); /* long masks cut in the log */
+    snprintf(n->mode, sizeof(n->mode), "rps_cpus %.40s%s", t->rps_mask,
+             p->rps == NIC_RPS_AUTO ? " when busy" : "");
     return 0;
+}
+
+static void tap_rps_close(struct tap *t)
+{
+    for (uint16_t q = 0; q < NIC_MAX_QUEUES; q++) {
+        if (t->rps_fd[q] >= 0)
+            close(t->rps_fd[q]);
+        t->rps_fd[q] = -1;
+    }
+}
+
+static int tap_steer(struct nic *n, uint16_t q, bool on)
+{
+    struct tap *t = n->priv;
+    if (!t || q >= t->nq || t->rps_fd[q] < 0)
+        return -EOPNOTSUPP;
+    const char *v = on ? t->rps_mask : "0";
+    ssize_t r = pwrite(t->rps_fd[q], v, strlen(v), 0);
+    return r == (ssize_t)strlen(v) ? 0 : r < 0 ? -errno : -EIO;
 }
 
 static int tap_open(struct nic *n, const struct nic_params *p)
@@ -236,7 +263,7 @@ static int tap_open(struct nic *n, const struct nic_params *p)
         return -ENOMEM;
     n->priv = t;
     for (uint16_t i = 0; i < NIC_MAX_QUEUES; i++)
-        t->q[i].fd = -1;
+        t->q[i].fd = t->rps_fd[i] = -1;
     int rc = 0;
     for (uint16_t i = 0; i < p->nqueues; i++) {
         t->nq = (uint16_t)(i + 1);
@@ -248,13 +275,18 @@ static int tap_open(struct nic *n, const struct nic_params *p)
     if (rc < 0)
         goto fail;
     if (p->rps != NIC_RPS_OFF && CPU_COUNT(&p->rps_cpus) > 0) {
-        rc = tap_rps_set(n, p, t->nq);
+        rc = tap_rps_open(n, t, p);
         if (rc < 0 && p->rps == NIC_RPS_LIST) {
             snprintf(n->errmsg, sizeof(n->errmsg), "cannot set rps_cpus of %s", n->params.name);
             goto fail;
         }
-        if (rc < 0) /* auto: the stack works without it; the log says why it is not set */
+        if (rc < 0) { /* auto: the stack works without it; the log says why it is not set */
+            tap_rps_close(t);
             snprintf(n->mode, sizeof(n->mode), "rps_cpus not set (%s)", strerror(-rc));
+        }
+        if (p->rps == NIC_RPS_LIST)
+            tap_rps_close(t); /* written for good */
+        n->steer_auto = rc == 0 && p->rps == NIC_RPS_AUTO;
     }
     return 0;
 fail:
@@ -569,6 +601,10 @@ static void tap_close(struct nic *n)
         free(tq->desc);
         pktq_purge(&tq->rxready);
     }
+    for (uint16_t i = 0; n->steer_auto && i < t->nq; i++)
+        if (t->rps_fd[i] >= 0 && pwrite(t->rps_fd[i], "0", 1, 0) != 1)
+            break; /* the device may be gone already: nothing to restore */
+    tap_rps_close(t);
     free(t);
     n->priv = NULL;
 }
@@ -581,4 +617,5 @@ const struct nic_ops nic_tap_ops = {
     .tx_burst = tap_tx_burst,
     .tx_flush = tap_tx_flush,
     .poll_fd = tap_poll_fd,
+    .steer = tap_steer,
 };

@@ -296,3 +296,18 @@ Test(nic_sim, close_returns_queued_frames)
     cr_assert_eq(pa.nfree, pa.count);
     cr_assert_eq(pb_pool.nfree, pb_pool.count);
 }
+
+/* The adaptive steering rule (rps_cpus = "auto"): on at 70% busy, off below 20%, and the
+ * gap between holds the state (hysteresis). No backend needed. */
+Test(nic_sim, steer_hysteresis)
+{
+    const uint64_t w = NIC_STEER_WINDOW_NS;
+    cr_assert(!nic_steer_want(false, w * 69 / 100, w));
+    cr_assert(nic_steer_want(false, w * 70 / 100, w));
+    cr_assert(nic_steer_want(true, w * 40 / 100, w));
+    cr_assert(nic_steer_want(true, w * 20 / 100, w));
+    cr_assert(!nic_steer_want(true, w * 19 / 100, w));
+    cr_assert(!nic_steer_want(false, w * 40 / 100, w));
+    cr_assert(nic_steer_want(true, 0, 0)); /* an empty window changes nothing */
+    cr_assert(!nic_steer_want(false, 0, 0));
+}

@@ -405,3 +405,37 @@ Test(nic_tap, rps_cpus_the_kernel_refuses)
     cr_assert(strstr(nic.mode, "rps_cpus not set"), "mode: %s", nic.mode);
     cr_assert_eq(rps_of(""), 0);
 }
+
+/* rps_cpus = "auto": the queue starts inline (0); the worker's nic_steer switches it to the
+ * mask and back, counted; a list is not switched. */
+Test(nic_tap, auto_rps_is_switched_by_the_worker)
+{
+    need_root();
+    struct nic_params p = {.backend = "tap", .mtu = 1500, .rx_ring = 16, .tx_ring = 16};
+    strcpy(p.name, ifname);
+    p.rps = NIC_RPS_AUTO;
+    CPU_SET(0, &p.rps_cpus);
+    int rc = nic_open(&nic, &p);
+    cr_assert_eq(rc, 0, "nic_open: %s %s", nic.errmsg, strerror(-rc));
+    nic_bind_queue(&nic, 0, &pool, &cnt);
+    cr_assert(nic.steer_auto);
+    cr_assert_str_eq(nic.mode, "rps_cpus 1 when busy");
+    cr_assert_eq(rps_of(""), 0);
+    cr_assert_eq(nic_steer(&nic, 0, true), 0);
+    cr_assert_eq(rps_of(""), 1);
+    cr_assert_eq(cnt.nic_rps_on, 1);
+    cr_assert_eq(nic_steer(&nic, 0, false), 0);
+    cr_assert_eq(rps_of(""), 0);
+    cr_assert_eq(cnt.nic_rps_on, 0);
+    cr_assert_eq(cnt.nic_rps_switch, 2);
+    cr_assert_eq(nic_steer(&nic, 1, true), -EOPNOTSUPP); /* no such queue */
+    nic_close(&nic);
+    memset(&nic, 0, sizeof(nic));
+
+    p.rps = NIC_RPS_LIST;
+    rc = nic_open(&nic, &p);
+    cr_assert_eq(rc, 0, "nic_open: %s %s", nic.errmsg, strerror(-rc));
+    cr_assert(!nic.steer_auto);
+    cr_assert_eq(nic_steer(&nic, 0, false), -EOPNOTSUPP);
+    cr_assert_eq(rps_of(""), 1);
+}
