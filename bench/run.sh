@@ -9,7 +9,7 @@
 # (bench/udp_bench.c) runs on libshmnet and on kernel sockets; the kernel-side servers are
 # its kernel build in both cases. Writes a markdown table to stdout, progress to stderr.
 # Environment: RR_N (20000 ping-pongs), TPUT_SECS (3), RING_ROUNDS (200000),
-# BUSY_POLL_US (daemon.busy_poll_us, default 50), MEM_CONNS (idle connections for the
+# BUSY_POLL_US (daemon.busy_poll_us, default 50), ROUNDS (paired runs per TCP row, 3), MEM_CONNS (idle connections for the
 # memory rows, cumulative steps, default "10000 100000"; "" skips them), MEM_PER_PROC (15000),
 # BACKEND (tap, or af_xdp: shmnetd on a veth pair through AF_XDP; bench/backends.sh runs both),
 # WORKERS (daemon.workers, 1; bench/workers.sh compares 1 and 2), CPUS (daemon.cpus as
@@ -22,6 +22,7 @@ RR_N=${RR_N:-20000}
 TPUT_SECS=${TPUT_SECS:-3}
 RING_ROUNDS=${RING_ROUNDS:-200000}
 BUSY_POLL_US=${BUSY_POLL_US:-50}
+ROUNDS=${ROUNDS:-3}
 for f in shmnetd shmnetctl bench/ring_rtt bench/udp_bench bench/udp_bench_kernel bench/tcp_bench bench/tcp_bench_kernel; do
     [[ -x $B/$f ]] || { echo "bench: $B/$f not built (make progs)" >&2; exit 1; }
 done
@@ -106,6 +107,21 @@ export SHMNET_SOCKET=$SOCK
 field() { awk -v k="$1" '{ for (i = 1; i < NF; i++) if ($i == k) { print $(i + 1); exit } }'; }
 us() { awk -v n="$1" 'BEGIN { printf "%.2f", n / 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
+# paired FIELD SHMNET_CMD KERNEL_CMD: ROUNDS rounds, each runs shmnet's side, then the
+# kernel's, right after each other; sets S and K (medians) and R (median of the per-round
+# ratios, then the rounds' ratios in brackets). The machine drifts between runs by tens of
+# percent; pairs taken close together and a median keep that out of the ratio.
+paired() {
+    local f=$1 s_cmd=$2 k_cmd=$3 i s k ss="" ks="" rs=""
+    for ((i = 0; i < ROUNDS; i++)); do
+        s=$(eval "$s_cmd" | field "$f")
+        k=$(eval "$k_cmd" | field "$f")
+        ss+="$s " ks+="$k " rs+="$(ratio "$s" "$k") "
+    done
+    S=$(median <<<"$ss") K=$(median <<<"$ks")
+    R="$(median <<<"$rs") [${rs% }]"
+}
 
 ROWS=()
 # ---- ring round trip ----
@@ -153,22 +169,30 @@ tcp_srv() {
 }
 tcp_srv "$NSP" sink 9100
 tcp_srv "$NSB" sink 9100
-tcp_srv "$NSP" echo 9102
-tcp_srv "$NSB" echo 9102
+# One echo port per round of the connection rate: each round leaves its connections in
+# TIME_WAIT, which would hold the next round's ephemeral ports to the same port.
+for ((r = 0; r < ROUNDS; r++)); do
+    tcp_srv "$NSP" echo $((9102 + r))
+    tcp_srv "$NSB" echo $((9102 + r))
+done
 wait_port() { # NS PORT: wait (bounded) until something listens there
+    local i
     for ((i = 0; i < 100; i++)); do
         ip netns exec "$1" ss -ltnH "sport = :$2" | grep -q . && return 0
         sleep 0.05
     done
     return 1
 }
-wait_port "$NSP" 9100 && wait_port "$NSB" 9100 && wait_port "$NSP" 9102 && wait_port "$NSB" 9102 ||
-    { log "tcp servers not listening"; exit 1; }
+wait_port "$NSP" 9100 && wait_port "$NSB" 9100 || { log "tcp servers not listening"; exit 1; }
+for ((r = 0; r < ROUNDS; r++)); do
+    wait_port "$NSP" $((9102 + r)) && wait_port "$NSB" $((9102 + r)) ||
+        { log "tcp echo servers not listening"; exit 1; }
+done
 for n in 1 4; do
-    log "tcp bulk send, $n stream(s), ${TPUT_SECS}s"
-    s=$("$B/bench/tcp_bench" bulk 10.200.0.1 9100 "$TPUT_SECS" "$n" | field gbit_per_s)
-    k=$(ip netns exec "$NSA" "$B/bench/tcp_bench_kernel" bulk 10.210.0.2 9100 "$TPUT_SECS" "$n" | field gbit_per_s)
-    ROWS+=("| TCP bulk, shmnet sends, $n stream(s) | $s Gbit/s | $k Gbit/s | x$(ratio "$s" "$k") (target x0.5) |")
+    log "tcp bulk send, $n stream(s), ${TPUT_SECS}s x $ROUNDS"
+    paired gbit_per_s "'$B/bench/tcp_bench' bulk 10.200.0.1 9100 $TPUT_SECS $n" \
+        "ip netns exec $NSA '$B/bench/tcp_bench_kernel' bulk 10.210.0.2 9100 $TPUT_SECS $n"
+    ROWS+=("| TCP bulk, shmnet sends, $n stream(s) | $S Gbit/s | $K Gbit/s | x$R (target x0.5) |")
 done
 # shmnet receiving: its sink in the root namespace (libshmnet), the kernel sends.
 "$B/bench/tcp_bench" sink 9101 >>"$T/tcpsink.out" 2>&1 &
@@ -180,15 +204,15 @@ done
 tcp_srv "$NSB" sink 9101
 wait_port "$NSB" 9101 || { log "tcp sink 9101 not listening"; exit 1; }
 for n in 1 4; do
-    log "tcp bulk receive, $n stream(s), ${TPUT_SECS}s"
-    s=$(ip netns exec "$NSP" "$B/bench/tcp_bench_kernel" bulk 10.200.0.2 9101 "$TPUT_SECS" "$n" | field gbit_per_s)
-    k=$(ip netns exec "$NSA" "$B/bench/tcp_bench_kernel" bulk 10.210.0.2 9101 "$TPUT_SECS" "$n" | field gbit_per_s)
-    ROWS+=("| TCP bulk, shmnet receives, $n stream(s) | $s Gbit/s | $k Gbit/s | x$(ratio "$s" "$k") (target x0.5) |")
+    log "tcp bulk receive, $n stream(s), ${TPUT_SECS}s x $ROUNDS"
+    paired gbit_per_s "ip netns exec $NSP '$B/bench/tcp_bench_kernel' bulk 10.200.0.2 9101 $TPUT_SECS $n" \
+        "ip netns exec $NSA '$B/bench/tcp_bench_kernel' bulk 10.210.0.2 9101 $TPUT_SECS $n"
+    ROWS+=("| TCP bulk, shmnet receives, $n stream(s) | $S Gbit/s | $K Gbit/s | x$R (target x0.5) |")
 done
-log "tcp connection rate, ${TPUT_SECS}s"
-s=$("$B/bench/tcp_bench" rate 10.200.0.1 9102 "$TPUT_SECS" | field conn_per_s)
-k=$(ip netns exec "$NSA" "$B/bench/tcp_bench_kernel" rate 10.210.0.2 9102 "$TPUT_SECS" | field conn_per_s)
-ROWS+=("| TCP connections/s (connect, 1-byte round trip, close) | $s | $k | x$(ratio "$s" "$k") (target x1.0) |")
+log "tcp connection rate, ${TPUT_SECS}s x $ROUNDS"
+paired conn_per_s "'$B/bench/tcp_bench' rate 10.200.0.1 \$((9102 + i)) $TPUT_SECS" \
+    "ip netns exec $NSA '$B/bench/tcp_bench_kernel' rate 10.210.0.2 \$((9102 + i)) $TPUT_SECS"
+ROWS+=("| TCP connections/s (connect, 1-byte round trip, close) | $S | $K | x$R (target x1.0) |")
 
 # Memory per idle connection: the daemon's RSS before and after opening N connections,
 # for each N of MEM_CONNS (cumulative: the connections of one step stay open for the next).
@@ -249,7 +273,7 @@ for n in $MEM_CONNS; do
 done
 exec {hold_w}>&-
 kill -0 "$DPID" 2>/dev/null || { log "shmnetd died during the run"; cat "$T/shmnetd.log" >&2; exit 1; }
-echo "shmnet benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -r), busy_poll_us=$BUSY_POLL_US, workers ${WORKERS:-1} on CPUs ${CPUS:-any}"
+echo "shmnet benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -r), busy_poll_us=$BUSY_POLL_US, TCP rows: median of $ROUNDS paired rounds, workers ${WORKERS:-1} on CPUs ${CPUS:-any}"
 echo
 echo "| benchmark | shmnet (native, $BLABEL) | kernel (veth) | shmnet / kernel |"
 echo "|---|---|---|---|"

@@ -528,21 +528,26 @@ static void set_sleeping(struct worker *w, uint32_t v)
 }
 
 /* rps_cpus = "auto": once a window, steer the kernel's side of our queues away when we
- * were busy, back when we were not (nic_steer_want). A sysfs write per switch, rare. */
+ * were busy with bulk traffic, back when not (nic_steer_want). A sysfs write per switch,
+ * rare. The frame and byte counts are our own counters' deltas over the window. */
 static void steer_window(struct worker *w, uint64_t now)
 {
     uint64_t span = now - w->win_start;
     if (span < NIC_STEER_WINDOW_NS)
         return;
-    bool want = nic_steer_want(w->steered, w->busy_ns, span);
-    if (want != w->steered) {
+    const struct stack_counters *c = &w->st.cnt;
+    uint64_t frames = cnt_read(&c->nic_rx_frames) + cnt_read(&c->nic_tx_frames);
+    uint64_t bytes = cnt_read(&c->nic_rx_bytes) + cnt_read(&c->nic_tx_bytes);
+    if (nic_steer_step(&w->steer, w->busy_ns, span, frames - w->win_frames, bytes - w->win_bytes)) {
         for (int i = 0; i < w->nnics; i++) {
-            int rc = nic_steer(w->nicp[i], w->qs[i], want);
+            int rc = nic_steer(w->nicp[i], w->qs[i], w->steer.on);
             if (rc < 0 && rc != -EOPNOTSUPP)
-                log_warn("worker %d: rps_cpus %s: %s", w->id, want ? "on" : "off", strerror(-rc));
+                log_warn("worker %d: rps_cpus %s: %s", w->id, w->steer.on ? "on" : "off",
+                         strerror(-rc));
         }
-        w->steered = want;
     }
+    w->win_frames = frames;
+    w->win_bytes = bytes;
     w->win_start = now;
     w->busy_ns = 0;
 }

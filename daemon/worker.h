@@ -56,8 +56,8 @@ struct worker {
     struct worker *group; /* all workers, group[0..ngroup) */
     int ngroup;
     /* rps_cpus = "auto" (worker_loop): busy time in the current window, and the state. */
-    uint64_t win_start, busy_ns;
-    bool steered;
+    uint64_t win_start, busy_ns, win_frames, win_bytes;
+    struct nic_steer_state steer;
     uint8_t *port_owner;    /* shared, WORKER_PORTS bytes */
     uint32_t *port_group;   /* shared: key (client id) of the listening group on a TCP port */
     uint16_t *port_refs;    /* ours: how many of our sockets hold each explicit claim */
