@@ -527,9 +527,9 @@ static void set_sleeping(struct worker *w, uint32_t v)
         __atomic_store_n(f, v, __ATOMIC_SEQ_CST);
 }
 
-/* rps_cpus = "auto": once a window, steer the kernel's side of our queues away when we
- * were busy with bulk traffic, back when not (nic_steer_want). A sysfs write per switch,
- * rare. The frame and byte counts are our own counters' deltas over the window. */
+/* rps_cpus = "auto": once a window, steer the kernel's side of our queues away while we
+ * are saturated by bulk traffic inline, back when not (nic_steer_step). A sysfs write per
+ * switch, rare. The frame and byte counts are our own counters' deltas over the window. */
 static void steer_window(struct worker *w, uint64_t now)
 {
     uint64_t span = now - w->win_start;
@@ -539,6 +539,9 @@ static void steer_window(struct worker *w, uint64_t now)
     uint64_t frames = cnt_read(&c->nic_rx_frames) + cnt_read(&c->nic_tx_frames);
     uint64_t bytes = cnt_read(&c->nic_rx_bytes) + cnt_read(&c->nic_tx_bytes);
     if (nic_steer_step(&w->steer, w->busy_ns, span, frames - w->win_frames, bytes - w->win_bytes)) {
+        log_debug("worker %d: rps_cpus %s (busy %u%%, %u frames)", w->id,
+                  w->steer.on ? "on" : "off", (unsigned)(w->busy_ns * 100 / span),
+                  (unsigned)(frames - w->win_frames));
         for (int i = 0; i < w->nnics; i++) {
             int rc = nic_steer(w->nicp[i], w->qs[i], w->steer.on);
             if (rc < 0 && rc != -EOPNOTSUPP)

@@ -127,37 +127,31 @@ void nic_close(struct nic *n);
 int nic_steer(struct nic *n, uint16_t q, bool on);
 
 /* Adaptive steering (rps_cpus = "auto"). The kernel's work on the frames a worker writes
- * runs inline, cache-hot and without an IPI, unless steering it to the other CPUs makes
- * the worker move more bytes. Each window (100 ms) gives the worker's busy share and the
- * frames and bytes it moved (both directions):
- * - a candidate: busy >= NIC_STEER_ON_PCT in NIC_STEER_ON_WINDOWS windows in a row, with
- *   frames of NIC_STEER_BULK_BYTES or more on average. Small frames never: a request/
- *   response exchange would wait for every IPI (steering took a connection rate from 6000
- *   to 4100/s), and the kernel's work on a small frame is no larger than the IPI.
- * - a trial: steered, one window is skipped (the switch), the next NIC_STEER_JUDGE
- *   windows' bytes are compared with the inline windows that made it a candidate. Less
- *   than NIC_STEER_GAIN_PCT more and it goes back inline, not to be tried again for
- *   NIC_STEER_HOLD windows. Busy share alone cannot tell: on the bench machine one stream
- *   is 22% busy inline and 18..31% steered (and slower: the other CPU runs the sender and
- *   the client), four streams 84% inline and 29..51% steered (and a quarter faster).
- * - steered, it goes back inline as soon as frames are small or the worker is nearly idle
- *   (below NIC_STEER_OFF_PCT). */
+ * runs inline, cache-hot and without an IPI, unless the worker is saturated by bulk
+ * traffic inline. Each window (100 ms) gives the worker's busy share (loop passes that
+ * did work) and the frames and bytes it moved (both directions). Measured on the bench
+ * machine, the inline busy share is what tells the cases apart: four streams into shmnet
+ * are 84% busy inline and a quarter faster steered; one stream is 22% busy inline and
+ * slower steered (the other CPU also runs the sender and the client), and steered its
+ * busy share (18..51%) says nothing either way. So:
+ * - inline, NIC_STEER_ON_WINDOWS windows in a row at NIC_STEER_ON_PCT busy or more with
+ *   frames of NIC_STEER_BULK_BYTES or more on average turn steering on. Small frames never
+ *   do: a request/response exchange waits for every IPI (steering took a connection rate
+ *   from 6000 to 4100/s), and the kernel's work on a small frame is no larger than an IPI;
+ * - steered, every NIC_STEER_PROBE windows with bulk traffic the worker goes inline for a
+ *   probe: one window for the switch, then one measured; saturated again, it steers again;
+ * - steered, small frames end it at once; idle windows change nothing. */
 #define NIC_STEER_WINDOW_NS  100000000ull
 #define NIC_STEER_ON_PCT     70u
 #define NIC_STEER_ON_WINDOWS 3u
-#define NIC_STEER_OFF_PCT    10u
 #define NIC_STEER_BULK_BYTES 4096u
-#define NIC_STEER_JUDGE      2u
-#define NIC_STEER_GAIN_PCT   5u
-#define NIC_STEER_HOLD       50u
+#define NIC_STEER_PROBE      30u
 
 struct nic_steer_state {
     bool on;
-    uint8_t votes; /* off: candidate windows in a row */
-    uint8_t trial; /* on: windows left in the trial (skip + judge), 0 = kept */
-    uint32_t hold; /* off: windows before the next trial may start */
-    uint64_t base; /* bytes per window inline (candidate windows), then steered (trial) */
-    uint64_t trial_bytes;
+    uint8_t votes;  /* inline: saturated bulk windows in a row */
+    uint8_t probe;  /* inline for a probe: windows left (2: the switch, 1: measured) */
+    uint32_t since; /* steered: bulk windows since the last probe */
 };
 
 /* One window: busy_ns of window_ns, frames and bytes moved. Returns true if st->on
@@ -167,46 +161,35 @@ static inline bool nic_steer_step(struct nic_steer_state *st, uint64_t busy_ns, 
 {
     if (!window_ns)
         return false;
-    uint64_t pct = busy_ns * 100 / window_ns;
-    uint64_t per = bytes * NIC_STEER_WINDOW_NS / window_ns; /* bytes per standard window */
     bool bulk = frames && bytes / frames >= NIC_STEER_BULK_BYTES;
-    if (!st->on) {
-        if (st->hold) {
-            st->hold--;
-            return false;
+    bool saturated = bulk && busy_ns * 100 / window_ns >= NIC_STEER_ON_PCT;
+    if (st->on) {
+        if (frames && !bulk) { /* small frames: inline at once */
+            st->on = false;
+            st->since = 0;
+            return true;
         }
-        if (!bulk || pct < NIC_STEER_ON_PCT) {
-            st->votes = 0;
-            st->base = 0;
+        if (!bulk || ++st->since < NIC_STEER_PROBE)
             return false;
-        }
-        st->base += per;
-        if (++st->votes < NIC_STEER_ON_WINDOWS)
-            return false;
-        st->base /= st->votes;
-        st->votes = 0;
-        st->trial = NIC_STEER_JUDGE + 1;
-        st->trial_bytes = 0;
-        st->on = true;
+        st->on = false; /* a probe of the inline busy share */
+        st->since = 0;
+        st->probe = 2;
         return true;
     }
-    if (!bulk || pct < NIC_STEER_OFF_PCT) {
-        st->on = false;
-        st->trial = 0;
-        st->base = 0;
-        return true;
+    if (st->probe == 2) { /* the switching window tells nothing */
+        st->probe = 1;
+        return false;
     }
-    if (!st->trial)
+    if (st->probe == 1) { /* the measured one: saturated inline, steer again */
+        st->probe = 0;
+        st->on = saturated;
+        return saturated;
+    }
+    st->votes = saturated ? (uint8_t)(st->votes + 1) : 0;
+    if (st->votes < NIC_STEER_ON_WINDOWS)
         return false;
-    if (st->trial-- <= NIC_STEER_JUDGE) /* the first trial window is the switch: skipped */
-        st->trial_bytes += per;
-    if (st->trial)
-        return false;
-    if (st->trial_bytes / NIC_STEER_JUDGE * 100 >= st->base * (100 + NIC_STEER_GAIN_PCT))
-        return false; /* it helped: stay steered */
-    st->on = false;
-    st->base = 0;
-    st->hold = NIC_STEER_HOLD;
+    st->votes = 0;
+    st->on = true;
     return true;
 }
 
