@@ -362,15 +362,11 @@ static void steer_kick(struct worker *w)
     w->kick = 0;
 }
 
-/* Build the stack and open every interface's NIC (queue 0). Runs on the worker thread so
- * the backends' per-thread resources (io_uring submitter) belong to it. */
-
-/* rps_cpus = "auto": when every worker is pinned, the CPUs this process may run on that no
- * worker is pinned to (the kernel's work on the frames we write goes there, nic_tap.c).
- * Unpinned workers may run anywhere, so then nothing (an empty set). */
+/* rps_cpus = "auto": when the workers are pinned, the CPUs this process may run on that
+ * no worker is pinned to (the kernel's work on the frames we write may go there,
+ * nic_tap.c). Unpinned workers may run anywhere, so then nothing (an empty set). */
 static void rps_auto(const struct conf *c, int nworkers, cpu_set_t *set)
 {
-    CPU_ZERO(set);
     if (!c->n_cpus || sched_getaffinity(0, sizeof(*set), set) < 0) {
         CPU_ZERO(set);
         return;
@@ -378,6 +374,9 @@ static void rps_auto(const struct conf *c, int nworkers, cpu_set_t *set)
     for (int i = 0; i < nworkers; i++)
         CPU_CLR(c->cpus[(uint32_t)i % c->n_cpus], set);
 }
+
+/* Build the stack and open every interface's NIC (queue 0). Runs on the worker thread so
+ * the backends' per-thread resources (io_uring submitter) belong to it. */
 
 static int worker_init(struct worker *w)
 {
