@@ -597,9 +597,31 @@ Test(conf, af_xdp_zerocopy_and_rings)
     cr_assert_eq(cf->ifs[0].nic.rx_ring, 256);
 }
 
+/* Load one interface with the given extra keys (line 2 of the file). */
+static int load_if(const char *backend, const char *extra, char **pathp)
+{
+    char text[512];
+
+    snprintf(text, sizeof(text),
+             "interfaces = ( { name = \"shm0\"; address = \"10.0.0.2/24\"; backend = \"%s\";\n"
+             " %s } );\n",
+             backend, extra);
+    return load_text(text, pathp);
+}
+
 /* rps_cpus: "auto" unless set; "off"; a CPU list for the TAP only. */
 Test(conf, rps_cpus)
 {
+    static const struct {
+        const char *backend, *extra, *err;
+    } bad[] = {
+        {"tap", "rps_cpus = \"all\";",
+         "interfaces[0].rps_cpus: 'all' is not auto, off or an array of CPUs"},
+        {"tap", "rps_cpus = [ 0, 2048 ];",
+         "interfaces[0].rps_cpus[1]: 2048 is out of range 0..1023"},
+        {"tap", "rps_cpus = [ ];", "interfaces[0].rps_cpus: empty"},
+        {"af_xdp", "rps_cpus = [ 1 ];", "interfaces[0].rps_cpus: only the tap backend has it"},
+    };
     char *p;
 
     cr_assert_eq(load_text(IF0, &p), 0, "%s", ms->all);
@@ -607,49 +629,21 @@ Test(conf, rps_cpus)
     cr_assert_eq(cf->ifs[0].nic.rps, NIC_RPS_AUTO);
     cr_assert_eq(CPU_COUNT(&cf->ifs[0].nic.rps_cpus), 0);
 
-    cr_assert_eq(load_text("interfaces = ( { name = \"shm0\"; address = \"10.0.0.2/24\";\n"
-                           " rps_cpus = [ 1, 3 ]; } );\n",
-                           &p),
-                 0, "%s", ms->all);
+    cr_assert_eq(load_if("tap", "rps_cpus = [ 1, 3 ];", &p), 0, "%s", ms->all);
     free(p);
     cr_assert_eq(cf->ifs[0].nic.rps, NIC_RPS_LIST);
     cr_assert_eq(CPU_COUNT(&cf->ifs[0].nic.rps_cpus), 2);
     cr_assert(CPU_ISSET(1, &cf->ifs[0].nic.rps_cpus) && CPU_ISSET(3, &cf->ifs[0].nic.rps_cpus));
 
-    cr_assert_eq(load_text("interfaces = ( { name = \"shm0\"; address = \"10.0.0.2/24\";\n"
-                           " rps_cpus = \"off\"; } );\n",
-                           &p),
-                 0, "%s", ms->all);
+    cr_assert_eq(load_if("tap", "rps_cpus = \"off\";", &p), 0, "%s", ms->all);
     free(p);
     cr_assert_eq(cf->ifs[0].nic.rps, NIC_RPS_OFF);
 
-    cr_assert_eq(load_text("interfaces = ( { name = \"shm0\"; address = \"10.0.0.2/24\";\n"
-                           " rps_cpus = \"all\"; } );\n",
-                           &p),
-                 -EINVAL);
-    EXPECT_ERR(p, 2, "interfaces[0].rps_cpus: 'all' is not auto, off or an array of CPUs");
-    free(p);
-
-    cr_assert_eq(load_text("interfaces = ( { name = \"shm0\"; address = \"10.0.0.2/24\";\n"
-                           " rps_cpus = [ 0, 2048 ]; } );\n",
-                           &p),
-                 -EINVAL);
-    EXPECT_ERR(p, 2, "interfaces[0].rps_cpus[1]: 2048 is out of range 0..1023");
-    free(p);
-
-    cr_assert_eq(load_text("interfaces = ( { name = \"shm0\"; address = \"10.0.0.2/24\";\n"
-                           " rps_cpus = [ ]; } );\n",
-                           &p),
-                 -EINVAL);
-    EXPECT_ERR(p, 2, "interfaces[0].rps_cpus: empty");
-    free(p);
-
-    cr_assert_eq(load_text("interfaces = ( { name = \"veth0\"; address = \"10.0.0.2/24\";\n"
-                           " backend = \"af_xdp\"; rps_cpus = [ 1 ]; } );\n",
-                           &p),
-                 -EINVAL);
-    EXPECT_ERR(p, 2, "interfaces[0].rps_cpus: only the tap backend has it");
-    free(p);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cr_assert_eq(load_if(bad[i].backend, bad[i].extra, &p), -EINVAL, "%s", bad[i].extra);
+        EXPECT_ERR(p, 2, bad[i].err);
+        free(p);
+    }
 }
 
 Test(conf, workers)

@@ -366,17 +366,30 @@ static unsigned long rps_of(const char *ns)
     return strtoul(out, NULL, 16);
 }
 
+/* Parameters of a small TAP with rps_cpus = mode over one CPU. */
+static struct nic_params rps_params(enum nic_rps mode, int cpu)
+{
+    struct nic_params p = {.backend = "tap", .mtu = 1500, .rx_ring = 16, .tx_ring = 16};
+    strcpy(p.name, ifname);
+    p.rps = mode;
+    CPU_SET(cpu, &p.rps_cpus);
+    return p;
+}
+
+/* Open nic with p; fails the test if it does not open. */
+static void open_ok(const struct nic_params *p)
+{
+    int rc = nic_open(&nic, p);
+    cr_assert_eq(rc, 0, "nic_open: %s %s", nic.errmsg, strerror(-rc));
+}
+
 /* rps_cpus = [0]: the TAP's queue steers to CPU 0, and the setting stays with the device
  * when its kernel side moves to another namespace (as the tests and bench do). */
 Test(nic_tap, rps_cpus_are_set_on_the_tap_queue)
 {
     need_root();
-    struct nic_params p = {.backend = "tap", .mtu = 1500, .rx_ring = 16, .tx_ring = 16};
-    strcpy(p.name, ifname);
-    p.rps = NIC_RPS_LIST;
-    CPU_SET(0, &p.rps_cpus);
-    int rc = nic_open(&nic, &p);
-    cr_assert_eq(rc, 0, "nic_open: %s %s", nic.errmsg, strerror(-rc));
+    struct nic_params p = rps_params(NIC_RPS_LIST, 0);
+    open_ok(&p);
     cr_assert_str_eq(nic.mode, "rps_cpus 1");
     cr_assert_eq(rps_of(""), 1);
     cr_assert_eq(sh("ip link set %s netns %s", ifname, nsname), 0);
@@ -388,10 +401,7 @@ Test(nic_tap, rps_cpus_are_set_on_the_tap_queue)
 Test(nic_tap, rps_cpus_the_kernel_refuses)
 {
     need_root();
-    struct nic_params p = {.backend = "tap", .mtu = 1500, .rx_ring = 16, .tx_ring = 16};
-    strcpy(p.name, ifname);
-    p.rps = NIC_RPS_LIST;
-    CPU_SET(CPU_SETSIZE - 1, &p.rps_cpus);
+    struct nic_params p = rps_params(NIC_RPS_LIST, CPU_SETSIZE - 1);
     struct nic x;
     memset(&x, 0, sizeof(x));
     int rc = nic_open(&x, &p);
@@ -400,8 +410,7 @@ Test(nic_tap, rps_cpus_the_kernel_refuses)
     cr_assert_neq(sh("ip link show %s >/dev/null 2>&1", ifname), 0, "device left behind");
 
     p.rps = NIC_RPS_AUTO;
-    rc = nic_open(&nic, &p);
-    cr_assert_eq(rc, 0, "nic_open: %s %s", nic.errmsg, strerror(-rc));
+    open_ok(&p);
     cr_assert(strstr(nic.mode, "rps_cpus not set"), "mode: %s", nic.mode);
     cr_assert_eq(rps_of(""), 0);
 }
@@ -411,12 +420,8 @@ Test(nic_tap, rps_cpus_the_kernel_refuses)
 Test(nic_tap, auto_rps_is_switched_by_the_worker)
 {
     need_root();
-    struct nic_params p = {.backend = "tap", .mtu = 1500, .rx_ring = 16, .tx_ring = 16};
-    strcpy(p.name, ifname);
-    p.rps = NIC_RPS_AUTO;
-    CPU_SET(0, &p.rps_cpus);
-    int rc = nic_open(&nic, &p);
-    cr_assert_eq(rc, 0, "nic_open: %s %s", nic.errmsg, strerror(-rc));
+    struct nic_params p = rps_params(NIC_RPS_AUTO, 0);
+    open_ok(&p);
     nic_bind_queue(&nic, 0, &pool, &cnt);
     cr_assert(nic.steer_auto);
     cr_assert_str_eq(nic.mode, "rps_cpus 1 when busy");
@@ -433,8 +438,7 @@ Test(nic_tap, auto_rps_is_switched_by_the_worker)
     memset(&nic, 0, sizeof(nic));
 
     p.rps = NIC_RPS_LIST;
-    rc = nic_open(&nic, &p);
-    cr_assert_eq(rc, 0, "nic_open: %s %s", nic.errmsg, strerror(-rc));
+    open_ok(&p);
     cr_assert(!nic.steer_auto);
     cr_assert_eq(nic_steer(&nic, 0, false), -EOPNOTSUPP);
     cr_assert_eq(rps_of(""), 1);
