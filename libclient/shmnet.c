@@ -2701,12 +2701,18 @@ void shmnet__sock_unref(void *sock)
 int shmnet__sock_revents(void *sock, short events, uint64_t *sig)
 {
     struct csock *s = sock;
-    int r = sock_revents(s, events);
+    /* The signature first, the readiness after: an edge-triggered caller records sig with
+     * the events it reports, so sig must not hold a change those events missed. Read the
+     * other way round, data committed between the two reads went into sig but not into
+     * the events (EPOLLOUT only, say), and the edge was lost for good: a preloaded nginx
+     * then never read a keep-alive request that came with the ACK of its last response. */
     if (sig)
         *sig = (uint64_t)shm_load_acq(&s->sh->rx_tail) << 32 ^
                (uint64_t)shm_load_acq(&s->sh->tx_head) ^ (uint64_t)sock_events(s) << 48 ^
                (uint64_t)(uint32_t)__atomic_load_n(&s->shut, __ATOMIC_RELAXED) << 40;
-    return r;
+    /* Acquire: the loads for the readiness below are not done before those of sig. */
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    return sock_revents(s, events);
 }
 
 int shmnet__nread(int fd)
