@@ -377,7 +377,6 @@ static void rps_auto(const struct conf *c, int nworkers, cpu_set_t *set)
 
 /* Build the stack and open every interface's NIC (queue 0). Runs on the worker thread so
  * the backends' per-thread resources (io_uring submitter) belong to it. */
-
 static int worker_init(struct worker *w)
 {
     const struct conf *c = w->conf;

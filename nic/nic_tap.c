@@ -200,6 +200,14 @@ err:
  * queues each frame to one of those CPUs' backlog instead (by flow hash), as a real NIC
  * interrupt lands on the receiving host's CPUs; the worker pays for the write only.
  * A list is written once; "auto" keeps the files open for tap_steer (nic.h). */
+/* One write of v to a queue's rps_cpus file: 0 or -errno. */
+static int rps_write(int fd, const char *v)
+{
+    size_t len = strlen(v);
+    ssize_t r = pwrite(fd, v, len, 0);
+    return r == (ssize_t)len ? 0 : r < 0 ? -errno : -EIO;
+}
+
 static int tap_rps_open(struct nic *n, struct tap *t, const struct nic_params *p)
 {
     char path[128], buf[32];
@@ -226,11 +234,11 @@ static int tap_rps_open(struct nic *n, struct tap *t, const struct nic_params *p
         /* A list: on for good. Auto: the mask is tried (the kernel refuses CPUs it does
          * not have: better now than at the first switch), then off until the worker is
          * busy; it starts inline. */
-        r = pwrite(fd, t->rps_mask, (size_t)len, 0);
-        if (r == len && p->rps == NIC_RPS_AUTO)
-            r = pwrite(fd, "0", 1, 0) == 1 ? len : -1;
-        if (r != len)
-            return r < 0 ? -errno : -EIO;
+        int rc = rps_write(fd, t->rps_mask);
+        if (rc == 0 && p->rps == NIC_RPS_AUTO)
+            rc = rps_write(fd, "0");
+        if (rc < 0)
+            return rc;
     }
     snprintf(n->mode, sizeof(n->mode), "rps_cpus %.40s%s", t->rps_mask,
              p->rps == NIC_RPS_AUTO ? " when busy" : "");
@@ -251,9 +259,7 @@ static int tap_steer(struct nic *n, uint16_t q, bool on)
     struct tap *t = n->priv;
     if (!t || q >= t->nq || t->rps_fd[q] < 0)
         return -EOPNOTSUPP;
-    const char *v = on ? t->rps_mask : "0";
-    ssize_t r = pwrite(t->rps_fd[q], v, strlen(v), 0);
-    return r == (ssize_t)strlen(v) ? 0 : r < 0 ? -errno : -EIO;
+    return rps_write(t->rps_fd[q], on ? t->rps_mask : "0");
 }
 
 static int tap_open(struct nic *n, const struct nic_params *p)
@@ -602,7 +608,7 @@ static void tap_close(struct nic *n)
         pktq_purge(&tq->rxready);
     }
     for (uint16_t i = 0; n->steer_auto && i < t->nq; i++)
-        if (t->rps_fd[i] >= 0 && pwrite(t->rps_fd[i], "0", 1, 0) != 1)
+        if (t->rps_fd[i] >= 0 && rps_write(t->rps_fd[i], "0") < 0)
             break; /* the device may be gone already: nothing to restore */
     tap_rps_close(t);
     free(t);
