@@ -153,6 +153,7 @@ void conf_defaults(struct conf *c)
     c->fifo_mb = 1024;  /* virtual: pages cost memory only while used */
     c->rcvbuf = 212992; /* Linux net.core.rmem_default */
     c->sndbuf = 212992;
+    c->unprivileged_port_start = 1024; /* Linux net.ipv4.ip_unprivileged_port_start */
     c->allowed_uids[0] = 0;
     c->n_uids = 1;
     /* The "shmnet" group is optional: only allowed when the system has it. */
@@ -1103,8 +1104,10 @@ static void load_ip(struct ld *ld, config_setting_t *g)
 
 static void load_clients(struct ld *ld, config_setting_t *g)
 {
-    static const char *const keys[] = {"max_clients", "max_sockets", "channels", "fifo_mb",
-                                       "rcvbuf",      "sndbuf",      NULL};
+    static const char *const keys[] = {"max_clients", "max_sockets",
+                                       "channels",    "fifo_mb",
+                                       "rcvbuf",      "sndbuf",
+                                       "unprivileged_port_start", NULL};
     struct conf *c = ld->c;
 
     check_keys(ld, g, "clients", keys);
@@ -1114,6 +1117,7 @@ static void load_clients(struct ld *ld, config_setting_t *g)
     get_u32(ld, g, "clients", "fifo_mb", 1, 3072, &c->fifo_mb); /* the region size is 32-bit */
     get_u32(ld, g, "clients", "rcvbuf", 4096, 16u << 20, &c->rcvbuf);
     get_u32(ld, g, "clients", "sndbuf", 4096, 16u << 20, &c->sndbuf);
+    get_u32(ld, g, "clients", "unprivileged_port_start", 0, 65535, &c->unprivileged_port_start);
     /* Two default-size fifos must fit the arena, or no socket could be made. */
     if ((uint64_t)c->rcvbuf + c->sndbuf + 2 * 4096 > (uint64_t)c->fifo_mb << 20)
         err_at(ld, g, "clients: rcvbuf + sndbuf must fit in fifo_mb");
@@ -1157,6 +1161,8 @@ static void load_tcp(struct ld *ld, config_setting_t *g)
         "keepalive_intvl_s",
         "keepalive_probes",
         "max_syn_backlog",
+        "abort_on_overflow",
+        "orphan_retries",
         "max_connections",
         NULL,
     };
@@ -1189,6 +1195,8 @@ static void load_tcp(struct ld *ld, config_setting_t *g)
     get_u32(ld, g, "tcp", "keepalive_intvl_s", 1, 32767, &p->tcp_keepalive_intvl_s);
     get_u32(ld, g, "tcp", "keepalive_probes", 1, 127, &p->tcp_keepalive_probes);
     get_u32(ld, g, "tcp", "max_syn_backlog", 1, 65535, &p->tcp_max_syn_backlog);
+    get_bool(ld, g, "tcp", "abort_on_overflow", &p->tcp_abort_on_overflow);
+    get_u32(ld, g, "tcp", "orphan_retries", 1, 127, &p->tcp_orphan_retries);
     get_u32(ld, g, "tcp", "max_connections", 1024, 16777216, &p->tcp_max_conns);
     if (p->tcp_rto_min_ms > p->tcp_rto_max_ms)
         err_at(ld, g, "tcp: rto_min_ms is above rto_max_ms");

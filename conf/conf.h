@@ -49,6 +49,8 @@ struct conf {
     uint32_t channels;       /* per client (threads with their own rings), 1..64, default 16 */
     uint32_t fifo_mb;        /* fifo arena per client in MiB, 1..3072, default 1024 (virtual) */
     uint32_t rcvbuf, sndbuf; /* default socket fifo sizes, 4096..16 MiB, default 212992 */
+    /* Ports below this need uid 0 or CAP_NET_BIND_SERVICE in the client, default 1024 */
+    uint32_t unprivileged_port_start;
 
     /* interfaces = ( ... ): at least one */
     struct conf_iface ifs[CONF_MAX_IFS];

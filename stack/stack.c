@@ -49,6 +49,7 @@ void stack_params_defaults(struct stack_params *p)
     p->tcp_keepalive_intvl_s = 75;
     p->tcp_keepalive_probes = 9;
     p->tcp_max_syn_backlog = 256;
+    p->tcp_orphan_retries = 8; /* Linux: tcp_orphan_retries 0 means 8 */
     p->tcp_max_conns = 262144;
     p->tcp_rcv_wscale = 7;
 }
@@ -271,6 +272,8 @@ void stack_apply_tunables(struct stack *st, const struct stack_params *p)
     c->tcp_keepalive_intvl_s = p->tcp_keepalive_intvl_s;
     c->tcp_keepalive_probes = p->tcp_keepalive_probes;
     c->tcp_max_syn_backlog = p->tcp_max_syn_backlog;
+    c->tcp_abort_on_overflow = p->tcp_abort_on_overflow;
+    c->tcp_orphan_retries = p->tcp_orphan_retries;
     c->n_rules = p->n_rules;
     memcpy(c->rules, p->rules, sizeof(c->rules));
 }

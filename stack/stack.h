@@ -90,6 +90,8 @@ struct stack_params {
     uint32_t tcp_delack_ms;                                     /* 40 */
     uint32_t tcp_keepalive_time_s, tcp_keepalive_intvl_s, tcp_keepalive_probes; /* 7200 75 9 */
     uint32_t tcp_max_syn_backlog;                /* SYN queue per listener before cookies, 256 */
+    bool tcp_abort_on_overflow;   /* accept queue full: RST the completed handshake (else drop its ACK) */
+    uint32_t tcp_orphan_retries;  /* RTOs of an orphaned connection before it is reset, default 8 */
     uint32_t tcp_max_conns;                      /* connection objects per worker, default 262144 */
     uint8_t tcp_rcv_wscale;                      /* window scale we offer, default 7 */
     uint64_t secret[2];                          /* ISN and SYN cookie key (the daemon fills it) */
