@@ -299,7 +299,11 @@ void tcp_set_closed(struct stack *st, struct tcp_pcb *pcb, int err)
 {
     if (pcb->state == TCPS_LISTEN)
         listener_drop_children(st, pcb);
-    if (pcb->parent) { /* still in a listener's SYN queue */
+    /* A queued child is on exactly one of its listener's queues, told apart by
+     * in_accept_q (parent is set for both). One that dies in the accept queue leaves it:
+     * the owner frees its context on the CLOSED event below, so accept() must never
+     * return it, and it must stop counting against the backlog. */
+    if (pcb->parent && !pcb->in_accept_q) { /* still in a listener's SYN queue */
         struct tcp_pcb **pp = &pcb->parent->syn_q;
         while (*pp && *pp != pcb)
             pp = &(*pp)->qnext;
