@@ -153,6 +153,7 @@
     X(tcp_drop_bad_ack)       /* ACK outside the acceptable range (RFC 5961) */                    \
     X(tcp_drop_rst_inwindow)  /* RST not at RCV.NXT: challenge ACK (RFC 5961) */                   \
     X(tcp_drop_syn_inwindow)  /* SYN on a synchronized connection (RFC 5961) */                    \
+    X(tcp_drop_accept_full)    /* SYN or final ACK dropped: accept queue full */           \
     X(tcp_drop_listen_overflow)/* SYN or ACK when the queues are full */                           \
     X(tcp_drop_bad_cookie)    /* ACK to a listener that is not a valid SYN cookie */               \
     X(tcp_drop_ooo_full)      /* out-of-order data beyond the ranges we track */                   \

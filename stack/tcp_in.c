@@ -160,6 +160,19 @@ static struct tcp_pcb *new_child(struct stack *st, struct tcp_pcb *l, const stru
     return c;
 }
 
+/* The final ACK of a handshake found the listener's accept queue full. Unless
+ * tcp.abort_on_overflow says reset, drop the ACK as Linux does (tcp_abort_on_overflow = 0):
+ * the child stays in SYN-RECEIVED, its SYN-ACK timer repeats the handshake and the
+ * client's next ACK or data completes it once the application has accepted. True: the
+ * segment is dropped. */
+static bool accept_overflow_drop(struct stack *st, const struct tcp_pcb *l)
+{
+    if (!l || l->state != TCPS_LISTEN || l->acc_qlen < l->backlog || st->par.tcp_abort_on_overflow)
+        return false;
+    CNT_INC(&st->cnt, tcp_drop_accept_full);
+    return true;
+}
+
 /* The handshake of a passive open completed: hand the connection to the listener's owner. */
 static bool child_established(struct stack *st, struct tcp_pcb *c)
 {
@@ -200,6 +213,12 @@ static void conn_input(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s)
 
 static void syn_to_listener(struct stack *st, struct tcp_pcb *l, const struct tcp_seg *s)
 {
+    /* A full accept queue drops the SYN, cookies or not (as Linux): a cookie's handshake
+     * would complete into the same full queue. The client retries its SYN. */
+    if (l->acc_qlen >= l->backlog && !st->par.tcp_abort_on_overflow) {
+        CNT_INC(&st->cnt, tcp_drop_accept_full);
+        return;
+    }
     bool full = l->syn_qlen >= l->backlog || l->syn_qlen >= st->par.tcp_max_syn_backlog ||
                 l->acc_qlen >= l->backlog;
     struct tcp_pcb *c = full ? NULL : new_child(st, l, s);
@@ -254,6 +273,8 @@ static void listen_input(struct stack *st, struct tcp_pcb *l, struct tcp_seg *s,
     if (s->flags & TCP_ACK) {
         if (!(s->flags & TCP_SYN) && st->par.tcp_syncookies) {
             uint16_t mss = tcp_cookie_check(st, s);
+            if (mss && accept_overflow_drop(st, l))
+                return; /* stateless: the client's next segment brings the cookie again */
             if (mss) {
                 struct tcp_pcb *c = new_child(st, l, s);
                 if (!c)
@@ -737,6 +758,8 @@ static void conn_input(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s)
             tcp_send_rst_for(st, s);
             return;
         }
+        if (pcb->parent && accept_overflow_drop(st, pcb->parent))
+            return; /* before any state moves: the handshake is repeated later */
         if (pcb->rtt_ts && pcb->rtx_count == 0)
             tcp_update_rtt(st, pcb, (uint32_t)((st->now - pcb->rtt_ts) / 1000));
         pcb->rtt_ts = 0;

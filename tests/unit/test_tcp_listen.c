@@ -200,3 +200,90 @@ Test(tcp_listen, listener_close_resets_live_children_only)
     cr_assert_eq(lp.p.b.st.tcp->in_use, 0);
     lpair_fini(&lp);
 }
+
+static struct tcp_pcb *connect_nowait(struct lpair *lp, int i)
+{
+    lp->c[i] = tcp_new(&lp->p.a.st, &tbuf_ops, tbuf_event, &lp->cb[i]);
+    cr_assert_eq(tcp_connect(&lp->p.a.st, lp->c[i], ADDR_B, 80), 0);
+    return lp->c[i];
+}
+
+/* The final ACK of a handshake finds the accept queue full: dropped, no RST (Linux's
+ * tcp_abort_on_overflow = 0); the repeated SYN-ACK completes it once there is room. */
+Test(tcp_listen, full_accept_queue_drops_the_final_ack)
+{
+    struct lpair lp;
+    lpair_init(&lp, NULL, 2);
+    lpair_connect(&lp, 0);
+    connect_nowait(&lp, 1);
+    connect_nowait(&lp, 2);
+    for (int t = 0; t < 20; t++)
+        step(&lp.p, T_MS);
+    cr_assert_eq(lp.p.lis->acc_qlen, 2);
+    cr_assert_eq(lp.c[2]->state, TCPS_ESTABLISHED, "the client saw the SYN-ACK");
+    cr_assert_geq(stest_cnt(&lp.p.b, "tcp_drop_accept_full"), 1);
+    cr_assert_eq(stest_cnt(&lp.p.b, "tcp_tx_rst"), 0, "a completed handshake was reset");
+    struct tcp_pcb *s0 = tcp_accept(&lp.p.b.st, lp.p.lis);
+    cr_assert_not_null(s0);
+    for (int t = 0; t < 100 && lp.p.lis->acc_qlen < 2; t++)
+        step(&lp.p, 100 * T_MS);
+    cr_assert_eq(lp.p.lis->acc_qlen, 2, "the dropped handshake completed later");
+    struct tcp_pcb *s1 = tcp_accept(&lp.p.b.st, lp.p.lis);
+    struct tcp_pcb *s2 = tcp_accept(&lp.p.b.st, lp.p.lis);
+    cr_assert_eq(s2->ctx, &lp.k.b[2]);
+    /* The late connection carries data. */
+    tbuf_write(&lp.cb[2], (const uint8_t *)"hello", 5);
+    tcp_output(&lp.p.a.st, lp.c[2]);
+    step(&lp.p, T_MS);
+    step(&lp.p, T_MS);
+    uint8_t d[8];
+    cr_assert_eq(tbuf_read(&lp.k.b[2], d, sizeof(d)), 5);
+    cr_assert_eq(stest_cnt(&lp.p.b, "tcp_tx_rst"), 0);
+    tcp_abort(&lp.p.b.st, s0);
+    tcp_abort(&lp.p.b.st, s1);
+    tcp_abort(&lp.p.b.st, s2);
+    lpair_fini(&lp);
+}
+
+/* A SYN to a listener whose accept queue is full is dropped (no cookie either): the
+ * client's retransmitted SYN gets through once the application accepted. */
+Test(tcp_listen, full_accept_queue_drops_syn)
+{
+    struct lpair lp;
+    lpair_init(&lp, NULL, 1);
+    lpair_connect(&lp, 0);
+    connect_nowait(&lp, 1);
+    for (int t = 0; t < 20; t++)
+        step(&lp.p, T_MS);
+    cr_assert_eq(lp.c[1]->state, TCPS_SYN_SENT);
+    cr_assert_eq(stest_cnt(&lp.p.b, "tcp_syncookies_sent"), 0);
+    struct tcp_pcb *s0 = tcp_accept(&lp.p.b.st, lp.p.lis);
+    for (int t = 0; t < 50 && lp.c[1]->state != TCPS_ESTABLISHED; t++)
+        step(&lp.p, 100 * T_MS);
+    cr_assert_eq(lp.c[1]->state, TCPS_ESTABLISHED);
+    step(&lp.p, T_MS);
+    cr_assert_eq(lp.p.lis->acc_qlen, 1);
+    cr_assert_eq(stest_cnt(&lp.p.b, "tcp_tx_rst"), 0);
+    tcp_abort(&lp.p.b.st, s0);
+    lpair_fini(&lp);
+}
+
+/* tcp.abort_on_overflow = true: the overflowing handshake is reset instead. */
+Test(tcp_listen, abort_on_overflow_resets)
+{
+    struct stack_params sp;
+    stack_params_defaults(&sp);
+    sp.pktbufs = 1024;
+    sp.tcp_abort_on_overflow = true;
+    struct lpair lp;
+    lpair_init(&lp, &sp, 2);
+    lpair_connect(&lp, 0);
+    connect_nowait(&lp, 1);
+    connect_nowait(&lp, 2);
+    for (int t = 0; t < 20; t++)
+        step(&lp.p, T_MS);
+    cr_assert_eq(lp.p.lis->acc_qlen, 2);
+    cr_assert_eq(stest_cnt(&lp.p.b, "tcp_tx_rst"), 1);
+    cr_assert_eq(lp.cb[2].closed_err, ECONNRESET);
+    lpair_fini(&lp);
+}
