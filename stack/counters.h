@@ -127,6 +127,7 @@
     X(tcp_drop_short)                                                                              \
     X(tcp_drop_csum)                                                                               \
     X(tcp_drop_no_port)                                                                            \
+    X(tcp_xmit_retry) /* a segment not sent for lack of buffers: retried by a timer */        \
     X(tcp_tx_rst)                                                                                  \
     X(tcp_tx)                                                                                      \
     X(tcp_rx_data_bytes)                                                                           \

@@ -149,6 +149,7 @@ struct tcp_pcb {
     bool tlp_out;        /* a probe went out: none again before the ACK of tlp_high */
     uint32_t tlp_high;   /* SND.MAX after the probe */
     bool force_runt;     /* the SWS override timer fired: send a window-limited runt */
+    bool xmit_retry;     /* t_rtx retries a transmit that failed for lack of buffers */
 
     /* ACK generation */
     bool ack_now;

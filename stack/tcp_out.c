@@ -235,6 +235,8 @@ static int tcp_xmit(struct stack *st, struct tcp_pcb *pcb, uint32_t seq, uint8_t
 
 #define TLP_MIN_NS    (10 * NS_PER_MS)  /* floor of the probe timeout, as Linux */
 #define TLP_DELACK_NS (200 * NS_PER_MS) /* worst-case delayed ACK (RFC 8985 7.2 WCDelAckT) */
+/* Retry of a local transmit failure: buffers come back as the NIC completes a batch. */
+#define TCP_XMIT_RETRY_NS (5 * NS_PER_MS)
 
 /* RFC 8985 7.2: the probe timeout, or 0 when no probe is due. A probe needs SACK (what it
  * elicits must show what is missing), no recovery or back-off in progress, and an RTT. */
@@ -265,6 +267,7 @@ void tcp_arm_rtx(struct stack *st, struct tcp_pcb *pcb)
     if (rto > st->par.tcp_rto_max_ms)
         rto = st->par.tcp_rto_max_ms;
     pcb->persist = false;
+    pcb->xmit_retry = false;
     /* A tail loss probe first when it comes before the RTO: a lost tail (or the one ACK
      * a receiver sent for a whole flight) then costs two RTTs, not an RTO. */
     uint64_t pto = tlp_timeout(pcb);
@@ -292,9 +295,30 @@ void tcp_send_synack_stateless(struct stack *st, struct tcp_pcb *tmp)
     tcp_xmit(st, tmp, tmp->iss, TCP_SYN | TCP_ACK, 0);
 }
 
+/* A segment could not go out for a local reason (no packet buffer): nothing may wait on
+ * the peer for it. An ACK is retried by the delayed-ACK timer (ack_now is still set);
+ * data or a FIN with nothing in flight by the retransmission timer, which then only
+ * calls tcp_output, without a back-off (tcp_rtx_timer, xmit_retry). */
+static void retry_later(struct stack *st, struct tcp_pcb *pcb, bool ack_only)
+{
+    CNT_INC(&st->cnt, tcp_xmit_retry);
+    if (ack_only) {
+        if (!timer_armed(&pcb->t_delack))
+            timer_arm(&st->tw, &pcb->t_delack, st->now + TCP_XMIT_RETRY_NS);
+        return;
+    }
+    if (!timer_armed(&pcb->t_rtx)) {
+        pcb->xmit_retry = true;
+        pcb->persist = false;
+        pcb->tlp_pending = false;
+        timer_arm(&st->tw, &pcb->t_rtx, st->now + TCP_XMIT_RETRY_NS);
+    }
+}
+
 void tcp_send_ack(struct stack *st, struct tcp_pcb *pcb)
 {
-    tcp_xmit(st, pcb, pcb->snd_nxt, TCP_ACK, 0);
+    if (tcp_xmit(st, pcb, pcb->snd_nxt, TCP_ACK, 0) == -ENOBUFS)
+        retry_later(st, pcb, true);
 }
 
 void tcp_send_rst(struct stack *st, struct tcp_pcb *pcb)
@@ -606,8 +630,12 @@ void tcp_output(struct stack *st, struct tcp_pcb *pcb)
         if (fin)
             flags |= TCP_FIN;
         bool is_new = SEQ_GEQ(pcb->snd_nxt, pcb->snd_max);
-        if (tcp_xmit(st, pcb, pcb->snd_nxt, flags, len))
+        int rc = tcp_xmit(st, pcb, pcb->snd_nxt, flags, len);
+        if (rc) {
+            if (rc == -ENOBUFS)
+                retry_later(st, pcb, false);
             break;
+        }
         if (!is_new) {
             pcb->total_retrans++;
             CNT_INC(&st->cnt, tcp_retrans_segs);

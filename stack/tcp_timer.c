@@ -78,6 +78,11 @@ void tcp_rtx_timer(struct timer *t, void *ctx, uint64_t now)
         timer_arm(&st->tw, &pcb->t_rtx, now + rto * NS_PER_MS);
         return;
     }
+    if (pcb->xmit_retry) { /* a transmit failed locally: try again, no loss was seen */
+        pcb->xmit_retry = false;
+        tcp_output(st, pcb);
+        return;
+    }
     if (pcb->snd_una == pcb->snd_max)
         return; /* nothing outstanding */
     if (pcb->tlp_pending) {
