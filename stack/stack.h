@@ -89,12 +89,12 @@ struct stack_params {
     uint32_t tcp_rto_min_ms, tcp_rto_max_ms, tcp_rto_init_ms;   /* 200, 120000, 1000 */
     uint32_t tcp_delack_ms;                                     /* 40 */
     uint32_t tcp_keepalive_time_s, tcp_keepalive_intvl_s, tcp_keepalive_probes; /* 7200 75 9 */
-    uint32_t tcp_max_syn_backlog;                /* SYN queue per listener before cookies, 256 */
-    bool tcp_abort_on_overflow;   /* accept queue full: RST the completed handshake (else drop its ACK) */
-    uint32_t tcp_orphan_retries;  /* RTOs of an orphaned connection before it is reset, default 8 */
-    uint32_t tcp_max_conns;                      /* connection objects per worker, default 262144 */
-    uint8_t tcp_rcv_wscale;                      /* window scale we offer, default 7 */
-    uint64_t secret[2];                          /* ISN and SYN cookie key (the daemon fills it) */
+    uint32_t tcp_max_syn_backlog; /* SYN queue per listener before cookies, 256 */
+    bool tcp_abort_on_overflow;   /* full accept queue: RST a completed handshake, not drop */
+    uint32_t tcp_orphan_retries;  /* RTOs an orphaned connection survives, default 8 */
+    uint32_t tcp_max_conns;       /* connection objects per worker, default 262144 */
+    uint8_t tcp_rcv_wscale;       /* window scale we offer, default 7 */
+    uint64_t secret[2];           /* ISN and SYN cookie key (the daemon fills it) */
     struct route_entry routes[STACK_MAX_ROUTES]; /* static routes (connected ones are added) */
     uint32_t n_routes;
     struct hook_rule rules[STACK_MAX_RULES];
