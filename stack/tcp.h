@@ -127,6 +127,8 @@ struct tcp_pcb {
     struct tcp_rxt rxt[TCP_MAX_RXT]; /* oldest first */
     uint8_t nrxt;
     uint32_t rtx_count;    /* consecutive timeouts of the current head */
+    uint8_t backoff;       /* RTO doublings (RFC 6298 5.5), kept until an RTT sample (Karn) */
+    uint32_t karn_high;    /* SND.MAX at the last RTO: ACKs up to it give no RTT sample */
     uint64_t first_rtx_ns; /* when the current head was first retransmitted */
 
     /* RTT (RFC 6298), microseconds */

@@ -10,11 +10,12 @@
 #define SEQ_GT(a, b)  SEQ_LT(b, a)
 #define SEQ_GEQ(a, b) SEQ_LEQ(b, a)
 
-#define TCP_HASH        4096u
-#define TCP_LHASH       256u
-#define TCP_DEFAULT_MSS 536u
-#define TCP_MAX_WIN     65535u
-#define TCP_OPT_SPACE   40u
+#define TCP_HASH            4096u
+#define TCP_LHASH           256u
+#define TCP_DEFAULT_MSS     536u
+#define TCP_MAX_WIN         65535u
+#define TCP_RTO_FALLBACK_MS 3000u /* RFC 6298 5.7: after a SYN timeout without a sample */
+#define TCP_OPT_SPACE       40u
 
 struct tcp_table {
     struct tcp_pcb *conn[TCP_HASH];

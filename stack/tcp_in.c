@@ -33,6 +33,7 @@ void tcp_update_rtt(struct stack *st, struct tcp_pcb *pcb, uint32_t r)
     if (rto > st->par.tcp_rto_max_ms)
         rto = st->par.tcp_rto_max_ms;
     pcb->rto_ms = rto;
+    pcb->backoff = 0; /* a valid sample ends the back-off (RFC 6298 5.7, Karn) */
 }
 
 /* ---- SACK scoreboard (sender side) ---- */
@@ -124,7 +125,12 @@ static void negotiate(struct stack *st, struct tcp_pcb *pcb, const struct tcp_se
 static void established(struct stack *st, struct tcp_pcb *pcb)
 {
     pcb->state = TCPS_ESTABLISHED;
+    /* RFC 6298 5.7: the SYN or SYN-ACK timed out and no RTT was measured: data starts
+     * with a 3 s RTO, not the initial one the handshake used. */
+    if (pcb->rtx_count && !pcb->srtt_us && pcb->rto_ms < TCP_RTO_FALLBACK_MS)
+        pcb->rto_ms = TCP_RTO_FALLBACK_MS;
     pcb->rtx_count = 0;
+    pcb->backoff = 0;
     pcb->tso = tcp_route_tso(st, pcb->raddr);
     pcb->quickacks = 16;
     pcb->cc->init(pcb);
@@ -441,8 +447,13 @@ static bool process_ack(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s
 
     if (acked) {
         /* RTT: from the timestamp echo when there is one (RFC 7323 4), else from the one
-         * timed segment, never a retransmitted one (Karn). */
-        if (pcb->ts_ok && s->o.ts_ok && s->o.tsecr) {
+         * timed segment, never a retransmitted one (Karn). After a timeout, no sample
+         * until the ACK covers data first sent after it (RFC 6298 5.7): the back-off
+         * stays until then. */
+        bool karn = pcb->backoff && SEQ_LEQ(s->ack, pcb->karn_high);
+        if (karn) {
+            /* an ACK of retransmitted data: ambiguous */
+        } else if (pcb->ts_ok && s->o.ts_ok && s->o.tsecr) {
             uint32_t r = tcp_tsval(st, pcb) - s->o.tsecr;
             if (r < 3600000u)
                 tcp_update_rtt(st, pcb, r * 1000u + (uint32_t)(st->now / 1000 % 1000));

@@ -252,7 +252,7 @@ static uint64_t tlp_timeout(const struct tcp_pcb *pcb)
     default:
         return 0;
     }
-    if (!pcb->sack_ok || pcb->in_recovery || pcb->tlp_out || pcb->rtx_count || !pcb->srtt_us ||
+    if (!pcb->sack_ok || pcb->in_recovery || pcb->tlp_out || pcb->backoff || !pcb->srtt_us ||
         pcb->snd_una == pcb->snd_max)
         return 0;
     uint64_t pto = 2ull * pcb->srtt_us * 1000u;
@@ -263,7 +263,7 @@ static uint64_t tlp_timeout(const struct tcp_pcb *pcb)
 
 void tcp_arm_rtx(struct stack *st, struct tcp_pcb *pcb)
 {
-    uint64_t rto = (uint64_t)pcb->rto_ms << (pcb->rtx_count < 16 ? pcb->rtx_count : 16);
+    uint64_t rto = (uint64_t)pcb->rto_ms << pcb->backoff;
     if (rto > st->par.tcp_rto_max_ms)
         rto = st->par.tcp_rto_max_ms;
     pcb->persist = false;

@@ -17,6 +17,13 @@ static bool user_timeout_hit(struct stack *st, struct tcp_pcb *pcb)
            st->now - pcb->first_rtx_ns >= (uint64_t)pcb->user_timeout_ms * NS_PER_MS;
 }
 
+/* RFC 6298 5.5: double the RTO (up to 2^16, the maximum bounds it before). */
+static void tcp_backoff(struct tcp_pcb *pcb)
+{
+    if (pcb->backoff < 16)
+        pcb->backoff++;
+}
+
 void tcp_rtx_timer(struct timer *t, void *ctx, uint64_t now)
 {
     struct stack *st = ctx;
@@ -40,6 +47,7 @@ void tcp_rtx_timer(struct timer *t, void *ctx, uint64_t now)
             return;
         }
         pcb->rtx_count++;
+        tcp_backoff(pcb);
         pcb->rtt_ts = 0;
         CNT_INC(&st->cnt, tcp_rto);
         tcp_send_syn(st, pcb);
@@ -99,6 +107,8 @@ void tcp_rtx_timer(struct timer *t, void *ctx, uint64_t now)
     /* RFC 6298 5.5-5.7 and RFC 5681 3.1: back off, collapse cwnd, go back to snd_una. */
     CNT_INC(&st->cnt, tcp_rto);
     pcb->rtx_count++;
+    tcp_backoff(pcb);
+    pcb->karn_high = pcb->snd_max;
     pcb->cc->on_rto(pcb, now);
     pcb->in_recovery = false;
     pcb->recover = pcb->snd_max;

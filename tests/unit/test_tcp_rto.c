@@ -87,3 +87,112 @@ Test(tcp_rto, data_without_buffers_is_sent_later)
     cr_assert_eq(p.srv->rtx_count, 0, "a local failure is not a loss");
     pair_fini(&p);
 }
+
+/* TCP header of an IPv4 TCP frame, or NULL. */
+static const uint8_t *tcp_of(const uint8_t *f, uint32_t n, uint32_t *paylen)
+{
+    if (n < 14 + 20 + 20 || rd16(f + 12) != ETHERTYPE_IPV4 || f[14 + 9] != 6)
+        return NULL;
+    uint32_t ihl = (f[14] & 15u) * 4, tot = rd16(f + 16);
+    const uint8_t *t = f + 14 + ihl;
+    *paylen = tot - ihl - (t[12] >> 4) * 4u;
+    return t;
+}
+
+/* Drops the first SYN from a, then the first data segment from a. */
+static bool drop_syn_then_data(struct pair *p, const uint8_t *f, uint32_t n, bool a_to_b)
+{
+    uint32_t len;
+    const uint8_t *t = tcp_of(f, n, &len);
+    if (!a_to_b || !t)
+        return false;
+    if (p->drop_seen == 0 && (t[13] & TCP_SYN)) {
+        p->drop_seen++;
+        return true;
+    }
+    if (p->drop_seen == 1 && len) {
+        p->drop_seen++;
+        return true;
+    }
+    return false;
+}
+
+/* Step until a's client has retransmitted more than before; returns the ns it took. */
+static uint64_t until_retransmit(struct pair *p, uint32_t before)
+{
+    uint64_t t0 = p->a.now;
+    for (int i = 0; i < 10000 && p->cli->total_retrans == before; i++)
+        step(p, T_MS);
+    cr_assert_gt(p->cli->total_retrans, before, "no retransmission");
+    return p->a.now - t0;
+}
+
+/* RFC 6298 5.7: the SYN timed out and no RTT was measured: the first data segment's RTO
+ * is 3 s, not rto_init (1 s). */
+Test(tcp_rto, rto_after_syn_timeout_is_three_seconds)
+{
+    struct pair p;
+    pair_init_filtered(&p, NULL, 64 * 1024, drop_syn_then_data);
+    cr_assert_eq(p.drop_seen, 1, "the first SYN was dropped");
+    cr_assert_eq(p.cli->srtt_us, 0, "no RTT sample from a retransmitted SYN");
+    cr_assert_eq(p.cli->rto_ms, 3000);
+    tbuf_write(&p.ca, (const uint8_t *)"data", 4);
+    tcp_output(&p.a.st, p.cli);
+    uint64_t t = until_retransmit(&p, p.cli->total_retrans);
+    cr_assert_eq(p.drop_seen, 2);
+    cr_assert_geq(t, 2990 * T_MS, "retransmitted after %llu ms", (unsigned long long)(t / T_MS));
+    cr_assert_leq(t, 3010 * T_MS, "retransmitted after %llu ms", (unsigned long long)(t / T_MS));
+    pair_fini(&p);
+}
+
+/* Drops the next drop_seq data segments from a. */
+static bool drop_next_data(struct pair *p, const uint8_t *f, uint32_t n, bool a_to_b)
+{
+    uint32_t len;
+    const uint8_t *t = tcp_of(f, n, &len);
+    if (!a_to_b || !t || !len || !p->drop_seq)
+        return false;
+    p->drop_seq--;
+    p->drop_seen++;
+    return true;
+}
+
+/* Karn (RFC 6298 5.5-5.7): after a timeout, the ACK of the retransmitted segment is no
+ * RTT sample and does not end the back-off: the next segment's RTO is still doubled. A
+ * sample from a segment sent once ends it. */
+Test(tcp_rto, backoff_kept_until_a_valid_sample)
+{
+    struct pair p;
+    pair_init_filtered(&p, NULL, 64 * 1024, drop_next_data);
+    p.cli->nodelay = true;
+    transfer(&p, 20000, 2000);
+    cr_assert_eq(p.cli->rto_ms, 200, "rto_min with a sub-millisecond RTT");
+    /* A lone segment is lost: no probe comes before its RTO (2 SRTT + the worst delayed
+     * ACK exceed 200 ms, RFC 8985 7.2), which resends it. */
+    p.drop_seq = 1;
+    tbuf_write(&p.ca, (const uint8_t *)"one", 3);
+    tcp_output(&p.a.st, p.cli);
+    for (int i = 0; i < 1000 && p.cli->snd_una != p.cli->snd_max; i++)
+        step(&p, T_MS);
+    cr_assert_eq(p.cli->snd_una, p.cli->snd_max);
+    cr_assert_eq(stest_cnt(&p.a, "tcp_rto"), 1);
+    cr_assert_eq(p.cli->backoff, 1, "the ACK of the retransmission ended the back-off");
+    /* The next segment is lost too: its RTO is 400 ms (no probe while backed off). */
+    p.drop_seq = 1;
+    tbuf_write(&p.ca, (const uint8_t *)"two", 3);
+    tcp_output(&p.a.st, p.cli);
+    uint64_t t = until_retransmit(&p, p.cli->total_retrans);
+    cr_assert_geq(t, 399 * T_MS, "retransmitted after %llu ms", (unsigned long long)(t / T_MS));
+    cr_assert_leq(t, 401 * T_MS, "retransmitted after %llu ms", (unsigned long long)(t / T_MS));
+    for (int i = 0; i < 100 && p.cli->snd_una != p.cli->snd_max; i++)
+        step(&p, T_MS);
+    cr_assert_eq(p.cli->backoff, 2);
+    /* A segment sent once and acknowledged: a valid sample, the back-off ends. */
+    tbuf_write(&p.ca, (const uint8_t *)"three", 5);
+    tcp_output(&p.a.st, p.cli);
+    for (int i = 0; i < 100 && p.cli->snd_una != p.cli->snd_max; i++)
+        step(&p, T_MS);
+    cr_assert_eq(p.cli->snd_una, p.cli->snd_max);
+    cr_assert_eq(p.cli->backoff, 0);
+    pair_fini(&p);
+}
