@@ -629,6 +629,7 @@ static void process_data(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *
     if (off == 0) {
         uint32_t adv = take;
         bool filled = pcb->nooo > 0;
+        pcb->ooo_last_ok = false; /* this segment moves the ACK: no block is owed first */
         while (pcb->nooo && SEQ_LEQ(pcb->ooo[0].start, pcb->rcv_nxt + adv)) {
             if (SEQ_GT(pcb->ooo[0].end, pcb->rcv_nxt + adv))
                 adv = pcb->ooo[0].end - pcb->rcv_nxt;
@@ -669,6 +670,8 @@ static void process_data(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *
     if (take) {
         uint8_t before = pcb->nooo;
         range_insert(pcb->ooo, &pcb->nooo, TCP_MAX_OOO, seq, seq + take);
+        pcb->ooo_last = seq; /* its block goes first in the next SACK (RFC 2018 4) */
+        pcb->ooo_last_ok = true;
         if (pcb->nooo == before && before == TCP_MAX_OOO) {
             bool kept = false;
             for (uint8_t i = 0; i < pcb->nooo; i++)

@@ -99,6 +99,52 @@ uint32_t tcp_rcv_window(struct tcp_pcb *pcb)
     return space & ~((1u << pcb->rcv_wscale) - 1);
 }
 
+/* The held range that contains seq, or -1. */
+static int ooo_find(const struct tcp_pcb *pcb, uint32_t seq)
+{
+    for (int i = 0; i < pcb->nooo; i++)
+        if (SEQ_LEQ(pcb->ooo[i].start, seq) && SEQ_LT(seq, pcb->ooo[i].end))
+            return i;
+    return -1;
+}
+
+/* Choose up to max SACK blocks into sack_sent, in RFC 2018 section 4's order: first the
+ * block holding the segment that triggered this ACK (unless it advanced the ACK), then
+ * the blocks of the previous SACK option, most recent first, as they are now (merged or
+ * grown), then the other held ranges. A sender thus hears of every new block at once
+ * and of each block at least three times, however many holes there are. */
+static uint32_t sack_blocks(struct tcp_pcb *pcb, uint32_t max)
+{
+    int pick[4];
+    uint32_t k = 0;
+    if (max > 4)
+        max = 4;
+    bool used[TCP_MAX_OOO] = {false};
+    int i = pcb->ooo_last_ok ? ooo_find(pcb, pcb->ooo_last) : -1;
+    if (i >= 0 && k < max) {
+        pick[k++] = i;
+        used[i] = true;
+    }
+    for (uint32_t h = 0; h < pcb->nsack_sent && k < max; h++) {
+        i = ooo_find(pcb, pcb->sack_sent[h].start);
+        if (i < 0) /* merged into a grown block, or filled: look at its end too */
+            i = ooo_find(pcb, pcb->sack_sent[h].end - 1);
+        if (i >= 0 && !used[i]) {
+            pick[k++] = i;
+            used[i] = true;
+        }
+    }
+    for (i = 0; i < pcb->nooo && k < max; i++)
+        if (!used[i]) {
+            pick[k++] = i;
+            used[i] = true;
+        }
+    for (uint32_t j = 0; j < k; j++)
+        pcb->sack_sent[j] = pcb->ooo[pick[j]];
+    pcb->nsack_sent = (uint8_t)k;
+    return k;
+}
+
 static uint32_t build_opts(struct stack *st, struct tcp_pcb *pcb, uint8_t flags, uint8_t *o)
 {
     uint32_t n = 0;
@@ -142,17 +188,15 @@ static uint32_t build_opts(struct stack *st, struct tcp_pcb *pcb, uint8_t flags,
         n += 8;
     }
     if (pcb->sack_ok && pcb->nooo && !(flags & TCP_RST)) {
-        /* RFC 2018 4: the block with the most recent data first; we keep ranges in
-         * sequence order and report the first ones (the holes the sender must fill). */
         uint32_t max = (TCP_OPT_SPACE - n - 4) / 8;
-        uint32_t k = pcb->nooo < max ? pcb->nooo : max;
+        uint32_t k = sack_blocks(pcb, max);
         o[n++] = OPT_NOP;
         o[n++] = OPT_NOP;
         o[n++] = OPT_SACK;
         o[n++] = (uint8_t)(2 + 8 * k);
         for (uint32_t i = 0; i < k; i++) {
-            wr32(o + n, pcb->ooo[i].start);
-            wr32(o + n + 4, pcb->ooo[i].end);
+            wr32(o + n, pcb->sack_sent[i].start);
+            wr32(o + n + 4, pcb->sack_sent[i].end);
             n += 8;
         }
     }
