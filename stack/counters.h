@@ -127,7 +127,8 @@
     X(tcp_drop_short)                                                                              \
     X(tcp_drop_csum)                                                                               \
     X(tcp_drop_no_port)                                                                            \
-    X(tcp_xmit_retry) /* a segment not sent for lack of buffers: retried by a timer */        \
+    X(tcp_xmit_retry) /* a segment not sent for lack of buffers: retried by a timer */             \
+    X(tcp_pmtu_resend) /* ICMP frag-needed lowered the MSS: the flight is resent */                \
     X(tcp_tx_rst)                                                                                  \
     X(tcp_tx)                                                                                      \
     X(tcp_rx_data_bytes)                                                                           \
@@ -154,7 +155,7 @@
     X(tcp_drop_bad_ack)       /* ACK outside the acceptable range (RFC 5961) */                    \
     X(tcp_drop_rst_inwindow)  /* RST not at RCV.NXT: challenge ACK (RFC 5961) */                   \
     X(tcp_drop_syn_inwindow)  /* SYN on a synchronized connection (RFC 5961) */                    \
-    X(tcp_drop_accept_full)    /* SYN or final ACK dropped: accept queue full */           \
+    X(tcp_drop_accept_full)    /* SYN or final ACK dropped: accept queue full */                   \
     X(tcp_drop_listen_overflow)/* SYN or ACK when the queues are full */                           \
     X(tcp_drop_bad_cookie)    /* ACK to a listener that is not a valid SYN cookie */               \
     X(tcp_drop_ooo_full)      /* out-of-order data beyond the ranges we track */                   \

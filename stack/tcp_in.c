@@ -889,13 +889,23 @@ void tcp_err_input(struct stack *st, uint8_t type, uint8_t code, uint32_t info, 
     if (SEQ_LT(seq, pcb->snd_una) || SEQ_GT(seq, pcb->snd_max))
         return;
     if (type == ICMP_DEST_UNREACH && code == ICMP_UNREACH_NEEDFRAG) {
-        /* RFC 1191: lower the MSS to the next-hop MTU and resend what was lost. */
+        /* RFC 1191 6.5, RFC 8201: lower the MSS to the next-hop MTU. Every segment in
+         * flight was cut at the old size and dropped on the way: send the flight again
+         * in smaller segments now and as the ACKs open cwnd, not one segment and the
+         * rest after an RTO. Not a congestion signal: cwnd and the back-off stay. */
         uint32_t mtu = info & 0xffff;
         if (mtu >= 68 && mtu - IP4_HLEN - TCP_HLEN < pcb->mss) {
             pcb->mss = (uint16_t)(mtu - IP4_HLEN - TCP_HLEN);
             if (pcb->cwnd < pcb->mss)
                 pcb->cwnd = pcb->mss;
-            tcp_retransmit(st, pcb, pcb->snd_una, pcb->snd_una + pcb->mss);
+            CNT_INC(&st->cnt, tcp_pmtu_resend);
+            pcb->snd_nxt = pcb->snd_una;
+            if (pcb->fin_sent && SEQ_LEQ(pcb->snd_nxt, pcb->fin_seq))
+                pcb->fin_sent = false;
+            pcb->rtt_ts = 0; /* Karn: what is timed now is sent again */
+            pcb->high_rxt = pcb->snd_una;
+            pcb->nrxt = 0;
+            tcp_output(st, pcb);
         }
         return;
     }

@@ -196,3 +196,65 @@ Test(tcp_rto, backoff_kept_until_a_valid_sample)
     cr_assert_eq(p.cli->backoff, 0);
     pair_fini(&p);
 }
+
+/* ICMP frag-needed from a router between a and b, quoting the IP header and 8 bytes of
+ * the frame f that a sent. */
+static void inject_frag_needed(struct pair *p, const uint8_t *f, uint16_t mtu)
+{
+    uint8_t icmp[8 + 28];
+    memset(icmp, 0, sizeof(icmp));
+    icmp[0] = 3; /* destination unreachable */
+    icmp[1] = 4; /* fragmentation needed and DF set */
+    wr16(icmp + 6, mtu);
+    memcpy(icmp + 8, f + 14, 28);
+    wr16(icmp + 2, csum_fold(csum_partial(icmp, sizeof(icmp), 0)));
+    uint8_t fr[128];
+    uint32_t n = build_ip4(fr, st_mac_a, mac_b, ADDR_B, ST_ADDR_A, 1, 9, 0, 64, icmp, sizeof(icmp));
+    cr_assert_eq(nic_sim_inject(&p->a.nic, fr, n), 0);
+    stest_step(&p->a, 0);
+}
+
+/* Drops a's data segments larger than drop_seq bytes (a link with a smaller MTU). */
+static bool drop_big(struct pair *p, const uint8_t *f, uint32_t n, bool a_to_b)
+{
+    uint32_t len;
+    const uint8_t *t = tcp_of(f, n, &len);
+    if (!a_to_b || !t || !p->drop_seq || len <= p->drop_seq)
+        return false;
+    if (p->drop_seen++ == 0) /* the router reports the first one */
+        inject_frag_needed(p, f, 1000);
+    return true;
+}
+
+/* RFC 1191 6.5 / RFC 8201: after frag-needed lowers the MSS, the whole flight (all cut
+ * too big) is resent in smaller segments as the ACKs come, not one segment and the rest
+ * after an RTO. */
+Test(tcp_rto, frag_needed_resends_the_flight_at_once)
+{
+    struct pair p;
+    pair_init_filtered(&p, NULL, 256 * 1024, drop_big);
+    p.cli->nodelay = true;
+    transfer(&p, 20000, 2000);
+    uint64_t rto0 = stest_cnt(&p.a, "tcp_rto");
+    p.drop_seq = 1000 - 20 - 20 - 12; /* the largest payload the 1000-byte MTU carries */
+    static uint8_t d[10 * 1448], got[sizeof(d)]; /* one flight, nothing after it */
+    for (uint32_t i = 0; i < sizeof(d); i++)
+        d[i] = pattern(i);
+    uint32_t sent = 0, have = 0;
+    uint64_t t0 = p.a.now;
+    for (int i = 0; i < 1000 && have < sizeof(d); i++) {
+        sent += tbuf_write(&p.ca, d + sent, sizeof(d) - sent);
+        tcp_output(&p.a.st, p.cli);
+        step(&p, T_MS);
+        have += tbuf_read(&p.sb, got + have, sizeof(got) - have);
+        tcp_rcvd(&p.b.st, p.srv);
+    }
+    cr_assert_eq(have, sizeof(d));
+    cr_assert_eq(memcmp(got, d, sizeof(d)), 0);
+    cr_assert_geq(p.drop_seen, 2, "a flight of large segments was dropped");
+    cr_assert_eq(p.cli->mss, 1000 - 40);
+    cr_assert_eq(stest_cnt(&p.a, "tcp_rto"), rto0, "the flight waited for an RTO");
+    cr_assert_lt(p.a.now - t0, 100 * T_MS, "took %llu ms",
+                 (unsigned long long)((p.a.now - t0) / T_MS));
+    pair_fini(&p);
+}
