@@ -236,7 +236,7 @@ Test(tcp_rto, frag_needed_resends_the_flight_at_once)
     p.cli->nodelay = true;
     transfer(&p, 20000, 2000);
     uint64_t rto0 = stest_cnt(&p.a, "tcp_rto");
-    p.drop_seq = 1000 - 20 - 20 - 12; /* the largest payload the 1000-byte MTU carries */
+    p.drop_seq = 1000 - 20 - 20 - 12;            /* the largest payload the 1000-byte MTU carries */
     static uint8_t d[10 * 1448], got[sizeof(d)]; /* one flight, nothing after it */
     for (uint32_t i = 0; i < sizeof(d); i++)
         d[i] = pattern(i);
