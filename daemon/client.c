@@ -384,6 +384,10 @@ static void sock_free(struct client *cl, struct dsock *ds, bool release)
     }
     ds->gen = 0;
     cl->nopen--;
+    /* The last orphan of a departed process is done: its session may go (release: our
+     * last writes to the region and the table come before). */
+    if (cl->nopen == 0 && cl->orphaned)
+        __atomic_store_n(&cl->orphans_done, true, __ATOMIC_RELEASE);
 }
 
 static void publish_names(struct client *cl, struct dsock *ds);
@@ -936,8 +940,8 @@ static void tcp_close_sock(struct client *cl, struct dsock *ds, bool abort)
     struct tcp_pcb *t = ds->tcp;
     /* Unread data at close means the peer's data was lost: RST, not FIN (RFC 2525 2.17). */
     uint32_t unread = ds->rx_tail - __atomic_load_n(&sh->rx_head, __ATOMIC_ACQUIRE);
-    if (abort || ds->linger0 || (unread && unread <= ds->rx_size) || t->state == TCPS_LISTEN ||
-        t->state == TCPS_SYN_SENT || t->state == TCPS_CLOSED) {
+    if (abort || ds->linger0 || ds->unaccepted || (unread && unread <= ds->rx_size) ||
+        t->state == TCPS_LISTEN || t->state == TCPS_SYN_SENT || t->state == TCPS_CLOSED) {
         if (t->state == TCPS_LISTEN || t->state == TCPS_CLOSED || t->state == TCPS_SYN_SENT)
             tcp_close(cl->st, t);
         else
@@ -1219,29 +1223,55 @@ static void drain_requests(struct client *cl)
     }
 }
 
-void client_close_all(struct client *cl)
+uint32_t client_close_all(struct client *cl)
 {
     drain_requests(cl);
-    /* The process is gone: its connections are reset (DESIGN.md 4), nothing lingers on
-     * memory that is about to be unmapped. */
+    /* The process is gone. As the kernel closes the descriptors of an exiting process,
+     * every socket is closed as close() would: a connection sends what was written and
+     * then its FIN, and is reset only where close() resets (unread data, SO_LINGER 0,
+     * never accepted). What is left lives on as orphans on the region, which the session
+     * keeps mapped until the last of them is done (client_orphans_done). A broken client's
+     * indices cannot be trusted: its connections are reset. */
+    for (uint32_t i = 0; i < cl->nsocks; i++) {
+        struct dsock *ds = &cl->socks[i];
+        if (!ds->gen || ds->closing)
+            continue;
+        if (ds->type == SOCK_DGRAM) {
+            while (!cl->broken && !tx_drain(cl, ds))
+                ; /* what a process sent before it exited still goes out */
+            sock_free(cl, ds, false);
+        } else {
+            tcp_close_sock(cl, ds, cl->broken);
+        }
+    }
+    cl->txq = NULL;
+    /* Release: a control thread that sees the flag sees no socket of ours left. */
+    __atomic_store_n(&cl->orphaned, true, __ATOMIC_RELEASE);
+    if (cl->nopen == 0)
+        __atomic_store_n(&cl->orphans_done, true, __ATOMIC_RELEASE);
+    return cl->nopen;
+}
+
+bool client_orphans_done(const struct client *cl)
+{
+    /* Acquire: pairs with the release in sock_free / client_close_all; after it, the
+     * worker no longer touches the region or the socket table. */
+    return __atomic_load_n(&cl->orphans_done, __ATOMIC_ACQUIRE);
+}
+
+void client_abort_orphans(struct client *cl)
+{
     for (uint32_t i = 0; i < cl->nsocks; i++) {
         struct dsock *ds = &cl->socks[i];
         if (!ds->gen)
             continue;
-        if (ds->type == SOCK_DGRAM && !cl->broken)
-            while (!cl->broken && !tx_drain(cl, ds))
-                ; /* what a process sent before it exited still goes out */
         if (ds->tcp) {
             struct tcp_pcb *t = ds->tcp;
             ds->tcp = NULL;
-            if (t->state == TCPS_LISTEN)
-                tcp_close(cl->st, t);
-            else
-                tcp_abort(cl->st, t);
+            tcp_abort(cl->st, t);
         }
         sock_free(cl, ds, false);
     }
-    cl->txq = NULL;
 }
 
 bool client_pending(const struct client *cl)

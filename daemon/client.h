@@ -77,6 +77,8 @@ struct client {
     uint32_t rcvbuf, sndbuf;
     struct dsock *txq; /* sockets whose TX fifo still holds records */
     bool broken;       /* misbehaved: no more service; the control thread detaches it */
+    bool orphaned;     /* the process is gone; its connections finish (client_close_all) */
+    bool orphans_done; /* ... and the last one is gone: the session may be freed */
     struct client_stats stats;
     struct stack *st;
 };
@@ -92,7 +94,13 @@ void client_fini(struct client *cl);
 
 /* Worker side: attach to a stack / close every socket. */
 void client_attach(struct client *cl, struct stack *st);
-void client_close_all(struct client *cl);
+/* The process is gone: close every socket as close() would; returns how many connections
+ * live on as orphans (delivering what was written, then the FIN). */
+uint32_t client_close_all(struct client *cl);
+/* Control thread: true once no orphan of an orphaned client is left. */
+bool client_orphans_done(const struct client *cl);
+/* Worker side, at shutdown: reset the orphans still there. */
+void client_abort_orphans(struct client *cl);
 
 /* Serve the client: requests (up to budget), TX drains. Returns work done. */
 int client_poll(struct client *cl, int budget);

@@ -21,7 +21,8 @@ struct part {
     void *mem;
     size_t size;
     bool added;       /* on the worker's client list */
-    struct client cl; /* used by the worker between add and remove */
+    uint32_t orphans; /* connections left delivering when the process went (remove_fn) */
+    struct client cl; /* used by the worker between add and remove, and by its orphans */
 };
 
 struct session {
@@ -37,6 +38,10 @@ struct session {
 struct sessions {
     struct session *head;
     unsigned n;
+    /* Sessions of departed processes whose connections still deliver what was written
+     * (orphans): their regions stay mapped until the last one is done. */
+    struct session *orphans;
+    ev_timer reap;
     uint32_t next_id;
     int state_fd;
     struct shm_state *state;
@@ -47,6 +52,8 @@ static struct sessions *S(struct daemon *d)
 {
     return d->sessions;
 }
+
+static void reap_cb(struct ev_loop *loop, ev_timer *t, int revents);
 
 int sessions_init(struct daemon *d)
 {
@@ -71,6 +78,9 @@ int sessions_init(struct daemon *d)
               F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) < 0)
         goto fail;
     ss->next_id = 1;
+    ev_init(&ss->reap, reap_cb);
+    ss->reap.repeat = 0.1;
+    ss->reap.data = d;
     d->sessions = ss;
     for (unsigned i = 0; i < d->nworkers; i++)
         worker_set_shm_sleeping(&d->workers[i], &ss->state->worker[i].sleeping);
@@ -106,8 +116,15 @@ static int remove_fn(struct worker *w, void *arg)
     if (*pp)
         *pp = pt->cl.next;
     int n = (int)pt->cl.nopen;
-    client_close_all(&pt->cl);
+    pt->orphans = client_close_all(&pt->cl);
     return n; /* sockets closed, for the log */
+}
+
+static int abort_orphans_fn(struct worker *w, void *arg)
+{
+    struct part *pt = arg;
+    client_abort_orphans(&pt->cl);
+    return 0;
 }
 
 static void session_free(struct session *s)
@@ -158,9 +175,45 @@ static void session_detach(struct session *s)
     S(d)->n--;
     if (!session_remove(s, &n))
         return; /* leaked rather than pulled away from a worker */
-    log_info("client %u (pid %d) detached: %d sockets closed", s->part[0].cl.id,
-             (int)s->part[0].cl.pid, n);
-    session_free(s);
+    uint32_t orphans = 0;
+    for (uint32_t k = 0; k < s->nparts; k++)
+        orphans += s->part[k].orphans;
+    if (!orphans) {
+        log_info("client %u (pid %d) detached: %d sockets closed", s->part[0].cl.id,
+                 (int)s->part[0].cl.pid, n);
+        session_free(s);
+        return;
+    }
+    log_info("client %u (pid %d) detached: %d sockets closed, %u connections still delivering",
+             s->part[0].cl.id, (int)s->part[0].cl.pid, n, orphans);
+    /* The region, the eventfds and the session connection (client_break may still shut
+     * it down) stay until then. */
+    s->next = S(d)->orphans;
+    S(d)->orphans = s;
+    if (!ev_is_active(&S(d)->reap))
+        ev_timer_again(d->loop, &S(d)->reap);
+}
+
+/* Free the sessions whose orphans are all done. */
+static void reap_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct daemon *d = t->data;
+    struct session **pp = &S(d)->orphans;
+    while (*pp) {
+        struct session *s = *pp;
+        bool done = true;
+        for (uint32_t k = 0; k < s->nparts; k++)
+            done &= client_orphans_done(&s->part[k].cl);
+        if (!done) {
+            pp = &s->next;
+            continue;
+        }
+        *pp = s->next;
+        log_debug("client %u: its last orphaned connection is done", s->part[0].cl.id);
+        session_free(s);
+    }
+    if (!S(d)->orphans)
+        ev_timer_stop(loop, t);
 }
 
 static void session_io_cb(struct ev_loop *loop, ev_io *io, int revents)
@@ -354,6 +407,19 @@ void sessions_fini(struct daemon *d)
         return;
     while (ss->head)
         session_detach(ss->head);
+    /* Shutdown: the orphans still delivering are reset (the stacks go away next). */
+    ev_timer_stop(d->loop, &ss->reap);
+    while (ss->orphans) {
+        struct session *s = ss->orphans;
+        bool ok = true;
+        ss->orphans = s->next;
+        for (uint32_t k = 0; k < s->nparts; k++)
+            if (s->part[k].orphans &&
+                worker_call(s->part[k].w, abort_orphans_fn, &s->part[k], DAEMON_CALL_TIMEOUT_MS) < 0)
+                ok = false;
+        if (ok)
+            session_free(s);
+    }
     for (unsigned i = 0; i < d->nworkers; i++)
         worker_set_shm_sleeping(&d->workers[i], NULL);
     munmap(ss->state, ss->state_size);

@@ -52,7 +52,7 @@ static int64_t spin_ns = SPIN_NS_DEFAULT;
 #define SHARED_CAP_NS    1000000ll    /* sleep cap on a shared channel (see docs) */
 #define ALIVE_CHECK_NS   100000000ll  /* non-blocking paths poll the control fd this often */
 #define ATTACH_TIMEOUT_S 5            /* the attach handshake never hangs longer */
-#define CLOSE_LINGER_NS  1000000000ll /* close waits this long for the TX fifo to drain */
+#define CLOSE_LINGER_NS  1000000000ll /* close waits this long for a datagram TX fifo to drain */
 #define FDT_PAGE         1024
 #define FDT_PAGES        1024 /* fds below 1M can be shmnet sockets */
 
@@ -2182,14 +2182,13 @@ static void sock_release(struct csock *s)
         while (!tx_drained(s, 0) && sock_wait(s, tx_drained, 0, deadline) == 0) {
         }
     }
-    /* TCP: the daemon sends the FIN after the queued bytes, but resets the connections of
-     * a process that exits; wait (bounded: SO_LINGER's time, else CLOSE_LINGER_NS) until
-     * the peer has acknowledged what we wrote, so send + close + exit loses nothing. Not
-     * with SO_LINGER {1, 0} or unread data (the daemon resets), nor when not connected. */
-    if (!att_dead(a) && s->type == SOCK_STREAM && s->linger_s != 0 &&
+    /* TCP: the daemon sends what was written, then the FIN, whether the process lives on
+     * or exits (the connection is an orphan then, as in Linux): close returns at once.
+     * Only SO_LINGER with a time makes it wait, up to that time, until the peer has
+     * acknowledged everything (socket(7)); not with unread data (the daemon resets). */
+    if (!att_dead(a) && s->type == SOCK_STREAM && s->linger_s > 0 &&
         sock_tstate(s) == TS_CONNECTED && !rx_nonempty(s)) {
-        int64_t deadline =
-            now_ns() + (s->linger_s > 0 ? s->linger_s * 1000000000ll : CLOSE_LINGER_NS);
+        int64_t deadline = now_ns() + s->linger_s * 1000000000ll;
         while (!tcp_tx_acked(s, 0) && sock_wait(s, tcp_tx_acked, 0, deadline) == 0) {
         }
     }

@@ -129,6 +129,8 @@
     X(tcp_drop_no_port)                                                                            \
     X(tcp_xmit_retry) /* a segment not sent for lack of buffers: retried by a timer */             \
     X(tcp_pmtu_resend) /* ICMP frag-needed lowered the MSS: the flight is resent */                \
+    X(tcp_orphans)            /* gauge: closed connections still delivering data or a FIN */       \
+    X(tcp_orphan_timeouts)    /* orphans given up after tcp.orphan_retries timeouts or probes */  \
     X(tcp_tx_rst)                                                                                  \
     X(tcp_tx)                                                                                      \
     X(tcp_rx_data_bytes)                                                                           \

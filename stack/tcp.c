@@ -295,8 +295,17 @@ void tcp_notify_closed(struct tcp_pcb *pcb, int err)
 
 static void listener_drop_children(struct stack *st, struct tcp_pcb *l);
 
+static void orphan_done(struct stack *st, struct tcp_pcb *pcb)
+{
+    if (pcb->orphan) {
+        pcb->orphan = false;
+        CNT_ADD(&st->cnt, tcp_orphans, (uint64_t)-1);
+    }
+}
+
 void tcp_set_closed(struct stack *st, struct tcp_pcb *pcb, int err)
 {
+    orphan_done(st, pcb);
     if (pcb->state == TCPS_LISTEN)
         listener_drop_children(st, pcb);
     /* A queued child is on exactly one of its listener's queues, told apart by
@@ -340,6 +349,7 @@ void tcp_set_closed(struct stack *st, struct tcp_pcb *pcb, int err)
 
 void tcp_enter_time_wait(struct stack *st, struct tcp_pcb *pcb)
 {
+    orphan_done(st, pcb); /* as Linux counts them: TIME_WAIT is not an orphan */
     pcb->state = TCPS_TIME_WAIT;
     pcb->ack_now = false; /* the FIN was just ACKed; TIME_WAIT only re-ACKs a repeated FIN */
     timer_cancel(&st->tw, &pcb->t_delack);
@@ -567,6 +577,12 @@ void tcp_close(struct stack *st, struct tcp_pcb *pcb)
         return; /* the timer frees it */
     default:
         break;
+    }
+    /* An orphan now: it lives on until what was written is delivered and the FIN is
+     * acknowledged, or its retries run out (tcp.orphan_retries, fin_timeout_ms). */
+    if (!pcb->orphan) {
+        pcb->orphan = true;
+        CNT_INC(&st->cnt, tcp_orphans);
     }
     pcb->shut_rd = true;
     if (!pcb->fin_queued)

@@ -92,6 +92,7 @@ struct tcp_pcb {
     uint32_t laddr, raddr;
     uint16_t lport, rport;
     bool hashed, listen_hashed, owned, closed_by_app, in_accept_q, closed_sent, from_cookie;
+    bool orphan; /* closed by its owner with data or a FIN still to deliver (tcp_orphans) */
 
     /* send sequence space (RFC 9293 3.3.1) */
     uint32_t iss, snd_una, snd_nxt, snd_max, snd_wl1, snd_wl2;

@@ -76,11 +76,17 @@ void tcp_rtx_timer(struct timer *t, void *ctx, uint64_t now)
                 tcp_arm_rtx(st, pcb);
             return;
         }
+        /* An orphan's peer that never opens its window again would hold it for ever
+         * (Linux: tcp_orphan_retries bounds the probes of a socket without owner). */
+        if (pcb->orphan && pcb->rtx_count >= st->par.tcp_orphan_retries) {
+            CNT_INC(&st->cnt, tcp_orphan_timeouts);
+            timeout_close(st, pcb);
+            return;
+        }
         CNT_INC(&st->cnt, tcp_zero_window_probes);
         tcp_send_probe(st, pcb);
-        if (pcb->rtx_count < 10)
-            pcb->rtx_count++;
-        uint64_t rto = (uint64_t)pcb->rto_ms << pcb->rtx_count;
+        pcb->rtx_count++;
+        uint64_t rto = (uint64_t)pcb->rto_ms << (pcb->rtx_count < 10 ? pcb->rtx_count : 10);
         if (rto > 60000)
             rto = 60000;
         timer_arm(&st->tw, &pcb->t_rtx, now + rto * NS_PER_MS);
@@ -100,6 +106,11 @@ void tcp_rtx_timer(struct timer *t, void *ctx, uint64_t now)
     }
     if (!pcb->first_rtx_ns)
         pcb->first_rtx_ns = now;
+    if (pcb->orphan && pcb->rtx_count >= st->par.tcp_orphan_retries) {
+        CNT_INC(&st->cnt, tcp_orphan_timeouts);
+        timeout_close(st, pcb);
+        return;
+    }
     if (pcb->rtx_count >= st->par.tcp_retries2 || user_timeout_hit(st, pcb)) {
         timeout_close(st, pcb);
         return;
