@@ -8,6 +8,7 @@
 #include "daemon/client.h"
 
 #include <errno.h>
+#include <linux/capability.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -327,6 +328,38 @@ static void sock_unclaim(struct client *cl, struct dsock *ds)
         stack_port_release(cl->st, ds->type == SOCK_STREAM ? 6 : 17, ds->claim_port);
     ds->claim_port = 0;
     ds->claim_group = false;
+}
+
+/* CAP_NET_BIND_SERVICE in the effective set of process pid (/proc/PID/status). */
+static bool has_cap_bind(pid_t pid)
+{
+    char path[64], line[256];
+    bool yes = false;
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return false;
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long long eff;
+        if (sscanf(line, "CapEff: %llx", &eff) == 1) {
+            yes = eff & (1ull << CAP_NET_BIND_SERVICE);
+            break;
+        }
+    }
+    fclose(f);
+    return yes;
+}
+
+void client_set_bind_policy(struct client *cl, uint32_t unprivileged_port_start)
+{
+    cl->bind_min = (uint16_t)(unprivileged_port_start > 65535 ? 65535 : unprivileged_port_start);
+    cl->bind_low = cl->uid == 0 || (cl->bind_min > 1 && has_cap_bind(cl->pid));
+}
+
+/* Linux's rule for ports below net.ipv4.ip_unprivileged_port_start (inet_bind). */
+static int bind_allowed(const struct client *cl, uint16_t port)
+{
+    return port && port < cl->bind_min && !cl->bind_low ? -EACCES : 0;
 }
 
 /* A TCP port of this client's listening group: a member listener of another part binds
@@ -983,6 +1016,8 @@ static int handle_tcp(struct client *cl, struct dsock *ds, const struct shm_req 
     }
     switch (r->op) {
     case SHM_OP_BIND:
+        if ((rc = bind_allowed(cl, r->port)) < 0)
+            return rc;
         rc = t->lport                   ? -EINVAL
              : r->flags & SHM_REQ_GROUP ? sock_join(cl, ds, r->port)
                                         : sock_claim(cl, ds, r->port);
@@ -1088,6 +1123,8 @@ static void handle_req(struct client *cl, const struct shm_req *r, struct shm_cp
     int rc = 0;
     switch (r->op) {
     case SHM_OP_BIND:
+        if ((rc = bind_allowed(cl, r->port)) < 0)
+            break;
         rc = ds->pcb.bound ? -EINVAL : sock_claim(cl, ds, r->port);
         if (rc == 0 && (rc = udp_bind(cl->st, &ds->pcb, r->addr, r->port)) < 0)
             sock_unclaim(cl, ds);

@@ -52,6 +52,8 @@ struct client {
     uint32_t part, nparts; /* this part of the session (one per worker, docs/workers.md) */
     pid_t pid;
     uid_t uid;
+    uint16_t bind_min; /* binding a port below it needs bind_low (unprivileged_port_start) */
+    bool bind_low;     /* uid 0 or CAP_NET_BIND_SERVICE when the process attached */
     int sess_fd; /* the control connection (owned by the control thread) */
     struct shm_region *reg;
     uint8_t *base;
@@ -92,6 +94,8 @@ int client_init(struct client *cl, void *mem, size_t size, uint32_t id, uint32_t
 /* Release what client_init allocated (not the mapping or the fds). */
 void client_fini(struct client *cl);
 
+/* Control thread, at attach: who may bind ports below clients.unprivileged_port_start. */
+void client_set_bind_policy(struct client *cl, uint32_t unprivileged_port_start);
 /* Worker side: attach to a stack / close every socket. */
 void client_attach(struct client *cl, struct stack *st);
 /* The process is gone: close every socket as close() would; returns how many connections

@@ -295,6 +295,7 @@ static int part_init(struct session *s, uint32_t k, uint32_t id, const struct uc
     pt->cl.nparts = s->nparts;
     pt->cl.pid = cred->pid;
     pt->cl.uid = cred->uid;
+    client_set_bind_policy(&pt->cl, c->unprivileged_port_start);
     pt->cl.sess_fd = fd;
     memcpy(pt->cl.chan_efd, s->chan_efd, sizeof(s->chan_efd));
     return 0;
