@@ -321,8 +321,11 @@ class Wire:
         return h + payload
 
     def send_ip(self, pkt):
+        """Send; returns the time just before the send (the daemon may answer before
+        send() returns: an interval measured from here is never too short)."""
+        t = time.time()
         self.sock.send(self.dmac + self.mac + struct.pack("!H", ETH_P_IP) + pkt)
-        return time.time()
+        return t
 
     def send_tcp(self, sport, dport, seq, ack, flags, win, opts=b"", payload=b""):
         while len(opts) % 4:
@@ -817,8 +820,6 @@ class Case:
                              timeout)
         if s is None:
             raise Fail("no SYN to port %d within %.1fs" % (port, timeout))
-        if "ts" in s.opts:
-            pass
         return s
 
     def active(self, mss=1460, ws=None, sack=False, ts=False, win=65535, synack_delay=0.0,
