@@ -872,11 +872,10 @@ class Case:
 CASES = []
 
 
-def case(name, defect=None):
-    """Register a case: def f(t) raising Fail (or AssertionError) when the rule is broken.
-    defect: the letter of a known defect (the driver lists them)."""
+def case(name):
+    """Register a case: def f(t) raising Fail (or AssertionError) when the rule is broken."""
     def reg(fn):
-        CASES.append((name, fn, defect, (fn.__doc__ or "").strip()))
+        CASES.append((name, fn, (fn.__doc__ or "").strip()))
         return fn
     return reg
 

@@ -52,8 +52,8 @@ def main():
         print("duplicate case names", file=sys.stderr)
         return 2
     if a.list:
-        for name, _fn, defect, doc in cases:
-            print("%s %s %s" % (name, defect or "-", doc.splitlines()[0] if doc else ""))
+        for name, _fn, doc in cases:
+            print("%s %s" % (name, doc.splitlines()[0] if doc else ""))
         return 0
     sel = [c for c in cases if not a.names or any(fnmatch.fnmatch(c[0], p) for p in a.names)]
     if not sel:
@@ -61,8 +61,8 @@ def main():
         return 2
     eng = engine.Engine(a.iface, a.app, a.preload, a.sock, a.ctl, a.delack_ms, a.rto_min_ms)
     nfail = 0
-    for idx, (name, fn, _defect, _doc) in enumerate(cases):
-        if (name, fn, _defect, _doc) not in sel:
+    for idx, (name, fn, _doc) in enumerate(cases):
+        if (name, fn, _doc) not in sel:
             continue
         eng.wire.clear()
         eng.trace.reset()

@@ -6,9 +6,7 @@
 # what comes back against the RFCs and Linux. The application side of each case is
 # tests/progs/conf_app under LD_PRELOAD, driven line by line by the engine.
 #
-# One check per case ("PASS name" / "FAIL name: why"). Cases for known defects that are
-# being fixed (KNOWN_DEFECTS below) run and count like every other case; their FAIL
-# lines say "[known defect (x)]". When one passes, a note asks to take it off the list.
+# One check per case ("PASS name" / "FAIL name: why").
 #
 # Like every script it also runs on af_xdp (veth) and with two workers: the engine sits
 # on the kernel side of either.
@@ -20,20 +18,6 @@
 . "$(dirname "$0")/../lib/harness.sh"
 harness_init conf
 
-# The cases that fail on purpose until the fixes land, with the brief's letters.
-declare -A KNOWN_DEFECTS=(
-    [accept_rst_before_accept]="(a) RST before accept()"
-    [accept_fin_rst_before_accept]="(a) FIN then RST before accept()"
-    [accept_queue_overflow_drops_ack]="(b) accept queue full: final ACK dropped silently"
-    [rto_3s_after_syn_timeout]="(c) RFC 6298 5.7 after a SYN timeout"
-    [rto_3s_after_synack_timeout]="(c) RFC 6298 5.7 after a SYN-ACK timeout"
-    [rto_backoff_kept_until_new_sample]="(d) Karn: backed-off RTO kept"
-    [sack_first_block_most_recent]="(e) RFC 2018 4 SACK block order"
-    [pmtu_flight_resent_on_acks]="(f) RFC 1191/8201 resend after frag-needed"
-    [close_after_write_flushes]="(g) close() after a large write"
-    [exit_after_write_flushes]="(g) exit without close() after a large write"
-)
-
 PRELOAD=${PRELOAD:-$REPO/build/libshmnet_preload.so}
 P=${PRELOAD_PROGS:-$REPO/build/tests/progs}
 ENGINE=$REPO/tests/conformance/tcpconf.py
@@ -43,23 +27,6 @@ for f in "$P/conf_app" "$PRELOAD"; do
         exit 1
     fi
 done
-
-# The list above and the cases' defect= tags (tcpconf.py --list: "name letter doc") must
-# agree: a renamed case must not drop off the list silently, nor a tagged one be missing.
-if ! CASELIST=$("$PY" "$ENGINE" --list 2>&1); then
-    fail conformance_setup "tcpconf.py --list failed: $(echo "$CASELIST" | tail -n 2 | tr '\n' ' ')"
-    exit 1
-fi
-for n in "${!KNOWN_DEFECTS[@]}"; do
-    if ! awk -v n="$n" '$1 == n && $2 != "-" { f = 1 } END { exit !f }' <<<"$CASELIST"; then
-        fail conformance_setup "KNOWN_DEFECTS names $n, which is not a case tagged defect="
-    fi
-done
-while read -r n d _; do
-    if [[ $d != - && -z ${KNOWN_DEFECTS[$n]:-} ]]; then
-        fail conformance_setup "case $n is tagged defect=$d but not in KNOWN_DEFECTS"
-    fi
-done <<<"$CASELIST"
 
 # Timers the cases depend on: delayed ACKs long enough to tell "at once" (< delack/2)
 # from "delayed" on a noisy machine; the rest are the defaults, passed to the engine.
@@ -83,9 +50,6 @@ conf_ns() {
 }
 conf_ns || { fail conformance_setup "cannot set up namespace $NS"; exit 1; }
 
-echo "known defects (run and counted; FAIL lines say [known defect]):" | detail
-for n in "${!KNOWN_DEFECTS[@]}"; do echo "$n ${KNOWN_DEFECTS[$n]}"; done | sort | detail
-
 t0=$SECONDS
 ncase=0
 done_line=""
@@ -96,20 +60,13 @@ while IFS= read -r line; do
         name=${line#PASS }
         ncase=$((ncase + 1))
         pass "$name"
-        if [[ -n ${KNOWN_DEFECTS[$name]:-} ]]; then
-            echo "$name passes: known defect ${KNOWN_DEFECTS[$name]} is fixed; take it off KNOWN_DEFECTS (and its defect= tag)" | detail
-        fi
         ;;
     FAIL\ *)
         rest=${line#FAIL }
         name=${rest%%: *}
         why=${rest#*: }
         ncase=$((ncase + 1))
-        if [[ -n ${KNOWN_DEFECTS[$name]:-} ]]; then
-            fail "$name" "[known defect ${KNOWN_DEFECTS[$name]}] $why"
-        else
-            fail "$name" "$why"
-        fi
+        fail "$name" "$why"
         ;;
     DONE\ *) done_line=$line ;;
     *) echo "$line" | detail ;;

@@ -1,7 +1,6 @@
 """Listeners and their accept queue: order, data before accept(), a listener closing
 with unaccepted connections (RST at the right sequence number, as Linux), connections
-reset before accept() (known defect (a)), an accept queue overflow (known defect (b):
-Linux's tcp_abort_on_overflow = 0 drops the final ACK and lets it be retried)."""
+reset before accept(), an accept queue overflow (Linux's tcp_abort_on_overflow = 0 drops the final ACK and lets it be retried)."""
 import time
 
 from engine import RST, SYN, Conn, Fail, case, sadd
@@ -144,7 +143,7 @@ def reset_before_accept(t, fin_first):
                 d.name, d.fmt(extra[0])))
 
 
-@case("accept_rst_before_accept", defect="a")
+@case("accept_rst_before_accept")
 def rst_before(t):
     reset_before_accept(t, fin_first=False)
 
@@ -152,7 +151,7 @@ def rst_before(t):
 rst_before.__doc__ = ("RST before accept(): " + reset_before_accept.__doc__)
 
 
-@case("accept_fin_rst_before_accept", defect="a")
+@case("accept_fin_rst_before_accept")
 def fin_rst_before(t):
     reset_before_accept(t, fin_first=True)
 
@@ -160,7 +159,7 @@ def fin_rst_before(t):
 fin_rst_before.__doc__ = ("FIN, then RST before accept(): " + reset_before_accept.__doc__)
 
 
-@case("accept_queue_overflow_drops_ack", defect="b")
+@case("accept_queue_overflow_drops_ack")
 def overflow(t):
     """Backlog 1, the app not accepting: three SYNs (all answered), then the three final
     ACKs, each followed by a 10-byte request that the engine retransmits (RTO 0.2 s, x2,

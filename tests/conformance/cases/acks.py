@@ -160,7 +160,7 @@ def ooo_sack(t):
     ooo_run(t, [0, 4, 2, 1, 3], check_order=False)
 
 
-@case("sack_first_block_most_recent", defect="e")
+@case("sack_first_block_most_recent")
 def sack_order(t):
     """RFC 2018 4: the first SACK block holds the segment that triggered the ACK, the
     following ones repeat the most recently reported blocks, not the lowest first:

@@ -1,7 +1,7 @@
 """Graceful close with data still queued (RFC 9293 3.10.4: CLOSE "queue this until all
 preceding SENDs have been segmentized; then form a FIN"; Linux: close() without
 SO_LINGER, and the exit of a process, which closes its descriptors, hand what was
-written to the kernel, which sends it all and then the FIN). Known defect (g).
+written to the kernel, which sends it all and then the FIN).
 
 The peer is a late reader: its 4096-byte window fills and stays closed for LATE seconds
 (the right edge never moves left), then it reads and ACKs with a 4096-byte window. The
@@ -54,7 +54,7 @@ def drain(t, c, how):
     c.expect(0.5, "ACK of our FIN", flags="A", ack=c.snd_nxt, skip=lambda s: s.flags & FIN)
 
 
-@case("close_after_write_flushes", defect="g")
+@case("close_after_write_flushes")
 def close_flush(t):
     """write() of 200000 bytes, close() at once, then the program exits; the peer reads
     late through a 4096-byte window: all 200000 bytes arrive, then the FIN, never a RST."""
@@ -65,7 +65,7 @@ def close_flush(t):
     t.app.wait_exit(2)
 
 
-@case("exit_after_write_flushes", defect="g")
+@case("exit_after_write_flushes")
 def exit_flush(t):
     """write() of 200000 bytes, then the program exits without close(): as Linux closes
     the descriptors of an exiting process, all 200000 bytes arrive through the late

@@ -1,7 +1,7 @@
 """Path MTU discovery (RFC 1191, RFC 8201 for the same rule in IPv6; Linux's
 tcp_v4_mtu_reduced + tcp_simple_retransmit): an ICMP "fragmentation needed" lowers the
 MSS, and the part of the flight that no longer fits is sent again at the new size at
-once and as ACKs come back, not after a retransmission timeout. Known defect (f)."""
+once and as ACKs come back, not after a retransmission timeout."""
 import struct
 import time
 
@@ -24,7 +24,7 @@ def frag_needed(t, seg, mtu):
     return w.send_ip(w.ip_packet(1, body))
 
 
-@case("pmtu_flight_resent_on_acks", defect="f")
+@case("pmtu_flight_resent_on_acks")
 def pmtu(t):
     """Ten 1460-byte segments in flight, none received; ICMP frag-needed (MTU 1000) for
     the first: the daemon resends from SND.UNA in segments of at most 960 bytes (IP <= 1000)

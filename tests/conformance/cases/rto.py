@@ -68,7 +68,7 @@ def karn(t):
     ack_all(c, s2)
 
 
-@case("rto_backoff_kept_until_new_sample", defect="d")
+@case("rto_backoff_kept_until_new_sample")
 def backoff_kept(t):
     """One RTO (the RTO doubles), then the retransmission is ACKed at once: that ACK gives
     no RTT sample (Karn), so the doubled RTO stays for the next segment (RFC 6298 5.5-5.7,
@@ -95,7 +95,7 @@ def three_seconds(t, c, fd):
     ack_all(c, s)
 
 
-@case("rto_3s_after_syn_timeout", defect="c")
+@case("rto_3s_after_syn_timeout")
 def syn_timeout(t):
     """The app connects; we ignore the first SYN and answer the retransmitted one (after
     the initial RTO, 1 s): no RTT sample (Karn), so the first data retransmission must
@@ -119,7 +119,7 @@ def syn_timeout(t):
     three_seconds(t, c, int(r.split()[1]))
 
 
-@case("rto_3s_after_synack_timeout", defect="c")
+@case("rto_3s_after_synack_timeout")
 def synack_timeout(t):
     """We connect; we ignore the first SYN-ACK and ACK the retransmitted one: no RTT
     sample, so the first data retransmission must come 3 s after the data (RFC 6298 5.7)."""
