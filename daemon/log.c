@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Relaxed: the level is a standalone value; no other data is published with it. */
@@ -63,6 +64,52 @@ void log_msg(enum log_level l, const char *fmt, ...)
 {
     va_list ap;
 
+    va_start(ap, fmt);
+    log_vmsg(l, fmt, ap);
+    va_end(ap);
+}
+
+bool log_ratelimit(struct log_ratelimit *rl, unsigned burst, uint64_t interval_ns, uint64_t now_ns,
+                   uint64_t *missed)
+{
+    /* Fixed intervals numbered by now / interval: the number and the count share one word, so
+     * one compare-and-swap both counts and starts a new interval. */
+    uint32_t epoch = (uint32_t)(now_ns / (interval_ns ? interval_ns : 1));
+    uint64_t old = __atomic_load_n(&rl->state, __ATOMIC_RELAXED), nw;
+    bool fresh;
+
+    do {
+        /* Only forward: a thread that read the clock just before another started the next
+         * interval counts in the new one instead of going back. */
+        fresh = (int32_t)(epoch - (uint32_t)(old >> 32)) > 0;
+        nw = fresh ? (uint64_t)epoch << 32 | 1 : old + ((uint32_t)old != UINT32_MAX);
+    } while (!__atomic_compare_exchange_n(&rl->state, &old, nw, true, __ATOMIC_RELAXED,
+                                          __ATOMIC_RELAXED));
+    if ((uint32_t)nw > burst) {
+        __atomic_fetch_add(&rl->missed, 1, __ATOMIC_RELAXED);
+        return false;
+    }
+    /* The first message of an interval reports what was suppressed before it. One that
+     * another thread suppresses meanwhile may go to the next report instead: none is lost. */
+    *missed = fresh ? __atomic_exchange_n(&rl->missed, 0, __ATOMIC_RELAXED) : 0;
+    return true;
+}
+
+void log_msg_rl(struct log_ratelimit *rl, const char *site, enum log_level l, const char *fmt, ...)
+{
+    struct timespec ts;
+    uint64_t missed;
+    va_list ap;
+
+    /* A filtered level costs nothing and does not use up the burst. */
+    if ((int)l > __atomic_load_n(&log_level, __ATOMIC_RELAXED))
+        return;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    if (!log_ratelimit(rl, LOG_RL_BURST, LOG_RL_INTERVAL_MS * 1000000ull,
+                       (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec, &missed))
+        return;
+    if (missed)
+        log_msg(l, "%s: %llu messages suppressed", site, (unsigned long long)missed);
     va_start(ap, fmt);
     log_vmsg(l, fmt, ap);
     va_end(ap);
