@@ -18,7 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 /* sun_path size: the socket path and its NUL must fit. */
 #define SUN_PATH_MAX ((int)sizeof(((struct sockaddr_un *)0)->sun_path))
@@ -1342,6 +1345,108 @@ static void load_hooks(struct ld *ld, config_setting_t *root)
 /* ------------------------------------------------------------------------------------ */
 /* conf_load                                                                              */
 
+#define CONF_MAX_INCLUDE_DEPTH 10 /* libconfig 1.5's own limit */
+
+static const char *file_kind(mode_t m)
+{
+    if (S_ISFIFO(m))
+        return "a FIFO";
+    if (S_ISDIR(m))
+        return "a directory";
+    if (S_ISCHR(m))
+        return "a character device";
+    if (S_ISBLK(m))
+        return "a block device";
+    if (S_ISSOCK(m))
+        return "a socket";
+    return "a special file";
+}
+
+/* Open path for reading if it is a regular file. O_NONBLOCK: opening a FIFO must not wait
+ * for a writer (and nothing is read from one). NULL with errno set, and *kind describing
+ * the file when it exists but is not regular (errno EINVAL). */
+static FILE *open_regular(const char *path, const char **kind)
+{
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    FILE *f;
+
+    *kind = NULL;
+    if (fd < 0)
+        return NULL;
+    if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
+        *kind = file_kind(st.st_mode);
+        errno = EINVAL;
+    }
+    f = *kind ? NULL : fdopen(fd, "r");
+    if (!f) {
+        int e = errno;
+
+        close(fd);
+        errno = e;
+    }
+    return f;
+}
+
+/* "PATH: cannot read: REASON", and the -errno to return. */
+static int cannot_read(conf_err_fn err, void *ctx, const char *path, const char *kind, int e)
+{
+    char msg[512];
+
+    if (kind)
+        snprintf(msg, sizeof(msg), "%s: cannot read: %s, not a regular file", path, kind);
+    else
+        snprintf(msg, sizeof(msg), "%s: cannot read: %s", path, strerror(e));
+    emit(err, ctx, msg);
+    return -e;
+}
+
+/* libconfig opens @include files itself, with a blocking fopen: look at each one first (as
+ * libconfig finds them: a line starting with @include "NAME", NAME under the include dir)
+ * and refuse what is not a regular file. One it cannot open is left to libconfig to
+ * report. -EINVAL after reporting, else 0. */
+static int check_includes(FILE *f, const char *incdir, conf_err_fn err, void *ctx, int depth)
+{
+    char line[CONF_PATH_MAX * 2], name[CONF_PATH_MAX], full[CONF_PATH_MAX * 2];
+    int rc = 0;
+
+    while (fgets(line, sizeof(line), f)) {
+        const char *p = line + strspn(line, " \t");
+        size_t n = 0;
+
+        if (strncmp(p, "@include", 8) || !strchr(" \t", p[8]) || !p[8])
+            continue;
+        p += 8 + strspn(p + 8, " \t");
+        if (*p++ != '"')
+            continue;
+        for (; *p && *p != '"' && n + 1 < sizeof(name); p++) {
+            if (*p == '\\' && (p[1] == '"' || p[1] == '\\'))
+                p++;
+            name[n++] = *p;
+        }
+        name[n] = '\0';
+        if (*p != '"')
+            continue;
+        if (incdir)
+            snprintf(full, sizeof(full), "%s/%s", incdir, name);
+        else
+            snprintf(full, sizeof(full), "%s", name);
+
+        const char *kind;
+        FILE *inc = open_regular(full, &kind);
+
+        if (!inc) {
+            if (kind)
+                rc = cannot_read(err, ctx, full, kind, EINVAL);
+            continue;
+        }
+        if (depth < CONF_MAX_INCLUDE_DEPTH && check_includes(inc, incdir, err, ctx, depth + 1) < 0)
+            rc = -EINVAL;
+        fclose(inc);
+    }
+    return rc;
+}
+
 int conf_load(struct conf *c, const char *path, conf_err_fn err, void *ctx)
 {
     static const char *const top_keys[] = {"daemon", "interfaces", "routes", "ip",  "arp",
@@ -1349,10 +1454,11 @@ int conf_load(struct conf *c, const char *path, conf_err_fn err, void *ctx)
     struct ld ld = {.c = c, .path = path, .fn = err, .ctx = ctx};
     config_setting_t *root, *g;
     char msg[512], dir[CONF_PATH_MAX];
+    const char *slash, *kind, *incdir = NULL;
     config_t cfg;
-    const char *slash;
     bool ifs_ok;
     FILE *f;
+    int rc;
 
     conf_defaults(c);
     if (strlen(path) >= sizeof(c->path)) {
@@ -1362,28 +1468,32 @@ int conf_load(struct conf *c, const char *path, conf_err_fn err, void *ctx)
     }
     snprintf(c->path, sizeof(c->path), "%s", path);
 
-    /* libconfig reports only "file I/O error": open it first for the real errno. */
-    f = fopen(path, "r");
-    if (!f) {
-        int e = errno;
+    /* Read through our own descriptor: a FIFO (or a device) would block the control thread
+     * on a reload, and libconfig reports only "file I/O error" where errno says more. */
+    f = open_regular(path, &kind);
+    if (!f)
+        return cannot_read(err, ctx, path, kind, errno);
 
-        snprintf(msg, sizeof(msg), "%s: cannot read: %s", path, strerror(e));
-        emit(err, ctx, msg);
-        return -e;
-    }
-    fclose(f);
-
-    config_init(&cfg);
     /* @include "x" is relative to the config file's directory, not the cwd. */
     slash = strrchr(path, '/');
     if (slash) {
         snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
-        config_set_include_dir(&cfg, slash == path ? "/" : dir);
+        incdir = slash == path ? "/" : dir;
         ld.incdir = slash == path ? "" : dir;
     }
-    if (!config_read_file(&cfg, path)) {
-        int rc = -EINVAL;
+    rc = check_includes(f, slash == path ? "" : incdir, err, ctx, 1);
+    if (rc < 0) {
+        fclose(f);
+        return rc;
+    }
+    rewind(f);
 
+    config_init(&cfg);
+    if (incdir)
+        config_set_include_dir(&cfg, incdir);
+    errno = 0;
+    if (!config_read(&cfg, f)) {
+        rc = -EINVAL;
         if (config_error_type(&cfg) == CONFIG_ERR_FILE_IO) {
             rc = errno ? -errno : -EIO;
             snprintf(msg, sizeof(msg), "%s: cannot read: %s", path, strerror(-rc));
@@ -1396,8 +1506,10 @@ int conf_load(struct conf *c, const char *path, conf_err_fn err, void *ctx)
         }
         emit(err, ctx, msg);
         config_destroy(&cfg);
+        fclose(f);
         return rc;
     }
+    fclose(f);
 
     root = config_root_setting(&cfg);
     check_keys(&ld, root, "", top_keys);

@@ -65,7 +65,9 @@ typedef void (*conf_err_fn)(void *ctx, const char *msg);
 /* Defaults only (no file). */
 void conf_defaults(struct conf *c);
 /* Load and validate FILE. Returns 0, or -EINVAL after reporting each error through err
- * (NULL: print to stderr), or -errno when the file cannot be read (also reported). */
+ * (NULL: print to stderr), or -errno when the file cannot be read (also reported). FILE and
+ * the files it includes must be regular files: anything else (a FIFO would block the
+ * control thread) is refused with -EINVAL. */
 int conf_load(struct conf *c, const char *path, conf_err_fn err, void *ctx);
 /* For a reload: report through `report` each key that differs but cannot change while
  * running ("KEY: cannot change while running; restart to apply") and return how many. */

@@ -67,3 +67,44 @@ alive() { kill -0 "$DPID"; }
 check sighup_broken_file_keeps_running alive
 check ping_after_broken_reload nsx ping -c 3 -W 2 "$DAEMON_IP"
 check stats_after_broken_reload stat ip4_rx
+
+# A config path that is not a regular file (a FIFO blocks the reader until a writer comes):
+# refused at once, by --check-config and by a reload, which must not hang the control thread.
+mkfifo "$T/fifo.conf"
+fifo_check_config() {
+    local out rc
+    out=$(timeout -k 1 5 "$SHMNETD" --check-config -c "$T/fifo.conf" 2>&1)
+    rc=$?
+    echo "$out"
+    echo "exit status $rc"
+    ((rc == 1)) && grep -q "^$T/fifo.conf: cannot read: a FIFO, not a regular file" <<<"$out"
+}
+check check_config_fifo_refused fifo_check_config
+INC="$T/inc.conf"
+printf '@include "fifo.conf"\n' >"$INC"
+fifo_include() {
+    local out rc
+    out=$(timeout -k 1 5 "$SHMNETD" --check-config -c "$INC" 2>&1)
+    rc=$?
+    echo "$out"
+    echo "exit status $rc"
+    ((rc == 1)) && grep -q "^$T/fifo.conf: cannot read: a FIFO, not a regular file" <<<"$out"
+}
+check check_config_fifo_include_refused fifo_include
+# The running daemon's file replaced by a FIFO, then SIGHUP: reported, config kept, and the
+# control socket still answers.
+harness_write_conf "$CONF"
+cp "$CONF" "$T/good.conf"
+rm -f "$CONF"
+mkfifo "$CONF"
+kill -HUP "$DPID"
+fifo_reload_logged() { wait_until 5 log_has "$CONF: cannot read: a FIFO, not a regular file"; }
+check sighup_fifo_reported fifo_reload_logged
+ctl_answers() { timeout -k 1 5 "$SHMNETCTL" -s "$SOCK" version | grep -q '^shmnetd '; }
+check sighup_fifo_control_socket_answers ctl_answers
+check ping_after_fifo_reload nsx ping -c 1 -W 2 "$DAEMON_IP"
+# Release a reader stuck in open() (a writer opens and closes: it reads EOF), then put the
+# regular file back.
+: <>"$CONF"
+rm -f "$CONF"
+cp "$T/good.conf" "$CONF"

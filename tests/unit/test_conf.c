@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "conf/conf.h"
@@ -304,6 +305,70 @@ Test(conf, missing_file)
     cr_assert_eq(ms->n, 1);
     cr_assert(strstr(ms->m[0], FIX "does_not_exist.conf: "), "%s", ms->all);
     cr_assert(strstr(ms->m[0], "No such file"), "%s", ms->all);
+}
+
+/* A FIFO would block the reader until a writer comes (a reload would hang the control
+ * thread): refused at once, like a directory or a device. */
+Test(conf, not_a_regular_file, .timeout = 10)
+{
+    char dir[] = "/tmp/shmnet_conf_fifo_XXXXXX";
+    char fifo[64], msg[128];
+
+    cr_assert(mkdtemp(dir));
+    snprintf(fifo, sizeof(fifo), "%s/fifo.conf", dir);
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    cr_assert_eq(load(fifo), -EINVAL);
+    cr_assert_eq(ms->n, 1, "%s", ms->all);
+    snprintf(msg, sizeof(msg), "%s: cannot read: a FIFO, not a regular file", fifo);
+    cr_assert_str_eq(ms->m[0], msg);
+
+    memset(ms, 0, sizeof(*ms));
+    cr_assert_eq(load(dir), -EINVAL);
+    snprintf(msg, sizeof(msg), "%s: cannot read: a directory, not a regular file", dir);
+    cr_assert_str_eq(ms->m[0], msg);
+
+    memset(ms, 0, sizeof(*ms));
+    cr_assert_eq(load("/dev/zero"), -EINVAL);
+    cr_assert_str_eq(ms->m[0], "/dev/zero: cannot read: a character device, not a regular file");
+    unlink(fifo);
+    rmdir(dir);
+}
+
+/* libconfig opens included files itself: a FIFO there is refused before it would. */
+Test(conf, include_not_a_regular_file, .timeout = 10)
+{
+    char dir[] = "/tmp/shmnet_conf_incfifo_XXXXXX";
+    char main_path[64], mid_path[64], fifo[64], msg[160];
+    FILE *f;
+
+    cr_assert(mkdtemp(dir));
+    snprintf(main_path, sizeof(main_path), "%s/main.conf", dir);
+    snprintf(mid_path, sizeof(mid_path), "%s/mid.conf", dir);
+    snprintf(fifo, sizeof(fifo), "%s/fifo.conf", dir);
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    /* Nested: main includes mid, which includes the FIFO. */
+    f = fopen(mid_path, "w");
+    fputs("  @include \"fifo.conf\"\n", f);
+    fclose(f);
+    f = fopen(main_path, "w");
+    fputs(IF0 "@include \"mid.conf\"\n", f);
+    fclose(f);
+    cr_assert_eq(load(main_path), -EINVAL);
+    cr_assert_eq(ms->n, 1, "%s", ms->all);
+    snprintf(msg, sizeof(msg), "%s: cannot read: a FIFO, not a regular file", fifo);
+    cr_assert_str_eq(ms->m[0], msg);
+    /* A regular file there loads. */
+    unlink(fifo);
+    f = fopen(fifo, "w");
+    fputs("ip = { default_ttl = 7; };\n", f);
+    fclose(f);
+    memset(ms, 0, sizeof(*ms));
+    cr_assert_eq(load(main_path), 0, "%s", ms->all);
+    cr_assert_eq(cf->stack.default_ttl, 7);
+    unlink(fifo);
+    unlink(mid_path);
+    unlink(main_path);
+    rmdir(dir);
 }
 
 Test(conf, unknown_key)
