@@ -129,6 +129,12 @@ bench: all progs
 bench-backends: all progs
 	bench/backends.sh $(BUILD)
 
+# TCP loss recovery under the fault injector, shmnet sending against the kernel sending
+# over the same faulty TAP (about 6 minutes; not part of `make bench`).
+.PHONY: bench-fault
+bench-fault: all
+	bench/fault.sh $(BUILD)
+
 # The whole suite: unit tests and integration tests under the sanitizer build, the fuzz
 # smoke run, and a final "N passed, N failed" line.
 test: deps
