@@ -159,6 +159,8 @@ void conf_defaults(struct conf *c)
     c->unprivileged_port_start = 1024; /* Linux net.ipv4.ip_unprivileged_port_start */
     c->allowed_uids[0] = 0;
     c->n_uids = 1;
+    c->ctl_max_per_uid = 64;
+    c->ctl_max_output = 1u << 20;
     /* The "shmnet" group is optional: only allowed when the system has it. */
     gr = getgrnam("shmnet");
     if (gr)
@@ -528,8 +530,11 @@ static int load_cpus(struct ld *ld, config_setting_t *s, const char *name, int *
 static void load_daemon(struct ld *ld, config_setting_t *g)
 {
     static const char *const keys[] = {
-        "socket",  "workers",       "busy_poll_us",   "rx_budget", "log_level", "pktbufs",
-        "capture", "allowed_users", "allowed_groups", "cpus",      NULL,
+        "socket",    "workers",         "busy_poll_us",
+        "rx_budget", "log_level",       "pktbufs",
+        "capture",   "allowed_users",   "allowed_groups",
+        "cpus",      "ctl_max_per_uid", "ctl_max_output",
+        NULL,
     };
     struct conf *c = ld->c;
     config_setting_t *s;
@@ -566,6 +571,9 @@ static void load_daemon(struct ld *ld, config_setting_t *g)
 
     load_ids(ld, g, "allowed_users", true, c->allowed_uids, &c->n_uids);
     load_ids(ld, g, "allowed_groups", false, c->allowed_gids, &c->n_gids);
+    /* 960: the control slots (CTL_MAX_CLIENTS) less those kept for root (CTL_ROOT_RESERVE). */
+    get_u32(ld, g, "daemon", "ctl_max_per_uid", 1, 960, &c->ctl_max_per_uid);
+    get_u32(ld, g, "daemon", "ctl_max_output", 4096, 1u << 30, &c->ctl_max_output);
 
     s = config_setting_get_member(g, "cpus");
     if (s) {

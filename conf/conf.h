@@ -41,7 +41,9 @@ struct conf {
     uint32_t allowed_gids[CONF_MAX_IDS];
     uint32_t n_gids;
     int cpus[64];
-    uint32_t n_cpus; /* worker pinning, empty = not pinned */
+    uint32_t n_cpus;          /* worker pinning, empty = not pinned */
+    uint32_t ctl_max_per_uid; /* control connections open at once per uid but 0, default 64 */
+    uint32_t ctl_max_output;  /* bytes of one answer to a uid other than 0, default 1 MiB */
 
     /* clients = { ... }: shared-memory sessions (per client process) */
     uint32_t max_clients;    /* 1..4096, default 256 */

@@ -10,6 +10,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <pwd.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,20 @@ struct ctl_ping {
 
 enum cl_state { CL_READ, CL_BUSY, CL_WRITE };
 
+/* Control connections open per uid, sorted by uid: at most CTL_MAX_CLIENTS uids. */
+struct uid_count {
+    uint32_t uid, n;
+};
+
+/* What the control socket refused or dropped (shmnetctl stats: ctl_*). */
+struct ctl_counters {
+    uint64_t refused_full;       /* no slot left for this uid (CTL_MAX_CLIENTS, root's reserve) */
+    uint64_t refused_uid_limit;  /* daemon.ctl_max_per_uid connections already open */
+    uint64_t refused_permission; /* not in daemon.allowed_users / allowed_groups */
+    uint64_t drop_output_limit;  /* answer larger than daemon.ctl_max_output */
+    uint64_t drop_slow_reader;   /* answer not read within CTL_WRITE_TIMEOUT */
+};
+
 #define CTL_HANDOVER 2 /* a command took the connection over */
 
 struct ctl_client {
@@ -54,6 +69,7 @@ struct ctl_client {
     ev_io io;
     ev_timer tmo;
     struct ucred cred;
+    bool denied; /* by the access policy: only told so once the request is in */
     enum cl_state state;
     char in[CTL_MAX_REQUEST + 1];
     size_t inlen;
@@ -70,6 +86,9 @@ struct ctl {
     struct ctl_client *clients;
     unsigned nclients;
     uint16_t ping_id;
+    struct uid_count uids[CTL_MAX_CLIENTS];
+    unsigned nuids;
+    struct ctl_counters cnt;
 };
 
 /* A command: fills c->out and returns 0, or returns 1 when it completes later by itself
@@ -134,6 +153,54 @@ bool ctl_peer_allowed(const struct conf *c, uid_t uid, gid_t gid, const gid_t *g
         if (id_in(c->allowed_gids, c->n_gids, groups[i]))
             return true;
     return false;
+}
+
+/* ---- connections per uid ---- */
+
+/* Index of uid in ctl->uids, or where it would go. */
+static unsigned uid_index(const struct ctl *ctl, uint32_t uid)
+{
+    unsigned lo = 0, hi = ctl->nuids;
+
+    while (lo < hi) {
+        unsigned mid = lo + (hi - lo) / 2;
+        if (ctl->uids[mid].uid < uid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static uint32_t uid_conns(const struct ctl *ctl, uint32_t uid)
+{
+    unsigned i = uid_index(ctl, uid);
+
+    return i < ctl->nuids && ctl->uids[i].uid == uid ? ctl->uids[i].n : 0;
+}
+
+/* Every connection counts once (nclients <= CTL_MAX_CLIENTS), so the table never fills. */
+static void uid_get(struct ctl *ctl, uint32_t uid)
+{
+    unsigned i = uid_index(ctl, uid);
+
+    if (i < ctl->nuids && ctl->uids[i].uid == uid) {
+        ctl->uids[i].n++;
+        return;
+    }
+    memmove(&ctl->uids[i + 1], &ctl->uids[i], (ctl->nuids - i) * sizeof(ctl->uids[0]));
+    ctl->uids[i] = (struct uid_count){.uid = uid, .n = 1};
+    ctl->nuids++;
+}
+
+static void uid_put(struct ctl *ctl, uint32_t uid)
+{
+    unsigned i = uid_index(ctl, uid);
+
+    if (i >= ctl->nuids || ctl->uids[i].uid != uid || --ctl->uids[i].n)
+        return;
+    ctl->nuids--;
+    memmove(&ctl->uids[i], &ctl->uids[i + 1], (ctl->nuids - i) * sizeof(ctl->uids[0]));
 }
 
 /* The connecting process's supplementary groups; -1 when the kernel cannot tell. */
@@ -216,6 +283,20 @@ static int cmd_stats(struct ctl_client *c, int argc, char **argv)
     }
     for (int k = 0; k < STACK_NCOUNTERS; k++)
         sb_printf(&c->out, "%s %llu\n", stack_counter_names[k], (unsigned long long)sum[k]);
+    const struct ctl_counters *cc = &c->ctl->cnt;
+    const struct {
+        const char *name;
+        uint64_t v;
+    } ctlc[] = {
+        {"ctl_connections", c->ctl->nclients},
+        {"ctl_refused_full", cc->refused_full},
+        {"ctl_refused_uid_limit", cc->refused_uid_limit},
+        {"ctl_refused_permission", cc->refused_permission},
+        {"ctl_drop_output_limit", cc->drop_output_limit},
+        {"ctl_drop_slow_reader", cc->drop_slow_reader},
+    };
+    for (size_t k = 0; k < sizeof(ctlc) / sizeof(ctlc[0]); k++)
+        sb_printf(&c->out, "%s %llu\n", ctlc[k].name, (unsigned long long)ctlc[k].v);
     for (unsigned i = 0; i < d->nworkers; i++) {
         const struct worker *w = &d->workers[i];
         for (int k = 0; k < w->nifs; k++) {
@@ -251,6 +332,9 @@ static int cmd_stats(struct ctl_client *c, int argc, char **argv)
         if (sum[k] && strstr(stack_counter_names[k], "_drop_"))
             /* "name: value" so `awk '$1 == name'` on the output finds the main line only. */
             sb_printf(&c->out, "  %s: %llu\n", stack_counter_names[k], (unsigned long long)sum[k]);
+    for (size_t k = 0; k < sizeof(ctlc) / sizeof(ctlc[0]); k++)
+        if (ctlc[k].v && strstr(ctlc[k].name, "_drop_"))
+            sb_printf(&c->out, "  %s: %llu\n", ctlc[k].name, (unsigned long long)ctlc[k].v);
     return 0;
 }
 
@@ -576,6 +660,7 @@ static void client_free(struct ctl_client *c)
     if (c->next)
         c->next->pprev = c->pprev;
     c->ctl->nclients--;
+    uid_put(c->ctl, c->cred.uid);
     sb_free(&c->out);
     free(c);
 }
@@ -608,6 +693,30 @@ static void client_reply(struct ctl_client *c)
         sb_free(&c->out);
         sb_printf(&c->out, "error: out of memory\n");
     }
+    /* Bounded for everyone but root: a peer that asks for big answers and never reads them
+     * must not make the daemon hold ctl_max_output times its connections. */
+    uint32_t max = c->ctl->d->conf->ctl_max_output;
+    if (c->cred.uid != 0 && c->out.len > max) {
+        size_t len = c->out.len;
+
+        c->ctl->cnt.drop_output_limit++;
+        log_warn_rl("control: uid %u pid %d: answer of %zu bytes dropped (daemon.ctl_max_output "
+                    "%u)",
+                    (unsigned)c->cred.uid, (int)c->cred.pid, len, max);
+        sb_free(&c->out);
+        sb_printf(&c->out,
+                  "error: the answer is %zu bytes, more than daemon.ctl_max_output (%u); ask as "
+                  "root\n",
+                  len, max);
+    }
+    /* Reports reserve room in big steps: keep only what is sent. */
+    if (c->out.cap > c->out.len + 1) {
+        char *b = realloc(c->out.buf, c->out.len + 1);
+        if (b) {
+            c->out.buf = b;
+            c->out.cap = c->out.len + 1;
+        }
+    }
     c->state = CL_WRITE;
     ev_io_stop(loop, &c->io);
     ev_io_set(&c->io, c->fd, EV_WRITE);
@@ -615,6 +724,24 @@ static void client_reply(struct ctl_client *c)
     c->tmo.repeat = CTL_WRITE_TIMEOUT;
     ev_timer_again(loop, &c->tmo);
     client_write(c);
+}
+
+/* A peer the policy refuses, once its request is in: the library's attach reads a binary
+ * reply and gets EACCES from it; anything else the reason as text. */
+static void client_denied(struct ctl_client *c)
+{
+    size_t n = strcspn(c->in, " \t\r");
+
+    if (n == 6 && !strncmp(c->in, "attach", 6)) {
+        session_refuse(c->fd, -EACCES);
+        client_free(c);
+        return;
+    }
+    sb_printf(&c->out,
+              "error: permission denied: uid %u is not in daemon.allowed_users or "
+              "daemon.allowed_groups\n",
+              (unsigned)c->cred.uid);
+    client_reply(c);
 }
 
 static void client_read(struct ctl_client *c)
@@ -666,6 +793,10 @@ static void client_read(struct ctl_client *c)
     ev_io_stop(loop, &c->io);
     ev_timer_stop(loop, &c->tmo);
     c->state = CL_BUSY;
+    if (c->denied) {
+        client_denied(c);
+        return;
+    }
     int r = ctl_dispatch(c, c->in);
     if (r == 0) {
         client_reply(c);
@@ -695,12 +826,33 @@ static void client_tmo_cb(struct ev_loop *loop, ev_timer *t, int revents)
     struct ctl_client *c = t->data;
 
     if (c->state == CL_READ) {
-        log_debug("control: client pid %d sent no request in time", (int)c->cred.pid);
+        log_debug_rl("control: client pid %d sent no request in time", (int)c->cred.pid);
         sb_printf(&c->out, "error: timeout waiting for the request\n");
         client_reply(c);
         return;
     }
+    c->ctl->cnt.drop_slow_reader++;
+    log_warn_rl("control: uid %u pid %d did not read its answer within %.0f s: closed",
+                (unsigned)c->cred.uid, (int)c->cred.pid, CTL_WRITE_TIMEOUT);
     client_free(c);
+}
+
+/* Refused before it got a slot: one best-effort line, then closed. */
+static void refuse_now(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void refuse_now(int fd, const char *fmt, ...)
+{
+    char msg[256], junk[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        (void)!send(fd, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1,
+                    MSG_NOSIGNAL | MSG_DONTWAIT);
+    /* Unread input would make close() reset the connection before the peer reads the line. */
+    (void)!recv(fd, junk, sizeof(junk), MSG_DONTWAIT);
+    close(fd);
 }
 
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -713,39 +865,70 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
-                log_warn("control: accept: %s", strerror(errno));
+                log_warn_rl("control: accept: %s", strerror(errno));
             return;
         }
+        const struct conf *cf = ctl->d->conf;
         struct ctl_client *c = NULL;
+        struct ucred cred;
         gid_t groups[256];
-        socklen_t sl = sizeof(c->cred);
-        if (ctl->nclients >= CTL_MAX_CLIENTS || !(c = calloc(1, sizeof(*c)))) {
-            log_warn("control: too many clients, refusing one");
+        socklen_t sl = sizeof(cred);
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &sl) < 0) {
+            log_warn_rl("control: SO_PEERCRED: %s", strerror(errno));
             close(fd);
+            continue;
+        }
+        /* Slots: the last CTL_ROOT_RESERVE are root's, so no other user can take them all;
+         * each other uid has at most ctl_max_per_uid. */
+        if (ctl->nclients >= CTL_MAX_CLIENTS ||
+            (cred.uid != 0 && ctl->nclients >= CTL_MAX_CLIENTS - CTL_ROOT_RESERVE)) {
+            ctl->cnt.refused_full++;
+            log_warn_rl("control: %u connections open, refusing uid %u pid %d", ctl->nclients,
+                        (unsigned)cred.uid, (int)cred.pid);
+            refuse_now(fd, "error: too many control connections, try again later\n");
+            continue;
+        }
+        if (cred.uid != 0 && uid_conns(ctl, cred.uid) >= cf->ctl_max_per_uid) {
+            ctl->cnt.refused_uid_limit++;
+            log_warn_rl("control: uid %u has %u connections open (daemon.ctl_max_per_uid), "
+                        "refusing pid %d",
+                        (unsigned)cred.uid, cf->ctl_max_per_uid, (int)cred.pid);
+            refuse_now(fd,
+                       "error: too many control connections from uid %u "
+                       "(daemon.ctl_max_per_uid = %u)\n",
+                       (unsigned)cred.uid, cf->ctl_max_per_uid);
+            continue;
+        }
+        c = calloc(1, sizeof(*c));
+        if (!c) {
+            log_warn_rl("control: out of memory, refusing a connection");
+            refuse_now(fd, "error: out of memory\n");
             continue;
         }
         c->ctl = ctl;
         c->fd = fd;
+        c->cred = cred;
         c->next = ctl->clients;
         if (c->next)
             c->next->pprev = &c->next;
         c->pprev = &ctl->clients;
         ctl->clients = c;
         ctl->nclients++;
+        uid_get(ctl, cred.uid);
         ev_io_init(&c->io, client_io_cb, fd, EV_READ);
         c->io.data = c;
         ev_init(&c->tmo, client_tmo_cb);
         c->tmo.repeat = CTL_READ_TIMEOUT;
         c->tmo.data = c;
         c->state = CL_READ;
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &sl) < 0 ||
-            !ctl_peer_allowed(ctl->d->conf, c->cred.uid, c->cred.gid, groups,
+        /* A refused peer still sends its request first: an attach is answered in binary. */
+        if (!ctl_peer_allowed(cf, cred.uid, cred.gid, groups,
                               peer_groups(fd, groups, (int)(sizeof(groups) / sizeof(groups[0]))))) {
-            log_warn("control: refused uid %u gid %u pid %d", (unsigned)c->cred.uid,
-                     (unsigned)c->cred.gid, (int)c->cred.pid);
-            sb_printf(&c->out, "error: permission denied\n");
-            client_reply(c);
-            continue;
+            c->denied = true;
+            ctl->cnt.refused_permission++;
+            log_warn_rl("control: refused uid %u gid %u pid %d: not in daemon.allowed_users or "
+                        "daemon.allowed_groups",
+                        (unsigned)cred.uid, (unsigned)cred.gid, (int)cred.pid);
         }
         ev_io_start(loop, &c->io);
         ev_timer_again(loop, &c->tmo);

@@ -15,6 +15,7 @@ struct ctl;
 #define CTL_READ_TIMEOUT  5.0  /* s: a client must send its request within this */
 #define CTL_WRITE_TIMEOUT 10.0 /* s: without progress while sending the answer */
 #define CTL_MAX_CLIENTS   1024 /* pending control connections (attaches in a burst) */
+#define CTL_ROOT_RESERVE  64   /* of those, slots only uid 0 may take */
 
 /* Create the socket (parent directory, stale socket, mode 0666) and start accepting. */
 int ctl_open(struct daemon *d, struct ctl **out);

@@ -253,12 +253,18 @@ static void send_reply(int fd, const struct shm_attach_reply *r, const int *fds,
         log_debug("attach: sendmsg: %s", strerror(errno));
 }
 
-/* Answer an attach with an error; the connection stays open (see attach_fail). */
-static void attach_refuse(int fd, int err, const char *why, const struct ucred *cred)
+void session_refuse(int fd, int err)
 {
     struct shm_attach_reply r = {.result = err, .version = SHM_LAYOUT_VERSION};
-    log_warn("attach from pid %d refused: %s", (int)cred->pid, why);
     send_reply(fd, &r, NULL, 0);
+}
+
+/* Answer an attach with an error; the connection stays open (see attach_fail). Rate-limited:
+ * a local user can repeat a refused attach as fast as it likes. */
+static void attach_refuse(int fd, int err, const char *why, const struct ucred *cred)
+{
+    log_warn_rl("attach from pid %d uid %u refused: %s", (int)cred->pid, (unsigned)cred->uid, why);
+    session_refuse(fd, err);
 }
 
 static void attach_fail(int fd, int err, const char *why, const struct ucred *cred)

@@ -16,6 +16,8 @@ void sessions_fini(struct daemon *d);
 /* Take over a control connection that asked "attach VERSION": the fd belongs to the session
  * from now on (closed on failure). */
 void session_attach(struct daemon *d, int fd, const struct ucred *cred);
+/* Answer "attach" on fd with -err and no session (the caller closes fd). */
+void session_refuse(int fd, int err);
 /* Reports for shmnetctl clients / sockets (through the worker mailbox). */
 int sessions_report(struct daemon *d, struct strbuf *out, bool sockets);
 

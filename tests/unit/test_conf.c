@@ -112,6 +112,8 @@ Test(conf, defaults)
     cr_assert_eq(cf->n_uids, 1);
     cr_assert_eq(cf->allowed_uids[0], 0);
     cr_assert_eq(cf->n_cpus, 0);
+    cr_assert_eq(cf->ctl_max_per_uid, 64);
+    cr_assert_eq(cf->ctl_max_output, 1u << 20);
     cr_assert_eq(cf->n_ifs, 0);
     cr_assert_eq(cf->stack.pktbufs, 8192);
     cr_assert_eq(cf->stack.large_pktbufs, 32);
@@ -862,6 +864,37 @@ Test(conf, daemon_errors)
     cr_assert_str_eq(cf->socket_path, "/run/shmnet/shmnetd.sock");
     cr_assert_eq(cf->n_cpus, 0);
     cr_assert_eq(cf->n_uids, 1);
+    free(p);
+}
+
+Test(conf, control_limits)
+{
+    char *p;
+
+    cr_assert_eq(load_text(IF0 "daemon = { ctl_max_per_uid = 1; ctl_max_output = 4096; };\n", &p),
+                 0, "%s", ms->all);
+    cr_assert_eq(cf->ctl_max_per_uid, 1);
+    cr_assert_eq(cf->ctl_max_output, 4096);
+    free(p);
+    cr_assert_eq(
+        load_text(IF0 "daemon = { ctl_max_per_uid = 960; ctl_max_output = 1073741824; };\n", &p), 0,
+        "%s", ms->all);
+    cr_assert_eq(cf->ctl_max_per_uid, 960);
+    cr_assert_eq(cf->ctl_max_output, 1u << 30);
+    free(p);
+    cr_assert_eq(load_text(IF0 "daemon = {\n"
+                               " ctl_max_per_uid = 0;\n"   /* 3 */
+                               " ctl_max_output = 4095;\n" /* 4 */
+                               "};\n"
+                               "daemon2 = 1;\n",
+                           &p),
+                 -EINVAL);
+    EXPECT_ERR(p, 3, "daemon.ctl_max_per_uid: 0 is out of range 1..960");
+    EXPECT_ERR(p, 4, "daemon.ctl_max_output: 4095 is out of range 4096..1073741824");
+    free(p);
+    memset(ms, 0, sizeof(*ms));
+    cr_assert_eq(load_text(IF0 "daemon = { ctl_max_per_uid = 961; };\n", &p), -EINVAL);
+    EXPECT_ERR(p, 2, "daemon.ctl_max_per_uid: 961 is out of range 1..960");
     free(p);
 }
 
