@@ -165,7 +165,9 @@ __attribute__((constructor)) static void preload_init(void)
     fallback_kernel = v && !strcmp(v, "kernel");
     shmnet__set_warn_hint(fallback_kernel ? "; using kernel sockets (SHMNET_FALLBACK=kernel)"
                                           : "; AF_INET sockets fail with ENETUNREACH "
-                                            "(SHMNET_FALLBACK=kernel uses kernel sockets)");
+                                            "(SHMNET_FALLBACK=kernel uses kernel sockets)",
+                          fallback_kernel ? "; using kernel sockets (SHMNET_FALLBACK=kernel)"
+                                          : "; AF_INET sockets fail with EACCES");
 }
 
 /* ------------------------------------------------------------------ which fds are ours */
@@ -213,11 +215,13 @@ EXPORT int socket(int domain, int type, int protocol)
         mark(fd, type & SOCK_CLOEXEC);
         return fd;
     }
-    if (errno == ECONNREFUSED || errno == ENAMETOOLONG || errno == EACCES) {
-        /* no daemon (libshmnet said so once on stderr, with warn_hint) */
+    int e = errno;
+    if (e == ECONNREFUSED || e == ENAMETOOLONG || e == EACCES) {
+        /* No daemon, or it refused this uid (libshmnet said which once on stderr, with the
+         * hint). A refusal stays EACCES: "unreachable" would hide the policy. */
         if (fallback_kernel)
             return REAL(socket)(domain, type, protocol);
-        errno = ENETUNREACH;
+        errno = e == EACCES ? EACCES : ENETUNREACH;
     }
     return -1;
 }

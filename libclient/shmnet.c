@@ -425,18 +425,71 @@ static bool att_alive(struct attach *a, bool force)
     return !att_dead(a);
 }
 
-static const char *warn_hint = ""; /* what happens instead (set by the preload layer) */
+/* What happens instead (set by the preload layer): with no daemon, and on EACCES. */
+static const char *warn_hint = "", *warn_hint_denied = "";
+static char att_refusal[192]; /* the daemon's text answer to an attach (under att_lock) */
 
-void shmnet__set_warn_hint(const char *hint)
+void shmnet__set_warn_hint(const char *unreachable, const char *denied)
 {
-    warn_hint = hint;
+    warn_hint = unreachable;
+    warn_hint_denied = denied;
 }
 
+/* No daemon at path, or no permission on it. */
 static void warn_once(const char *path, int err)
 {
     if (__atomic_exchange_n(&att_warned, 1, __ATOMIC_RELAXED) == 0)
         fprintf(stderr, "shmnet: cannot attach to shmnetd at %s: %s%s\n", path, strerror(err),
-                warn_hint);
+                err == EACCES ? warn_hint_denied : warn_hint);
+}
+
+/* The daemon (or the socket's permissions) refused us: the line names the errno the caller
+ * gets, and for the policy the uid and the keys that decide. */
+static void warn_refused(const char *path, int err, const char *why)
+{
+    char buf[160];
+
+    if (__atomic_exchange_n(&att_warned, 1, __ATOMIC_RELAXED))
+        return;
+    if (!why && err == EACCES) {
+        snprintf(buf, sizeof(buf), "uid %u is not in daemon.allowed_users or daemon.allowed_groups",
+                 (unsigned)geteuid());
+        why = buf;
+    } else if (!why && err == EUSERS) {
+        why = "clients.max_clients processes are attached already";
+    } else if (!why) {
+        why = strerror(err);
+    }
+    const char *name = strerrorname_np(err);
+    fprintf(stderr, "shmnet: shmnetd at %s refused to attach this process: %s (%s)%s\n", path, why,
+            name ? name : "?", err == EACCES ? warn_hint_denied : "");
+}
+
+/* A daemon that refuses a connection before reading the request answers in text
+ * ("error: ..."): keep the reason, and map it to an errno. */
+static int text_refusal(int fd, const char *head, size_t len)
+{
+    size_t cap = sizeof(att_refusal) - 1, n = len < cap ? len : cap;
+
+    memcpy(att_refusal, head, n);
+    while (n < cap && !memchr(att_refusal, '\n', n)) {
+        ssize_t r = recv(fd, att_refusal + n, cap - n, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    att_refusal[n] = '\0';
+    att_refusal[strcspn(att_refusal, "\n")] = '\0';
+    for (char *p = att_refusal; *p; p++)
+        if (*p < 0x20 || *p > 0x7e)
+            *p = '?';
+    if (strstr(att_refusal, "permission denied"))
+        return -EACCES;
+    if (strstr(att_refusal, "too many"))
+        return -EAGAIN; /* a limit on connections at once: later it may work */
+    return -ECONNREFUSED;
 }
 
 static int att_validate(struct attach *a, struct part *pt, const struct shm_attach_reply *rep)
@@ -515,16 +568,25 @@ static int recv_reply(int fd, struct shm_attach_reply *rep, int *fds, int maxfds
         return n == 0 ? -ECONNREFUSED : -EPROTO;
     }
     /* A stream may split the reply: the fds came with the first byte, read the rest. */
-    for (size_t got = (size_t)n; got < sizeof(*rep);) {
+    size_t got = (size_t)n;
+    while (got < sizeof(*rep)) {
         n = recv(fd, (char *)rep + got, sizeof(*rep) - got, 0);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0) {
-            for (int i = 0; i < nfds; i++)
-                close(fds[i]);
-            return n == 0 ? -ECONNREFUSED : -errno;
-        }
+        if (n <= 0)
+            break;
         got += (size_t)n;
+    }
+    /* A binary reply never starts so: its result is 0 or negative. */
+    if (got >= 6 && !memcmp(rep, "error:", 6)) {
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
+        return text_refusal(fd, (const char *)rep, got);
+    }
+    if (got < sizeof(*rep)) {
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
+        return n == 0 ? -ECONNREFUSED : -errno;
     }
     return nfds;
 }
@@ -582,15 +644,18 @@ static int att_open(struct attach **out)
         err = errno ? errno : EPIPE;
         goto fail_connect;
     }
+    att_refusal[0] = '\0';
     nfds = recv_reply(a->ctl_fd, &rep, fds, (int)(sizeof(fds) / sizeof(fds[0])));
     if (nfds < 0) {
         err = -nfds;
         nfds = 0;
+        if (att_refusal[0] && err != ECONNREFUSED)
+            goto refused;
         goto fail_connect;
     }
     if (rep.result < 0) {
         err = -rep.result;
-        goto fail_connect;
+        goto refused;
     }
     uint32_t np = rep.nparts;
     if (rep.version != SHM_LAYOUT_VERSION || rep.nchannels == 0 ||
@@ -645,6 +710,16 @@ fail_connect:
     free(a);
     if (err == ENOENT || err == ENOTDIR || err == ECONNREFUSED || err == ECONNRESET || err == EPIPE)
         err = ECONNREFUSED;
+    return -err;
+
+refused:
+    /* The daemon said no (rep.result, or its text): its errno, not "no daemon". */
+    warn_refused(path, err,
+                 !strncmp(att_refusal, "error: ", 7) ? att_refusal + 7
+                 : att_refusal[0]                    ? att_refusal
+                                                     : NULL);
+    close(a->ctl_fd);
+    free(a);
     return -err;
 }
 

@@ -37,8 +37,9 @@ int shmnet__poll(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigset_
 int shmnet__arm(const int *fds, size_t n, int wake_fds[2], int64_t *cap_ns);
 void shmnet__disarm(const int *fds, size_t n);
 
-/* Text appended to the one "cannot attach" line on stderr (what the caller does instead). */
-void shmnet__set_warn_hint(const char *hint);
+/* Text appended to the one "cannot attach" line on stderr (what the caller does instead):
+ * when no daemon answers, and when the attach fails with EACCES. */
+void shmnet__set_warn_hint(const char *unreachable, const char *denied);
 
 /* Busy-wait budget before sleeping (SHMNET_SPIN_US), in ns. */
 int64_t shmnet__spin_ns(void);
