@@ -71,13 +71,17 @@ struct tcp_range {
     uint32_t start, end; /* [start, end) in sequence space */
 };
 
-/* A range retransmitted in SACK recovery, watched for a second loss (RACK-like, RFC 8985
- * 6.2 in spirit): it was lost again if bytes first sent after it (at or beyond the
- * SND.MAX of its sending) are SACKed while it is not. */
-#define TCP_MAX_RXT 4
+/* A range retransmitted in loss recovery, watched for a second loss (RACK, RFC 8985 6.2):
+ * it was lost again if bytes first sent after it (at or beyond the SND.MAX of its
+ * sending) are SACKed while it is not, or if it is not SACKed a reordering window after
+ * a round trip (the RACK timer: nothing sent later may be left to be SACKed). */
+#define TCP_MAX_RXT   16
+#define TCP_RXT_TRIES 3 /* times the RACK timer resends one range; then the RTO's turn */
 struct tcp_rxt {
     uint32_t start, end; /* [start, end); when lost, start is where sending it again resumes */
     uint32_t snd_max;    /* SND.MAX when it went out */
+    uint32_t xmit_us;    /* when it went out (stack time, microseconds, wraps) */
+    uint8_t tries;       /* sends of this range in this recovery */
     bool lost;
 };
 
@@ -128,6 +132,8 @@ struct tcp_pcb {
     uint8_t nsacked;
     uint8_t dupacks;
     bool in_recovery;
+    bool loss_mode;    /* recovery after an RTO: every unSACKed byte below recover is lost */
+    bool rack_pending; /* t_rtx is the RACK timer of a retransmission (RFC 8985 6.3) */
     uint32_t recover, high_rxt, high_sack;
     struct tcp_rxt rxt[TCP_MAX_RXT]; /* oldest first */
     uint8_t nrxt;

@@ -98,8 +98,12 @@ void tcp_send_tlp(struct stack *st, struct tcp_pcb *pcb);
 /* Retransmit one segment starting at seq (<= mss bytes, stops at end). */
 uint32_t tcp_retransmit(struct stack *st, struct tcp_pcb *pcb, uint32_t seq, uint32_t end);
 uint32_t tcp_rcv_window(struct tcp_pcb *pcb);
-/* SACK recovery retransmitted [start, end): watch it for a second loss. */
-void tcp_rxt_note(struct tcp_pcb *pcb, uint32_t start, uint32_t end);
+/* SACK recovery retransmitted [start, end) (for the tries-th time): watch it for a second
+ * loss. */
+void tcp_rxt_note(struct stack *st, struct tcp_pcb *pcb, uint32_t start, uint32_t end,
+                  uint8_t tries);
+/* The RACK timer fired: mark the retransmissions not SACKed in time as lost. */
+void tcp_rack_timeout(struct stack *st, struct tcp_pcb *pcb);
 /* After an ACK in SACK recovery: forget what is acknowledged, mark what was lost again. */
 void tcp_rxt_check(struct tcp_pcb *pcb);
 void tcp_arm_rtx(struct stack *st, struct tcp_pcb *pcb);

@@ -388,7 +388,7 @@ static void enter_recovery(struct stack *st, struct tcp_pcb *pcb)
     pcb->high_rxt = pcb->snd_una + tcp_retransmit(st, pcb, pcb->snd_una, end);
     pcb->nrxt = 0;
     if (pcb->sack_ok)
-        tcp_rxt_note(pcb, pcb->snd_una, pcb->high_rxt);
+        tcp_rxt_note(st, pcb, pcb->snd_una, pcb->high_rxt, 1);
     tcp_arm_rtx(st, pcb);
 }
 
@@ -482,7 +482,16 @@ static bool process_ack(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s
         pcb->first_rtx_ns = 0;
         if (pcb->tlp_out && SEQ_GEQ(s->ack, pcb->tlp_high))
             pcb->tlp_out = false; /* the probe's episode is over */
-        if (pcb->in_recovery) {
+        if (pcb->loss_mode) {
+            /* After an RTO: slow start from one segment (RFC 5681 3.1) while the lost
+             * flight goes again; done at the recovery point. */
+            pcb->cc->on_ack(pcb, data ? data : acked, st->now);
+            if (SEQ_GEQ(s->ack, pcb->recover)) {
+                pcb->in_recovery = false;
+                pcb->loss_mode = false;
+                pcb->nrxt = 0;
+            }
+        } else if (pcb->in_recovery) {
             if (SEQ_GEQ(s->ack, pcb->recover)) {
                 /* Full ACK: leave recovery (RFC 6582 3.2 step 3). */
                 pcb->in_recovery = false;

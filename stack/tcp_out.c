@@ -305,6 +305,8 @@ static uint64_t tlp_timeout(const struct tcp_pcb *pcb)
     return pto < TLP_MIN_NS ? TLP_MIN_NS : pto;
 }
 
+static uint64_t rack_deadline(const struct stack *st, const struct tcp_pcb *pcb);
+
 void tcp_arm_rtx(struct stack *st, struct tcp_pcb *pcb)
 {
     uint64_t rto = (uint64_t)pcb->rto_ms << pcb->backoff;
@@ -316,7 +318,12 @@ void tcp_arm_rtx(struct stack *st, struct tcp_pcb *pcb)
      * a receiver sent for a whole flight) then costs two RTTs, not an RTO. */
     uint64_t pto = tlp_timeout(pcb);
     pcb->tlp_pending = pto && pto < rto * NS_PER_MS;
-    timer_arm(&st->tw, &pcb->t_rtx, st->now + (pcb->tlp_pending ? pto : rto * NS_PER_MS));
+    uint64_t when = st->now + (pcb->tlp_pending ? pto : rto * NS_PER_MS);
+    /* In recovery, a retransmission's RACK timeout first: a lost retransmission with
+     * nothing sent after it to be SACKed is found in a round trip, not an RTO. */
+    uint64_t rack = rack_deadline(st, pcb);
+    pcb->rack_pending = rack && rack < when;
+    timer_arm(&st->tw, &pcb->t_rtx, pcb->rack_pending ? rack : when);
 }
 
 void tcp_send_syn(struct stack *st, struct tcp_pcb *pcb)
@@ -451,7 +458,9 @@ uint32_t tcp_retransmit(struct stack *st, struct tcp_pcb *pcb, uint32_t seq, uin
 }
 
 /* The next hole to retransmit in SACK recovery: the first byte at or after high_rxt that
- * no SACK block covers, below the highest SACKed byte (RFC 6675 NextSeg rule 1). */
+ * no SACK block covers, below the highest SACKed byte (RFC 6675 NextSeg rule 1). After an
+ * RTO (loss_mode) everything unSACKed below the recovery point is lost, the tail above
+ * the highest SACK too (RFC 6675 5.1; Linux's Loss state marks it so). */
 static bool next_hole(const struct tcp_pcb *pcb, uint32_t *start, uint32_t *end)
 {
     uint32_t s = SEQ_GT(pcb->high_rxt, pcb->snd_una) ? pcb->high_rxt : pcb->snd_una;
@@ -465,6 +474,11 @@ static bool next_hole(const struct tcp_pcb *pcb, uint32_t *start, uint32_t *end)
         }
         *start = s;
         *end = r->start;
+        return true;
+    }
+    if (pcb->loss_mode && SEQ_LT(s, pcb->recover)) {
+        *start = s;
+        *end = pcb->recover;
         return true;
     }
     return false;
@@ -508,6 +522,8 @@ static uint32_t sack_pipe(const struct tcp_pcb *pcb)
         if (SEQ_GT(r->end, s))
             s = r->end;
     }
+    if (pcb->loss_mode && SEQ_LT(s, pcb->recover))
+        lost += pcb->recover - s; /* the tail not yet sent again after the RTO */
     for (uint32_t i = 0; i < pcb->nrxt; i++) {
         const struct tcp_rxt *r = &pcb->rxt[i];
         uint32_t from = SEQ_LT(r->start, pcb->snd_una) ? pcb->snd_una : r->start, hs, he;
@@ -519,14 +535,21 @@ static uint32_t sack_pipe(const struct tcp_pcb *pcb)
     return out > lost ? out - lost : 0;
 }
 
-void tcp_rxt_note(struct tcp_pcb *pcb, uint32_t start, uint32_t end)
+static uint32_t now_us(const struct stack *st)
+{
+    return (uint32_t)(st->now / 1000);
+}
+
+void tcp_rxt_note(struct stack *st, struct tcp_pcb *pcb, uint32_t start, uint32_t end,
+                  uint8_t tries)
 {
     if (!SEQ_LT(start, end))
         return;
     if (pcb->nrxt) {
         struct tcp_rxt *l = &pcb->rxt[pcb->nrxt - 1];
-        if (!l->lost && l->end == start && l->snd_max == pcb->snd_max) {
+        if (!l->lost && l->end == start && l->snd_max == pcb->snd_max && l->tries == tries) {
             l->end = end;
+            l->xmit_us = now_us(st); /* the timer runs from the last byte's sending */
             return;
         }
     }
@@ -534,7 +557,66 @@ void tcp_rxt_note(struct tcp_pcb *pcb, uint32_t start, uint32_t end)
         memmove(&pcb->rxt[0], &pcb->rxt[1], (TCP_MAX_RXT - 1) * sizeof(pcb->rxt[0]));
         pcb->nrxt--;
     }
-    pcb->rxt[pcb->nrxt++] = (struct tcp_rxt){start, end, pcb->snd_max, false};
+    pcb->rxt[pcb->nrxt++] = (struct tcp_rxt){start, end, pcb->snd_max, now_us(st), tries, false};
+}
+
+/* RFC 8985 6.2: a retransmission is lost when it is not delivered a round trip plus a
+ * reordering window after it went out. The round trip is the smoothed one (RACK.rtt
+ * would be the latest sample: the smoothed one is steadier on a busy host); the window a
+ * quarter of the minimum RTT (RACK.reo_wnd), at least 1 ms for the host's own jitter. */
+static uint32_t rack_wait_us(const struct tcp_pcb *pcb)
+{
+    uint32_t reo = pcb->min_rtt_us / 4;
+    if (reo < 1000)
+        reo = 1000;
+    return pcb->srtt_us + reo;
+}
+
+/* The earliest moment (stack ns) a watched retransmission times out, or 0. */
+static uint64_t rack_deadline(const struct stack *st, const struct tcp_pcb *pcb)
+{
+    if (!pcb->in_recovery || !pcb->sack_ok || !pcb->srtt_us)
+        return 0;
+    uint32_t now = now_us(st), wait = rack_wait_us(pcb), first = UINT32_MAX;
+    for (uint32_t i = 0; i < pcb->nrxt; i++) {
+        const struct tcp_rxt *r = &pcb->rxt[i];
+        if (r->lost || r->tries >= TCP_RXT_TRIES || !SEQ_LT(r->start, r->end))
+            continue;
+        uint32_t age = now - r->xmit_us;
+        uint32_t left = age >= wait ? 0 : wait - age;
+        if (left < first)
+            first = left;
+    }
+    return first == UINT32_MAX ? 0 : st->now + (uint64_t)first * 1000 + 1;
+}
+
+/* A retransmission went out: its RACK timeout may come before the armed timer. */
+static void rack_arm(struct stack *st, struct tcp_pcb *pcb)
+{
+    uint64_t rack = rack_deadline(st, pcb);
+    if (!rack || pcb->persist || pcb->xmit_retry ||
+        (timer_armed(&pcb->t_rtx) && pcb->t_rtx.expires <= rack))
+        return;
+    pcb->rack_pending = true;
+    pcb->tlp_pending = false;
+    timer_arm(&st->tw, &pcb->t_rtx, rack);
+}
+
+void tcp_rack_timeout(struct stack *st, struct tcp_pcb *pcb)
+{
+    uint32_t now = now_us(st), wait = rack_wait_us(pcb);
+    for (uint32_t i = 0; i < pcb->nrxt; i++) {
+        struct tcp_rxt *r = &pcb->rxt[i];
+        uint32_t hs, he;
+        if (r->lost || r->tries >= TCP_RXT_TRIES || now - r->xmit_us < wait)
+            continue;
+        if (SEQ_LT(r->start, pcb->snd_una))
+            r->start = pcb->snd_una;
+        if (SEQ_LT(r->start, r->end) && unsacked_in(pcb, r->start, r->end, &hs, &he)) {
+            r->lost = true;
+            CNT_INC(&st->cnt, tcp_rack_timeouts);
+        }
+    }
 }
 
 void tcp_rxt_check(struct tcp_pcb *pcb)
@@ -591,6 +673,7 @@ void tcp_output(struct stack *st, struct tcp_pcb *pcb)
         /* Retransmissions lost again first: the oldest holds SND.UNA back. What goes out
          * is watched in turn (noted after the loop, which walks the same array). */
         struct tcp_range again[TCP_MAX_RXT * 2];
+        uint8_t again_tries[TCP_MAX_RXT * 2];
         uint32_t nagain = 0;
         for (uint32_t i = 0; i < pcb->nrxt && nagain < TCP_MAX_RXT * 2; i++) {
             struct tcp_rxt *r = &pcb->rxt[i];
@@ -604,13 +687,16 @@ void tcp_output(struct stack *st, struct tcp_pcb *pcb)
                 }
                 CNT_INC(&st->cnt, tcp_lost_retrans);
                 r->start = hs + n;
+                again_tries[nagain] = (uint8_t)(r->tries + 1);
                 again[nagain++] = (struct tcp_range){hs, hs + n};
                 pipe += n;
                 sent = true;
             }
         }
         for (uint32_t i = 0; i < nagain; i++)
-            tcp_rxt_note(pcb, again[i].start, again[i].end);
+            tcp_rxt_note(st, pcb, again[i].start, again[i].end, again_tries[i]);
+        if (nagain)
+            rack_arm(st, pcb);
         for (int guard = 0; guard < 64 && pipe + pcb->mss <= pcb->cwnd; guard++) {
             uint32_t hs, he;
             if (!next_hole(pcb, &hs, &he))
@@ -618,11 +704,13 @@ void tcp_output(struct stack *st, struct tcp_pcb *pcb)
             uint32_t n = tcp_retransmit(st, pcb, hs, he);
             if (!n)
                 break;
-            tcp_rxt_note(pcb, hs, hs + n);
+            tcp_rxt_note(st, pcb, hs, hs + n, 1);
             pcb->high_rxt = hs + n;
             pipe += n;
             sent = true;
         }
+        if (sent)
+            rack_arm(st, pcb);
         if (pipe + pcb->mss > pcb->cwnd)
             goto done;
     }

@@ -98,7 +98,15 @@ void tcp_rtx_timer(struct timer *t, void *ctx, uint64_t now)
         return;
     }
     if (pcb->snd_una == pcb->snd_max)
-        return; /* nothing outstanding */
+        return;              /* nothing outstanding */
+    if (pcb->rack_pending) { /* RFC 8985 6.3: a retransmission not delivered in time */
+        pcb->rack_pending = false;
+        tcp_rack_timeout(st, pcb);
+        tcp_output(st, pcb);
+        if (pcb->state != TCPS_CLOSED && !timer_armed(&pcb->t_rtx))
+            tcp_arm_rtx(st, pcb);
+        return;
+    }
     if (pcb->tlp_pending) {
         pcb->tlp_pending = false;
         tcp_send_tlp(st, pcb);
@@ -121,18 +129,30 @@ void tcp_rtx_timer(struct timer *t, void *ctx, uint64_t now)
     tcp_backoff(pcb);
     pcb->karn_high = pcb->snd_max;
     pcb->cc->on_rto(pcb, now);
-    pcb->in_recovery = false;
     pcb->recover = pcb->snd_max;
     pcb->dupacks = 0;
-    pcb->nsacked = 0; /* the receiver may have reneged (RFC 2018 8) */
     pcb->nrxt = 0;
     pcb->tlp_out = false;
     pcb->high_rxt = pcb->snd_una;
     pcb->rtt_ts = 0;
     pcb->lost++;
-    pcb->snd_nxt = pcb->snd_una;
-    if (pcb->fin_sent && SEQ_LEQ(pcb->snd_nxt, pcb->fin_seq))
-        pcb->fin_sent = false; /* the FIN goes out again with the data */
+    if (pcb->sack_ok && pcb->rtx_count == 1) {
+        /* With SACK, the first timeout keeps the scoreboard and recovers in loss mode:
+         * only the unSACKed bytes go again, in slow start, and a retransmission lost
+         * again is found by SACKs or its RACK timer instead of a second RTO (RFC 6675
+         * 5.1, RFC 8985; Linux's Loss state). */
+        pcb->in_recovery = true;
+        pcb->loss_mode = true;
+    } else {
+        /* Timed out again (or no SACK): the receiver may have reneged (RFC 2018 8):
+         * forget the scoreboard and go back to SND.UNA. */
+        pcb->in_recovery = false;
+        pcb->loss_mode = false;
+        pcb->nsacked = 0;
+        pcb->snd_nxt = pcb->snd_una;
+        if (pcb->fin_sent && SEQ_LEQ(pcb->snd_nxt, pcb->fin_seq))
+            pcb->fin_sent = false; /* the FIN goes out again with the data */
+    }
     tcp_output(st, pcb);
     if (pcb->state != TCPS_CLOSED && !timer_armed(&pcb->t_rtx))
         tcp_arm_rtx(st, pcb);
