@@ -135,6 +135,9 @@ struct tcp_pcb {
     bool loss_mode;    /* recovery after an RTO: every unSACKed byte below recover is lost */
     bool rack_pending; /* t_rtx is the RACK timer of a retransmission (RFC 8985 6.3) */
     uint32_t recover, high_rxt, high_sack;
+    /* RFC 6937 proportional rate reduction: bytes delivered and sent in this recovery,
+     * and the flight when it began */
+    uint32_t prr_delivered, prr_out, recover_fs;
     struct tcp_rxt rxt[TCP_MAX_RXT]; /* oldest first */
     uint8_t nrxt;
     uint32_t rtx_count;    /* consecutive timeouts of the current head */

@@ -107,6 +107,8 @@ void tcp_rack_timeout(struct stack *st, struct tcp_pcb *pcb);
 /* After an ACK in SACK recovery: forget what is acknowledged, mark what was lost again. */
 void tcp_rxt_check(struct tcp_pcb *pcb);
 void tcp_arm_rtx(struct stack *st, struct tcp_pcb *pcb);
+/* RFC 6675 pipe: bytes in the network (sent, not SACKed, not marked lost). */
+uint32_t tcp_sack_pipe(const struct tcp_pcb *pcb);
 int tcp_parse_opts(const uint8_t *p, uint32_t len, bool syn, struct tcp_opts *o);
 
 /* tcp_in.c */

@@ -379,6 +379,12 @@ static void enter_recovery(struct stack *st, struct tcp_pcb *pcb)
     pcb->rtt_ts = 0;
     if (pcb->sack_ok) {
         CNT_INC(&st->cnt, tcp_sack_recovery);
+        /* RFC 6937: cwnd follows the deliveries from here (prr_update), from the flight
+         * down to ssthresh, instead of dropping to ssthresh at once and sending nothing
+         * until the pipe has drained below it. */
+        pcb->recover_fs = pcb->snd_max - pcb->snd_una;
+        pcb->prr_delivered = 0;
+        pcb->prr_out = 0;
         pcb->cwnd = pcb->ssthresh;
     } else {
         CNT_INC(&st->cnt, tcp_fast_retrans);
@@ -410,6 +416,28 @@ static void fin_acked(struct stack *st, struct tcp_pcb *pcb)
     default:
         break;
     }
+}
+
+/* RFC 6937 PRR with slow-start reduction bound: on each ACK in SACK recovery, what may be
+ * sent is the delivered bytes' share of ssthresh/RecoverFS while the pipe is above
+ * ssthresh, and up to ssthresh (at most one segment beyond what was delivered) below it.
+ * The ACK clock keeps going through the recovery, and it ends with cwnd at ssthresh. */
+static void prr_update(struct tcp_pcb *pcb, uint32_t delivered)
+{
+    pcb->prr_delivered += delivered;
+    uint32_t pipe = tcp_sack_pipe(pcb), sndcnt;
+    if (pipe > pcb->ssthresh) {
+        uint32_t fs = pcb->recover_fs ? pcb->recover_fs : 1;
+        uint64_t want = ((uint64_t)pcb->prr_delivered * pcb->ssthresh + fs - 1) / fs;
+        sndcnt = want > pcb->prr_out ? (uint32_t)(want - pcb->prr_out) : 0;
+    } else {
+        uint32_t lim = pcb->prr_delivered > pcb->prr_out ? pcb->prr_delivered - pcb->prr_out : 0;
+        if (lim < delivered)
+            lim = delivered;
+        lim += pcb->mss;
+        sndcnt = pcb->ssthresh - pipe < lim ? pcb->ssthresh - pipe : lim;
+    }
+    pcb->cwnd = pipe + sndcnt;
 }
 
 /* Returns false if the connection went away. */
@@ -493,14 +521,24 @@ static bool process_ack(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s
             }
         } else if (pcb->in_recovery) {
             if (SEQ_GEQ(s->ack, pcb->recover)) {
-                /* Full ACK: leave recovery (RFC 6582 3.2 step 3). */
                 pcb->in_recovery = false;
                 pcb->nrxt = 0;
-                uint32_t flight = tcp_flight(pcb);
-                pcb->cwnd = pcb->ssthresh < flight + pcb->mss ? pcb->ssthresh : flight + pcb->mss;
-                if (pcb->cwnd < pcb->mss)
-                    pcb->cwnd = pcb->mss;
-            } else if (!pcb->sack_ok) {
+                if (pcb->sack_ok) {
+                    pcb->cwnd = pcb->ssthresh; /* RFC 6937: the reduction is complete */
+                } else {
+                    /* Full ACK: leave recovery (RFC 6582 3.2 step 3, the burst-safe
+                     * option: ssthresh, or the flight plus one segment if less). */
+                    uint32_t flight = tcp_flight(pcb);
+                    if (flight < pcb->mss)
+                        flight = pcb->mss;
+                    pcb->cwnd =
+                        pcb->ssthresh < flight + pcb->mss ? pcb->ssthresh : flight + pcb->mss;
+                }
+            } else if (pcb->sack_ok) {
+                uint32_t sacked = tcp_sacked_bytes(pcb);
+                prr_update(pcb, acked + (sacked > sacked_before ? sacked - sacked_before : 0) -
+                                    (sacked < sacked_before ? sacked_before - sacked : 0));
+            } else {
                 /* Partial ACK: retransmit the next hole, deflate (RFC 6582 3.2 step 4). */
                 tcp_retransmit(st, pcb, pcb->snd_una, pcb->snd_una + pcb->mss);
                 pcb->cwnd = pcb->cwnd > acked ? pcb->cwnd - acked + pcb->mss : pcb->mss;
@@ -535,6 +573,11 @@ static bool process_ack(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s
             enter_recovery(st, pcb);
         else if (pcb->in_recovery && !pcb->sack_ok)
             pcb->cwnd += pcb->mss; /* inflation (RFC 6582 3.2 step 3) */
+    }
+    /* An ACK that SACKs more in SACK recovery delivered those bytes (RFC 6937). */
+    if (pcb->in_recovery && pcb->sack_ok && !pcb->loss_mode) {
+        uint32_t sacked = tcp_sacked_bytes(pcb);
+        prr_update(pcb, sacked > sacked_before ? sacked - sacked_before : 0);
     }
     /* Any ACK may bring SACK blocks (not only a duplicate one: the peer may be sending). */
     if (pcb->in_recovery && pcb->sack_ok)

@@ -273,6 +273,8 @@ static int tcp_xmit(struct stack *st, struct tcp_pcb *pcb, uint32_t seq, uint8_t
     CNT_INC(&st->cnt, tcp_tx);
     if (len)
         CNT_ADD(&st->cnt, tcp_tx_data_bytes, len);
+    if (pcb->in_recovery)
+        pcb->prr_out += len; /* RFC 6937 prr_out */
     /* DF: path MTU discovery (RFC 1191); frag-needed lowers pcb->mss. */
     return ip4_output(st, pb, pcb->laddr, pcb->raddr, IPPROTO_TCP_, st->par.default_ttl, 0, true);
 }
@@ -510,7 +512,7 @@ static bool unsacked_in(const struct tcp_pcb *pcb, uint32_t from, uint32_t end, 
 /* RFC 6675 SetPipe, simplified: what is in the network = sent - SACKed - lost holes not yet
  * retransmitted (holes below the highest SACK count as lost) - retransmissions lost again
  * and not yet sent a third time. */
-static uint32_t sack_pipe(const struct tcp_pcb *pcb)
+uint32_t tcp_sack_pipe(const struct tcp_pcb *pcb)
 {
     uint32_t out = tcp_flight(pcb) - tcp_sacked_bytes(pcb);
     uint32_t s = SEQ_GT(pcb->high_rxt, pcb->snd_una) ? pcb->high_rxt : pcb->snd_una;
@@ -669,7 +671,7 @@ void tcp_output(struct stack *st, struct tcp_pcb *pcb)
 
     /* Loss recovery with SACK (RFC 6675): holes first, then new data, while pipe < cwnd. */
     if (pcb->in_recovery && pcb->sack_ok) {
-        uint32_t pipe = sack_pipe(pcb);
+        uint32_t pipe = tcp_sack_pipe(pcb);
         /* Retransmissions lost again first: the oldest holds SND.UNA back. What goes out
          * is watched in turn (noted after the loop, which walks the same array). */
         struct tcp_range again[TCP_MAX_RXT * 2];
@@ -721,7 +723,7 @@ void tcp_output(struct stack *st, struct tcp_pcb *pcb)
             break; /* everything including the FIN is out */
         uint32_t unsent = total > off ? total - off : 0;
         uint32_t inflight =
-            pcb->in_recovery && pcb->sack_ok ? sack_pipe(pcb) : pcb->snd_nxt - pcb->snd_una;
+            pcb->in_recovery && pcb->sack_ok ? tcp_sack_pipe(pcb) : pcb->snd_nxt - pcb->snd_una;
         uint32_t cwnd = pcb->cwnd;
         /* RFC 3042 limited transmit: one new segment per duplicate ACK, up to two. */
         if (!pcb->in_recovery && pcb->dupacks > 0 && pcb->dupacks < 3)

@@ -87,3 +87,25 @@ Test(tcp_recovery, rto_keeps_the_scoreboard)
     cr_assert_not(p.cli->loss_mode);
     pair_fini(&p);
 }
+
+/* A tail flight recovers from one loss with nothing else in flight at the full ACK: the
+ * recovery ends with cwnd at ssthresh (RFC 6937), not one segment (what RFC 6582's
+ * "flight + 1 segment" gives with an empty flight): the next write goes out as a burst
+ * of ssthresh, not one segment waiting for a delayed ACK. */
+Test(tcp_recovery, recovery_ends_at_ssthresh)
+{
+    struct pair p;
+    pair_init_filtered(&p, NULL, 256 * 1024, drop_seq_times);
+    transfer(&p, 20000, 2000);
+    drop_max = 1;
+    p.drop_seq = p.cli->snd_nxt;
+    send_flight(&p);
+    until_acked(&p, 1000);
+    cr_assert_eq(stest_cnt(&p.a, "tcp_sack_recovery"), 1);
+    cr_assert_eq(stest_cnt(&p.a, "tcp_rto"), 0);
+    cr_assert_not(p.cli->in_recovery);
+    cr_assert_eq(p.cli->cwnd, p.cli->ssthresh, "cwnd %u, ssthresh %u", p.cli->cwnd,
+                 p.cli->ssthresh);
+    cr_assert_geq(p.cli->cwnd, 5u * p.cli->mss);
+    pair_fini(&p);
+}
