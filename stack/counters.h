@@ -130,7 +130,7 @@
     X(tcp_xmit_retry) /* a segment not sent for lack of buffers: retried by a timer */             \
     X(tcp_pmtu_resend) /* ICMP frag-needed lowered the MSS: the flight is resent */                \
     X(tcp_orphans)            /* gauge: closed connections still delivering data or a FIN */       \
-    X(tcp_orphan_timeouts)    /* orphans given up after tcp.orphan_retries timeouts or probes */  \
+    X(tcp_orphan_timeouts)    /* orphans given up after tcp.orphan_retries timeouts or probes */   \
     X(tcp_tx_rst)                                                                                  \
     X(tcp_tx)                                                                                      \
     X(tcp_rx_data_bytes)                                                                           \
@@ -150,7 +150,8 @@
     X(tcp_tw_reuse)                                                                                \
     X(tcp_zero_window_probes) /* persist timer probes of a closed window (RFC 9293 3.8.6.1) */     \
     X(tcp_lost_retrans)       /* retransmissions found lost by later SACKs and sent again */       \
-    X(tcp_rack_timeouts)      /* retransmissions found lost by their RACK timer (RFC 8985) */    \
+    X(tcp_rack_timeouts)      /* retransmissions found lost by their RACK timer (RFC 8985) */      \
+    X(tcp_rack_recovery)      /* recoveries a hole's RACK timer started (below DupThresh) */       \
     X(tcp_tlp)                /* tail loss probes sent (RFC 8985 7) instead of waiting for RTO */  \
     X(tcp_drop_bad_off)       /* data offset beyond the segment */                                 \
     X(tcp_drop_out_of_window) /* sequence number outside the window (ACKed) */                     \

@@ -138,6 +138,11 @@ struct tcp_pcb {
     /* RFC 6937 proportional rate reduction: bytes delivered and sent in this recovery,
      * and the flight when it began */
     uint32_t prr_delivered, prr_out, recover_fs;
+    /* RACK outside recovery (RFC 8985 6.2): SND.UNA when SACKs first showed it missing,
+     * and when (stack ns): sent before data that arrived, it is lost a reordering window
+     * later even when fewer than DupThresh segments are SACKed (a short flight, a tail) */
+    uint32_t hole_seq;
+    uint64_t hole_ns;
     struct tcp_rxt rxt[TCP_MAX_RXT]; /* oldest first */
     uint8_t nrxt;
     uint32_t rtx_count;    /* consecutive timeouts of the current head */

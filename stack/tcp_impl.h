@@ -102,8 +102,14 @@ uint32_t tcp_rcv_window(struct tcp_pcb *pcb);
  * loss. */
 void tcp_rxt_note(struct stack *st, struct tcp_pcb *pcb, uint32_t start, uint32_t end,
                   uint8_t tries);
-/* The RACK timer fired: mark the retransmissions not SACKed in time as lost. */
+/* The RACK timer fired: mark the retransmissions not SACKed in time as lost, or, outside
+ * recovery, start it for the hole at SND.UNA. */
 void tcp_rack_timeout(struct stack *st, struct tcp_pcb *pcb);
+/* Arm the RACK timer if it comes before the armed one (a retransmission went out, or
+ * SACKs showed a hole). */
+void tcp_rack_arm(struct stack *st, struct tcp_pcb *pcb);
+/* Loss detected: fast retransmit and recovery (RFC 6675, NewReno without SACK). */
+void tcp_enter_recovery(struct stack *st, struct tcp_pcb *pcb);
 /* After an ACK in SACK recovery: forget what is acknowledged, mark what was lost again. */
 void tcp_rxt_check(struct tcp_pcb *pcb);
 void tcp_arm_rtx(struct stack *st, struct tcp_pcb *pcb);

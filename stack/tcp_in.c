@@ -369,7 +369,7 @@ static void syn_sent_input(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg
 }
 
 /* ---- ACK processing ---- */
-static void enter_recovery(struct stack *st, struct tcp_pcb *pcb)
+void tcp_enter_recovery(struct stack *st, struct tcp_pcb *pcb)
 {
     pcb->ssthresh = pcb->cc->ssthresh(pcb, st->now);
     pcb->recover = pcb->snd_max;
@@ -570,9 +570,16 @@ static bool process_ack(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s
             pcb->dupacks++;
         bool lost = pcb->dupacks >= 3 || (pcb->sack_ok && tcp_sacked_bytes(pcb) > 2u * pcb->mss);
         if (!pcb->in_recovery && lost && SEQ_GEQ(pcb->snd_una, pcb->recover))
-            enter_recovery(st, pcb);
+            tcp_enter_recovery(st, pcb);
         else if (pcb->in_recovery && !pcb->sack_ok)
             pcb->cwnd += pcb->mss; /* inflation (RFC 6582 3.2 step 3) */
+    }
+    /* A hole at SND.UNA that SACKs show: its RACK reordering window starts now. */
+    if (!pcb->in_recovery && pcb->nsacked && pcb->hole_seq != pcb->snd_una &&
+        SEQ_GEQ(pcb->snd_una, pcb->recover)) {
+        pcb->hole_seq = pcb->snd_una;
+        pcb->hole_ns = st->now;
+        tcp_rack_arm(st, pcb);
     }
     /* An ACK that SACKs more in SACK recovery delivered those bytes (RFC 6937). */
     if (pcb->in_recovery && pcb->sack_ok && !pcb->loss_mode) {

@@ -566,17 +566,34 @@ void tcp_rxt_note(struct stack *st, struct tcp_pcb *pcb, uint32_t start, uint32_
  * reordering window after it went out. The round trip is the smoothed one (RACK.rtt
  * would be the latest sample: the smoothed one is steadier on a busy host); the window a
  * quarter of the minimum RTT (RACK.reo_wnd), at least 1 ms for the host's own jitter. */
+static uint32_t rack_reo_us(const struct tcp_pcb *pcb);
+
 static uint32_t rack_wait_us(const struct tcp_pcb *pcb)
 {
+    return pcb->srtt_us + rack_reo_us(pcb);
+}
+
+/* Outside recovery: a hole at SND.UNA below SACKed data is lost a reordering window
+ * after the SACKs showed it (it was sent before what arrived: RFC 8985 6.2 with the
+ * SACK's arrival standing in for that data's delivery time). */
+static bool rack_hole(const struct tcp_pcb *pcb)
+{
+    return !pcb->in_recovery && pcb->sack_ok && pcb->nsacked && pcb->srtt_us &&
+           pcb->hole_seq == pcb->snd_una && pcb->snd_una != pcb->snd_max &&
+           SEQ_GEQ(pcb->snd_una, pcb->recover);
+}
+
+static uint32_t rack_reo_us(const struct tcp_pcb *pcb)
+{
     uint32_t reo = pcb->min_rtt_us / 4;
-    if (reo < 1000)
-        reo = 1000;
-    return pcb->srtt_us + reo;
+    return reo < 1000 ? 1000 : reo;
 }
 
 /* The earliest moment (stack ns) a watched retransmission times out, or 0. */
 static uint64_t rack_deadline(const struct stack *st, const struct tcp_pcb *pcb)
 {
+    if (rack_hole(pcb))
+        return pcb->hole_ns + (uint64_t)rack_reo_us(pcb) * 1000;
     if (!pcb->in_recovery || !pcb->sack_ok || !pcb->srtt_us)
         return 0;
     uint32_t now = now_us(st), wait = rack_wait_us(pcb), first = UINT32_MAX;
@@ -593,7 +610,7 @@ static uint64_t rack_deadline(const struct stack *st, const struct tcp_pcb *pcb)
 }
 
 /* A retransmission went out: its RACK timeout may come before the armed timer. */
-static void rack_arm(struct stack *st, struct tcp_pcb *pcb)
+void tcp_rack_arm(struct stack *st, struct tcp_pcb *pcb)
 {
     uint64_t rack = rack_deadline(st, pcb);
     if (!rack || pcb->persist || pcb->xmit_retry ||
@@ -606,6 +623,11 @@ static void rack_arm(struct stack *st, struct tcp_pcb *pcb)
 
 void tcp_rack_timeout(struct stack *st, struct tcp_pcb *pcb)
 {
+    if (rack_hole(pcb)) {
+        CNT_INC(&st->cnt, tcp_rack_recovery);
+        tcp_enter_recovery(st, pcb);
+        return;
+    }
     uint32_t now = now_us(st), wait = rack_wait_us(pcb);
     for (uint32_t i = 0; i < pcb->nrxt; i++) {
         struct tcp_rxt *r = &pcb->rxt[i];
@@ -698,7 +720,7 @@ void tcp_output(struct stack *st, struct tcp_pcb *pcb)
         for (uint32_t i = 0; i < nagain; i++)
             tcp_rxt_note(st, pcb, again[i].start, again[i].end, again_tries[i]);
         if (nagain)
-            rack_arm(st, pcb);
+            tcp_rack_arm(st, pcb);
         for (int guard = 0; guard < 64 && pipe + pcb->mss <= pcb->cwnd; guard++) {
             uint32_t hs, he;
             if (!next_hole(pcb, &hs, &he))
@@ -712,7 +734,7 @@ void tcp_output(struct stack *st, struct tcp_pcb *pcb)
             sent = true;
         }
         if (sent)
-            rack_arm(st, pcb);
+            tcp_rack_arm(st, pcb);
         if (pipe + pcb->mss > pcb->cwnd)
             goto done;
     }

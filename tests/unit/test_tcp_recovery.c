@@ -109,3 +109,25 @@ Test(tcp_recovery, recovery_ends_at_ssthresh)
     cr_assert_geq(p.cli->cwnd, 5u * p.cli->mss);
     pair_fini(&p);
 }
+
+/* A flight of three with the first lost: two SACKed segments are below DupThresh, so
+ * RFC 6675 alone waits for a probe or the RTO. RACK (RFC 8985 6.2): the hole was sent
+ * before data that arrived, so it is lost a reordering window after the SACKs. */
+Test(tcp_recovery, short_flight_hole_found_by_rack)
+{
+    struct pair p;
+    pair_init_filtered(&p, NULL, 256 * 1024, drop_seq_times);
+    transfer(&p, 20000, 2000);
+    drop_max = 1;
+    p.drop_seq = p.cli->snd_nxt;
+    static uint8_t d[3 * 1448];
+    cr_assert_eq(tbuf_write(&p.ca, d, sizeof(d)), sizeof(d));
+    tcp_output(&p.a.st, p.cli);
+    uint64_t t = until_acked(&p, 1000);
+    cr_assert_eq(p.drop_seen, 1);
+    cr_assert_eq(stest_cnt(&p.a, "tcp_rack_recovery"), 1);
+    cr_assert_eq(stest_cnt(&p.a, "tcp_tlp"), 0);
+    cr_assert_eq(stest_cnt(&p.a, "tcp_rto"), 0);
+    cr_assert_lt(t, 5 * T_MS, "took %llu us", (unsigned long long)(t / 1000));
+    pair_fini(&p);
+}
