@@ -619,6 +619,14 @@ static void worker_loop(struct worker *w)
             set_sleeping(w, 0);
             continue;
         }
+        /* Going idle: a good time to report a deleted device, once (nic_dev_gone). */
+        uint64_t gone = cnt_read(&st->cnt.nic_dev_gone);
+        if (gone != w->dev_gone_seen) {
+            w->dev_gone_seen = gone;
+            log_error("worker %d: a device of ours was deleted: its interface receives "
+                      "nothing more until shmnetd is restarted",
+                      w->id);
+        }
         uint64_t dl = stack_next_deadline(st);
         uint64_t timeout = dl == UINT64_MAX ? UINT64_MAX : (dl > now ? dl - now : 0);
         int ret = nic_wait(w->nicp, w->qs, w->nnics, w->wake_fd, timeout);

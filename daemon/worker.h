@@ -77,6 +77,7 @@ struct worker {
     bool st_ready;
     struct client *clients; /* attached sessions served by this worker */
     uint32_t *shm_sleeping; /* this worker's flag in the clients' state page, or NULL */
+    uint64_t dev_gone_seen; /* nic_dev_gone when last reported */
 
     /* immutable once worker_start returned 0 */
     struct worker_ifinfo ifs[STACK_MAX_IFS];

@@ -61,6 +61,7 @@ struct tapq {
     bool poll_armed;   /* a POLL_ADD is in flight */
     bool batch_eagain; /* the current read batch hit an empty queue */
     bool rw_nowait;    /* reads carry RWF_NOWAIT (cleared if the kernel refuses it) */
+    bool gone;         /* the device was deleted: nothing more is read (nic_dev_gone) */
     uint32_t rx_batch; /* reads per batch, adaptive */
     struct io_uring ring;
     struct tap_desc *desc;
@@ -343,6 +344,13 @@ static void tap_complete(struct nic *n, uint16_t q, struct tapq *tq, const struc
             /* Queue drained: fall back to the poll (NAPI's "complete, re-enable IRQ"). */
             tq->readable = false;
             tq->batch_eagain = true;
+        } else if (res == -EBADFD || res == -ENODEV || res == -ENXIO) {
+            /* The device is gone (deleted, or its namespace removed): the fd stays
+             * readable with an error for ever. Stop reading rather than spin on it. */
+            if (!tq->gone)
+                TCNT(c, nic_dev_gone);
+            tq->gone = true;
+            tq->readable = false;
         } else if (res != -ECANCELED) {
             TCNT(c, nic_rx_drop_error);
         }
@@ -396,7 +404,7 @@ static void tap_reap(struct nic *n, uint16_t q, struct tapq *tq, uint32_t limit)
 static void tap_refill(struct nic *n, uint16_t q, struct tapq *tq)
 {
     struct pktbuf_pool *pool = n->pool[q];
-    if (!pool || tq->rx_posted)
+    if (!pool || tq->rx_posted || tq->gone)
         return;
     if (!tq->readable) {
         if (tq->poll_armed || tq->free_head == TAP_NO_DESC ||

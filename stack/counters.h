@@ -18,6 +18,7 @@
     X(nic_rx_drop_error)      /* backend read error / truncated by the device */                   \
     X(nic_tx_drop_full)       /* backend TX ring full */                                           \
     X(nic_tx_drop_error)      /* backend write error */                                            \
+    X(nic_dev_gone)           /* queues whose device was deleted under the daemon (no more RX) */  \
     X(nic_rps_on)             /* tap, rps_cpus auto: 1 while the kernel's side is steered away */  \
     X(nic_rps_switch)         /* tap, rps_cpus auto: times the steering was turned on or off */    \
     X(steer_out)              /* workers: datagrams handed to the worker owning their port */      \

@@ -443,3 +443,27 @@ Test(nic_tap, auto_rps_is_switched_by_the_worker)
     cr_assert_eq(nic_steer(&nic, 0, false), -EOPNOTSUPP);
     cr_assert_eq(rps_of(""), 1);
 }
+
+/* The device is deleted under us (`ip link del`, its namespace removed): the queue stops,
+ * counted once, and nic_wait sleeps instead of returning at once for ever (a worker spun
+ * at 100% of a CPU on the failed reads). */
+Test(nic_tap, deleted_device_does_not_spin)
+{
+    need_root();
+    open_tap(64, 16);
+    struct nic *ns[1] = {&nic};
+    uint16_t qs[1] = {0};
+    struct pktbuf *pb;
+    cr_assert_eq(sh("ip -n %s link del %s", nsname, ifname), 0);
+    uint64_t start = mono();
+    int wakes = 0;
+    while (mono() - start < 300 * MS) {
+        cr_assert_geq(nic_wait(ns, qs, 1, -1, 50 * MS), 0);
+        wakes++;
+        while (nic_rx(&nic, 0, &pb, 1, mono()) == 1)
+            pktbuf_free(pb);
+        nic_flush(&nic, 0, mono());
+    }
+    cr_assert_leq(wakes, 20, "%d wake-ups in 300 ms: the queue spins", wakes);
+    cr_assert_eq(cnt_read(&cnt.nic_dev_gone), 1);
+}
