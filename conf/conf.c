@@ -151,6 +151,7 @@ void conf_defaults(struct conf *c)
     c->rx_budget = 64;
     c->log_level = LOG_LVL_INFO;
     c->max_clients = 256;
+    c->max_per_uid = 64;
     c->max_sockets = 4096;
     c->channels = 16;
     c->fifo_mb = 1024;  /* virtual: pages cost memory only while used */
@@ -1115,14 +1116,15 @@ static void load_ip(struct ld *ld, config_setting_t *g)
 
 static void load_clients(struct ld *ld, config_setting_t *g)
 {
-    static const char *const keys[] = {"max_clients", "max_sockets",
-                                       "channels",    "fifo_mb",
-                                       "rcvbuf",      "sndbuf",
-                                       "unprivileged_port_start", NULL};
+    static const char *const keys[] = {
+        "max_clients", "max_per_uid", "max_sockets", "channels",
+        "fifo_mb",     "rcvbuf",      "sndbuf",      "unprivileged_port_start",
+        NULL};
     struct conf *c = ld->c;
 
     check_keys(ld, g, "clients", keys);
     get_u32(ld, g, "clients", "max_clients", 1, 4096, &c->max_clients);
+    get_u32(ld, g, "clients", "max_per_uid", 1, 4096, &c->max_per_uid);
     get_u32(ld, g, "clients", "max_sockets", 1, 65535, &c->max_sockets);
     get_u32(ld, g, "clients", "channels", 1, SHM_MAX_CHANNELS, &c->channels);
     get_u32(ld, g, "clients", "fifo_mb", 1, 3072, &c->fifo_mb); /* the region size is 32-bit */

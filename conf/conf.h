@@ -47,6 +47,7 @@ struct conf {
 
     /* clients = { ... }: shared-memory sessions (per client process) */
     uint32_t max_clients;    /* 1..4096, default 256 */
+    uint32_t max_per_uid;    /* sessions of one uid other than 0, 1..4096, default 64 */
     uint32_t max_sockets;    /* per client, 1..65535, default 4096 */
     uint32_t channels;       /* per client (threads with their own rings), 1..64, default 16 */
     uint32_t fifo_mb;        /* fifo arena per client in MiB, 1..3072, default 1024 (virtual) */

@@ -212,7 +212,8 @@ static void client_break(struct client *cl, const char *why)
     if (cl->broken)
         return;
     cl->broken = true;
-    log_warn("client %u (pid %d): %s: disconnecting it", cl->id, (int)cl->pid, why);
+    /* Rate-limited: a local user can start misbehaving clients as fast as it likes. */
+    log_warn_rl("client %u (pid %d): %s: disconnecting it", cl->id, (int)cl->pid, why);
     /* The control thread owns the connection; shutting it down makes it see EOF and
      * detach the session through the mailbox (its sockets close then). */
     if (cl->sess_fd >= 0)

@@ -179,13 +179,13 @@ static void session_detach(struct session *s)
     for (uint32_t k = 0; k < s->nparts; k++)
         orphans += s->part[k].orphans;
     if (!orphans) {
-        log_info("client %u (pid %d) detached: %d sockets closed", s->part[0].cl.id,
-                 (int)s->part[0].cl.pid, n);
+        log_info_rl("client %u (pid %d) detached: %d sockets closed", s->part[0].cl.id,
+                    (int)s->part[0].cl.pid, n);
         session_free(s);
         return;
     }
-    log_info("client %u (pid %d) detached: %d sockets closed, %u connections still delivering",
-             s->part[0].cl.id, (int)s->part[0].cl.pid, n, orphans);
+    log_info_rl("client %u (pid %d) detached: %d sockets closed, %u connections still delivering",
+                s->part[0].cl.id, (int)s->part[0].cl.pid, n, orphans);
     /* The region, the eventfds and the session connection (client_break may still shut
      * it down) stay until then. */
     s->next = S(d)->orphans;
@@ -225,7 +225,7 @@ static void session_io_cb(struct ev_loop *loop, ev_io *io, int revents)
         return;
     /* EOF (the process exited or was killed), an error, or bytes a session never sends. */
     if (n > 0)
-        log_warn("client %u: unexpected data on the session connection", s->part[0].cl.id);
+        log_warn_rl("client %u: unexpected data on the session connection", s->part[0].cl.id);
     session_detach(s);
 }
 
@@ -321,6 +321,22 @@ void session_attach(struct daemon *d, int fd, const struct ucred *cred)
         attach_fail(fd, -EUSERS, "clients.max_clients reached", cred);
         return;
     }
+    /* One local user must not take every session from the others, nor from root: a
+     * limit per uid, and the last slots kept for root (as for the control socket). */
+    if (cred->uid != 0) {
+        uint32_t reserve = c->max_clients / 16 ? c->max_clients / 16 : 1, mine = 0;
+        if (ss->n + reserve >= c->max_clients) {
+            attach_fail(fd, -EUSERS, "clients.max_clients reached (the last slots are root's)",
+                        cred);
+            return;
+        }
+        for (struct session *o = ss->head; o; o = o->next)
+            mine += o->part[0].cl.uid == cred->uid;
+        if (mine >= c->max_per_uid) {
+            attach_fail(fd, -EUSERS, "clients.max_per_uid reached for this uid", cred);
+            return;
+        }
+    }
     /* One part per worker: a client reaches sockets on every worker (docs/workers.md). */
     uint32_t np = d->nworkers ? d->nworkers : 1;
     _Static_assert(SHM_MAX_PARTS >= 8, "a part for each of daemon.workers' 8 workers");
@@ -385,10 +401,11 @@ void session_attach(struct daemon *d, int fd, const struct ucred *cred)
     ev_io_init(&s->io, session_io_cb, fd, EV_READ);
     s->io.data = s;
     ev_io_start(d->loop, &s->io);
-    log_info("client %u attached: pid %d uid %u, %u channels, %u part(s) of %u sockets and "
-             "%u MiB of fifos",
-             r.client_id, (int)cred->pid, (unsigned)cred->uid, c->channels, np, c->max_sockets,
-             c->fifo_mb);
+    /* Rate-limited like the detach line: processes may come and go by the thousand. */
+    log_info_rl("client %u attached: pid %d uid %u, %u channels, %u part(s) of %u sockets and "
+                "%u MiB of fifos",
+                r.client_id, (int)cred->pid, (unsigned)cred->uid, c->channels, np, c->max_sockets,
+                c->fifo_mb);
     return;
 fail:
     for (uint32_t k = 0; k < np; k++)
@@ -421,8 +438,8 @@ void sessions_fini(struct daemon *d)
         bool ok = true;
         ss->orphans = s->next;
         for (uint32_t k = 0; k < s->nparts; k++)
-            if (s->part[k].orphans &&
-                worker_call(s->part[k].w, abort_orphans_fn, &s->part[k], DAEMON_CALL_TIMEOUT_MS) < 0)
+            if (s->part[k].orphans && worker_call(s->part[k].w, abort_orphans_fn, &s->part[k],
+                                                  DAEMON_CALL_TIMEOUT_MS) < 0)
                 ok = false;
         if (ok)
             session_free(s);

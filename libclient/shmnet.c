@@ -456,7 +456,8 @@ static void warn_refused(const char *path, int err, const char *why)
                  (unsigned)geteuid());
         why = buf;
     } else if (!why && err == EUSERS) {
-        why = "clients.max_clients processes are attached already";
+        why = "the daemon serves as many processes as clients.max_clients (or, for this uid, "
+              "clients.max_per_uid) allow";
     } else if (!why) {
         why = strerror(err);
     }

@@ -246,6 +246,39 @@ max_clients() {
 }
 check ctl_max_clients_eusers_agrees max_clients
 
+# ---- clients.max_per_uid, and the slots kept for root (the last sixteenth, at least one)
+nclients() { ctl clients | grep -c '^client '; }
+hold_as() { # NAME UID: a process of uid UID with one socket (an attached session), kept
+    bgrun "$1" as "$2" env LD_PRELOAD="$PRELOAD" SHMNET_SOCKET="$SOCK" "$PY" -u -c '
+import errno, signal, socket
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    print("HELD", flush=True)
+    signal.pause()
+except OSError as e:
+    print(errno.errorcode.get(e.errno, e.errno), flush=True)'
+    wait_until 10 has_line "$T/$1.out" '^(HELD|E[A-Z]+)$'
+}
+base=$(nclients)
+reload_with "$OPTS" "max_clients = $((base + 8)); max_per_uid = 2;" ||
+    fail ctla_reload "max_per_uid not applied"
+per_uid() { # two processes of OTHER attach, a third is refused
+    hold_as o1 "$OTHER" && hold_as o2 "$OTHER" && hold_as o3 "$OTHER"
+    cat "$T"/o[123].out "$T/o3.err"
+    has_line "$T/o1.out" '^HELD$' && has_line "$T/o2.out" '^HELD$' &&
+        has_line "$T/o3.out" '^EUSERS$' && grep -q 'clients.max_per_uid' "$T/o3.err"
+}
+check ctl_max_per_uid_eusers per_uid
+base=$(nclients)
+reload_with "$OPTS" "max_clients = $((base + 2)); max_per_uid = 64;" ||
+    fail ctla_reload "max_clients not applied"
+root_reserve() { # two slots left: the attacker gets one, the last is root's
+    hold_as a1 "$ATTACKER" && hold_as a2 "$ATTACKER" && hold_as r1 0
+    cat "$T"/a[12].out "$T/r1.out"
+    has_line "$T/a1.out" '^HELD$' && has_line "$T/a2.out" '^EUSERS$' && has_line "$T/r1.out" '^HELD$'
+}
+check ctl_max_clients_root_reserve root_reserve
+
 kill "$HOLDER" 2>/dev/null
 wait "$HOLDER" 2>/dev/null
 harness_stop_daemon
