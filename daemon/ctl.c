@@ -58,6 +58,7 @@ struct ctl_counters {
     uint64_t refused_permission; /* not in daemon.allowed_users / allowed_groups */
     uint64_t drop_output_limit;  /* answer larger than daemon.ctl_max_output */
     uint64_t drop_slow_reader;   /* answer not read within CTL_WRITE_TIMEOUT */
+    uint64_t accept_paused;      /* accept() out of descriptors or memory: paused 100 ms */
 };
 
 #define CTL_HANDOVER 2 /* a command took the connection over */
@@ -82,6 +83,7 @@ struct ctl {
     struct daemon *d;
     int lfd;
     ev_io lio;
+    ev_timer lpause; /* accept paused: out of descriptors (accept_cb) */
     char path[CONF_PATH_MAX];
     struct ctl_client *clients;
     unsigned nclients;
@@ -294,6 +296,7 @@ static int cmd_stats(struct ctl_client *c, int argc, char **argv)
         {"ctl_refused_permission", cc->refused_permission},
         {"ctl_drop_output_limit", cc->drop_output_limit},
         {"ctl_drop_slow_reader", cc->drop_slow_reader},
+        {"ctl_accept_paused", cc->accept_paused},
     };
     for (size_t k = 0; k < sizeof(ctlc) / sizeof(ctlc[0]); k++)
         sb_printf(&c->out, "%s %llu\n", ctlc[k].name, (unsigned long long)ctlc[k].v);
@@ -855,6 +858,12 @@ static void refuse_now(int fd, const char *fmt, ...)
     close(fd);
 }
 
+static void accept_resume(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct ctl *ctl = t->data;
+    ev_io_start(loop, &ctl->lio);
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct ctl *ctl = w->data;
@@ -866,6 +875,15 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
                 log_warn_rl("control: accept: %s", strerror(errno));
+            /* Out of descriptors or memory: the pending connection stays queued and the
+             * listener readable, so a level-triggered watcher would call us again at
+             * once, for ever. Pause a moment instead. */
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                ctl->cnt.accept_paused++;
+                ev_io_stop(loop, &ctl->lio);
+                ev_timer_set(&ctl->lpause, 0.1, 0.);
+                ev_timer_start(loop, &ctl->lpause);
+            }
             return;
         }
         const struct conf *cf = ctl->d->conf;
@@ -1024,6 +1042,8 @@ int ctl_open(struct daemon *d, struct ctl **out)
     }
     ev_io_init(&ctl->lio, accept_cb, ctl->lfd, EV_READ);
     ctl->lio.data = ctl;
+    ev_init(&ctl->lpause, accept_resume);
+    ctl->lpause.data = ctl;
     ev_io_start(d->loop, &ctl->lio);
     log_info("control socket %s", path);
     *out = ctl;
@@ -1052,6 +1072,7 @@ void ctl_close(struct ctl *ctl)
         client_free(c);
     }
     ev_io_stop(ctl->d->loop, &ctl->lio);
+    ev_timer_stop(ctl->d->loop, &ctl->lpause);
     close(ctl->lfd);
     unlink(ctl->path);
     free(ctl);

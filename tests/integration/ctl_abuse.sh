@@ -279,6 +279,33 @@ root_reserve() { # two slots left: the attacker gets one, the last is root's
 }
 check ctl_max_clients_root_reserve root_reserve
 
+# ---- out of descriptors: accept pauses instead of spinning on the pending connection
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$DPID/stat"; }
+nofile=$(($(ls "/proc/$DPID/fd" | wc -l) + 4))
+prlimit --pid "$DPID" --nofile="$nofile:$nofile"
+bgrun fdhog "$PY" -c '
+import socket, sys, time
+ss = []
+for _ in range(16):
+    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); ss.append(s)
+print("OPEN", flush=True)
+time.sleep(3)' "$SOCK"
+FDHOG=$BG_PID
+emfile_no_spin() {
+    local t0 t1
+    wait_until 10 has_line "$T/fdhog.out" '^OPEN' || return 1
+    t0=$(cpu_ticks)
+    sleep 1
+    t1=$(cpu_ticks)
+    echo "daemon CPU in 1 s at the descriptor limit: $((t1 - t0)) ticks"
+    ((t1 - t0 < 10))
+}
+check ctl_emfile_accept_does_not_spin emfile_no_spin
+wait "$FDHOG" 2>/dev/null
+prlimit --pid "$DPID" --nofile=65536:65536 2>/dev/null || prlimit --pid "$DPID" --nofile=4096:4096
+emfile_recovers() { wait_until 5 stat_ge ctl_accept_paused 1 && ctl stats >/dev/null; }
+check ctl_emfile_counted_and_recovers emfile_recovers
+
 kill "$HOLDER" 2>/dev/null
 wait "$HOLDER" 2>/dev/null
 harness_stop_daemon
