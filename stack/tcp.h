@@ -111,9 +111,11 @@ struct tcp_pcb {
     bool shut_rd;
     struct tcp_range ooo[TCP_MAX_OOO]; /* received beyond rcv_nxt, already in the fifo */
     uint8_t nooo;
-    uint32_t ooo_fin_seq; /* a FIN seen beyond a hole (0 = none) */
-    uint32_t ooo_last;    /* first byte of the latest out-of-order segment */
-    bool ooo_last_ok;     /* ... and no in-order data came after it */
+    uint32_t ooo_fin_seq;            /* a FIN seen beyond a hole (0 = none) */
+    uint32_t ooo_last;               /* first byte of the latest out-of-order segment */
+    bool ooo_last_ok;                /* ... and no in-order data came after it */
+    bool dsack;                      /* a duplicate arrived: report it once (RFC 2883) */
+    uint32_t dsack_start, dsack_end; /* ... this range */
     uint8_t nsack_sent;
     struct tcp_range sack_sent[4]; /* the blocks of our last SACK option, in its order */
     bool ooo_fin;

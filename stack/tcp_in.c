@@ -630,6 +630,13 @@ static void process_data(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *
         seq++;                       /* the SYN occupies the first sequence number */
     if (SEQ_LT(seq, pcb->rcv_nxt)) { /* drop what we already have */
         uint32_t dup = pcb->rcv_nxt - seq;
+        if (len && pcb->sack_ok) {
+            /* RFC 2883 D-SACK: tell the sender which bytes came twice, so it can tell a
+             * spurious retransmission (reordering, a late ACK) from a loss. */
+            pcb->dsack = true;
+            pcb->dsack_start = seq;
+            pcb->dsack_end = seq + (dup < len ? dup : len);
+        }
         if (dup >= len + (fin ? 1u : 0u)) {
             if (len || fin)
                 pcb->ack_now = true; /* a retransmission of old data: re-ACK at once */

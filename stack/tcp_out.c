@@ -187,13 +187,19 @@ static uint32_t build_opts(struct stack *st, struct tcp_pcb *pcb, uint8_t flags,
         wr32(o + n + 4, pcb->ts_recent);
         n += 8;
     }
-    if (pcb->sack_ok && pcb->nooo && !(flags & TCP_RST)) {
-        uint32_t max = (TCP_OPT_SPACE - n - 4) / 8;
-        uint32_t k = sack_blocks(pcb, max);
+    if (pcb->sack_ok && (pcb->nooo || pcb->dsack) && !(flags & TCP_RST)) {
+        uint32_t max = (TCP_OPT_SPACE - n - 4) / 8, d = pcb->dsack ? 1 : 0;
+        uint32_t k = pcb->nooo ? sack_blocks(pcb, max - d) : 0;
         o[n++] = OPT_NOP;
         o[n++] = OPT_NOP;
         o[n++] = OPT_SACK;
-        o[n++] = (uint8_t)(2 + 8 * k);
+        o[n++] = (uint8_t)(2 + 8 * (k + d));
+        if (d) { /* RFC 2883: the D-SACK block first, reported once */
+            wr32(o + n, pcb->dsack_start);
+            wr32(o + n + 4, pcb->dsack_end);
+            n += 8;
+            pcb->dsack = false;
+        }
         for (uint32_t i = 0; i < k; i++) {
             wr32(o + n, pcb->sack_sent[i].start);
             wr32(o + n + 4, pcb->sack_sent[i].end);
@@ -208,9 +214,9 @@ static uint32_t build_opts(struct stack *st, struct tcp_pcb *pcb, uint8_t flags,
 static uint32_t seg_size(const struct tcp_pcb *pcb)
 {
     uint32_t o = pcb->ts_ok ? 12 : 0;
-    if (pcb->sack_ok && pcb->nooo) {
-        uint32_t max = (TCP_OPT_SPACE - o - 4) / 8;
-        o += 4 + 8 * (pcb->nooo < max ? pcb->nooo : max);
+    if (pcb->sack_ok && (pcb->nooo || pcb->dsack)) {
+        uint32_t max = (TCP_OPT_SPACE - o - 4) / 8, nb = pcb->nooo + (pcb->dsack ? 1u : 0u);
+        o += 4 + 8 * (nb < max ? nb : max);
     }
     return pcb->mss > o + 64 ? pcb->mss - o : 64;
 }

@@ -99,3 +99,53 @@ Test(tcp_sack, first_block_is_the_newest_then_the_most_recent)
         pktbuf_free(segs[i]);
     pair_fini(&p);
 }
+
+/* RFC 2883: a segment that arrives twice is reported in a D-SACK block, first in the
+ * SACK option of the ACK it triggers, and only there. */
+Test(tcp_sack, duplicate_segment_reported_once_as_dsack)
+{
+    struct pair p;
+    pair_init_filtered(&p, NULL, 256 * 1024, never);
+    step(&p, 10 * T_MS);
+    static uint8_t d[1448];
+    uint32_t base = p.cli->snd_nxt;
+    cr_assert_eq(tbuf_write(&p.ca, d, sizeof(d)), sizeof(d));
+    tcp_output(&p.a.st, p.cli);
+    stest_step(&p.a, 0);
+    struct pktbuf *seg = nic_sim_take_tx(&p.a.nic);
+    cr_assert_not_null(seg);
+    struct tcp_range b[4];
+    struct pktbuf *pb;
+    for (int round = 0; round < 3; round++) {
+        cr_assert_eq(nic_sim_inject(&p.b.nic, pktbuf_data(seg), seg->len), 0);
+        stest_step(&p.b, 0);
+        int n = -1;
+        while ((pb = nic_sim_take_tx(&p.b.nic))) {
+            n = sack_of(pktbuf_data(pb), pb->len, b);
+            pktbuf_free(pb);
+        }
+        if (round == 0) {
+            cr_assert_eq(n, 0, "the first copy is acknowledged without SACK");
+            continue;
+        }
+        cr_assert_eq(n, 1, "copy %d: %d blocks", round + 1, n);
+        cr_assert_eq(b[0].start, base);
+        cr_assert_eq(b[0].end, base + sizeof(d));
+    }
+    /* The next ACK (new data) carries no D-SACK. */
+    pktbuf_free(seg);
+    cr_assert_eq(tbuf_write(&p.ca, d, sizeof(d)), sizeof(d));
+    tcp_output(&p.a.st, p.cli);
+    stest_step(&p.a, 0);
+    seg = nic_sim_take_tx(&p.a.nic);
+    cr_assert_eq(nic_sim_inject(&p.b.nic, pktbuf_data(seg), seg->len), 0);
+    pktbuf_free(seg);
+    stest_step(&p.b, 50 * T_MS); /* past the delayed ACK */
+    int n = -1;
+    while ((pb = nic_sim_take_tx(&p.b.nic))) {
+        n = sack_of(pktbuf_data(pb), pb->len, b);
+        pktbuf_free(pb);
+    }
+    cr_assert_eq(n, 0);
+    pair_fini(&p);
+}
