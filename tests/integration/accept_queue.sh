@@ -19,10 +19,7 @@ PRELOAD=${PRELOAD:-$REPO/build/libshmnet_preload.so}
 harness_write_conf "$T/d.conf"
 harness_start_daemon "$T/d.conf" || exit 1
 harness_peer_ns || { fail peer_ns "cannot set up the peer namespace"; exit 1; }
-CNS="shmn-${TAG}c-$$"
-ip netns add "$CNS" && HARNESS_NETNS+=("$CNS") && ip -n "$CNS" link set lo up ||
-    { fail client_ns "cannot set up namespace $CNS"; exit 1; }
-PX=(ip netns exec "$CNS" env LD_PRELOAD="$PRELOAD" SHMNET_SOCKET="$SOCK")
+harness_client_ns || { fail client_ns "cannot set up the client namespace"; exit 1; }
 
 # The preloaded listener: accepts one connection every DELAY s; reads what comes within
 # 2 s and echoes it; prints "data MSG", "eof", "reset" or "timeout" per connection.

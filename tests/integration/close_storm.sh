@@ -21,11 +21,8 @@ HARNESS_DAEMON_OPTS="pktbufs = 256;" harness_write_conf "$T/d.conf" "" \
     "clients = { max_sockets = $((M + 100)); rcvbuf = 4096; sndbuf = 4096; fifo_mb = 128; };"
 harness_start_daemon "$T/d.conf" || exit 1
 harness_peer_ns || { fail peer_ns "cannot set up the peer namespace"; exit 1; }
-CNS="shmn-${TAG}c-$$"
-ip netns add "$CNS" && HARNESS_NETNS+=("$CNS") && ip -n "$CNS" link set lo up ||
-    { fail client_ns "cannot set up namespace $CNS"; exit 1; }
+harness_client_ns || { fail client_ns "cannot set up the client namespace"; exit 1; }
 ulimit -n "$(ulimit -Hn)"
-PX=(ip netns exec "$CNS" env LD_PRELOAD="$PRELOAD" SHMNET_SOCKET="$SOCK")
 nsx sysctl -qw net.core.somaxconn=65535 net.ipv4.tcp_max_syn_backlog=65535 \
     net.ipv4.ip_local_port_range="10000 65000"
 
@@ -36,8 +33,10 @@ ours_open() { ctl sockets | grep -cE '^(ESTABLISHED|FIN_WAIT|LAST_ACK|CLOSING|CL
 none_open() { [[ $(ours_open) == 0 ]]; }
 
 # ---- active: we connect N times (P processes), then exit (every connection closes at once).
-ksrv() { # PORT
-    nsx "$PY" -c '
+# A server of M connections on PORT: reads each until EOF, then closes it; prints
+# "LISTENING", then "EOF M" when every connection is done. Run by the kernel (active
+# phase) or preloaded (passive phase).
+SERVER_PY='
 import selectors, socket, sys
 n = int(sys.argv[1])
 ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -63,8 +62,9 @@ while eof < n:
             if not b:
                 eof += 1; sel.unregister(s); s.close()
 print("EOF", eof, flush=True)
-' "$M" "$1"
-}
+'
+ksrv() { nsx "$PY" -c "$SERVER_PY" "$M" "$1"; }      # PORT
+psrv() { "${PX[@]}" "$PY" -c "$SERVER_PY" "$M" "$1"; } # PORT
 for i in $(seq 1 $P); do
     ksrv $((7300 + i)) >"$T/ksrv$i.out" 2>&1 &
     HARNESS_PIDS+=($!)
@@ -98,34 +98,6 @@ check close_storm_active_none_open wait_until 30 none_open
 ctl stats | grep -E 'tcp_xmit_retry|ip4_drop_nobuf' | detail
 
 # ---- passive: N kernel clients, each sends its FIN; the preloaded servers close each.
-psrv() { # PORT
-    "${PX[@]}" "$PY" -c '
-import selectors, socket, sys
-n = int(sys.argv[1])
-ls = socket.socket(); ls.bind(("0.0.0.0", int(sys.argv[2]))); ls.listen(4096); ls.setblocking(False)
-sel = selectors.DefaultSelector(); sel.register(ls, selectors.EVENT_READ)
-print("LISTENING", flush=True)
-done = 0
-while done < n:
-    for key, _ in sel.select(timeout=120):
-        s = key.fileobj
-        if s is ls:
-            while True:
-                try:
-                    c, _ = ls.accept()
-                except BlockingIOError:
-                    break
-                c.setblocking(False); sel.register(c, selectors.EVENT_READ)
-        else:
-            try:
-                b = s.recv(4096)
-            except ConnectionError:
-                b = b""
-            if not b:
-                done += 1; sel.unregister(s); s.close()
-print("CLOSED", done, flush=True)
-' "$M" "$1"
-}
 for i in $(seq 1 $P); do
     psrv $((7310 + i)) >"$T/psrv$i.out" 2>&1 &
     HARNESS_PIDS+=($!)
@@ -151,7 +123,7 @@ print("EOF", got, flush=True)
     kpids+=($!)
 done
 wait_pids_ok "${kpids[@]}"
-all_closed() { all_lines "CLOSED $M" "$T"/psrv*.out; }
+all_closed() { all_lines "EOF $M" "$T"/psrv*.out; }
 check close_storm_passive_server_closed_all wait_until 60 all_closed
 check close_storm_passive_kernel_saw_every_fin all_lines "EOF $M" "$T"/kcli*.out
 check close_storm_passive_none_stuck wait_until 30 none_stuck

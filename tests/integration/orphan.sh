@@ -23,12 +23,7 @@ harness_write_conf "$T/d.conf"
 harness_start_daemon "$T/d.conf" || exit 1
 harness_peer_ns || { fail peer_ns "cannot set up the peer namespace"; exit 1; }
 
-# The preloaded programs run in a namespace with only lo: a call the interposer does not
-# take cannot reach the peer through the kernel.
-CNS="shmn-${TAG}c-$$"
-ip netns add "$CNS" && HARNESS_NETNS+=("$CNS") && ip -n "$CNS" link set lo up ||
-    { fail client_ns "cannot set up namespace $CNS"; exit 1; }
-PX=(ip netns exec "$CNS" env LD_PRELOAD="$PRELOAD" SHMNET_SOCKET="$SOCK")
+harness_client_ns || { fail client_ns "cannot set up the client namespace"; exit 1; }
 
 # A kernel reader in $NS: accepts one connection on PORT, waits DELAY s, reads until EOF
 # and prints "BYTES SHA256 eof" or "BYTES SHA256 reset".

@@ -254,6 +254,17 @@ harness_peer_ns() {
         ip -n "$NS" link set "$TAP" up
 }
 
+# harness_client_ns: namespace $CNS with only lo, where preloaded programs run: a call the
+# interposer does not take cannot reach the peer through the kernel. PX is the command
+# prefix that runs a program there under LD_PRELOAD=$PRELOAD with this daemon.
+harness_client_ns() {
+    CNS="shmn-${TAG}c-$$"
+    ip netns add "$CNS" || return 1
+    HARNESS_NETNS+=("$CNS")
+    ip -n "$CNS" link set lo up || return 1
+    PX=(ip netns exec "$CNS" env LD_PRELOAD="$PRELOAD" SHMNET_SOCKET="$SOCK")
+}
+
 # Kernel-side MAC of the TAP (in $NS).
 peer_mac() { nsx cat "/sys/class/net/$TAP/address"; }
 
