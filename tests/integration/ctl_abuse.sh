@@ -18,12 +18,7 @@
 # shellcheck source=tests/lib/harness.sh
 . "$(dirname "$0")/../lib/harness.sh"
 harness_init ctla
-# The control plane and client credentials depend on neither the NIC backend nor the
-# number of workers: once, in the plain TAP run.
-if [[ $HARNESS_BACKEND != tap ]] || ((HARNESS_WORKERS > 1)); then
-    skip "${TAG}_backend" "independent of the backend and the workers (run on the TAP, one worker)"
-    exit 0
-fi
+harness_once "the control plane and client credentials do not depend on the NIC"
 
 PRELOAD=${PRELOAD:-$REPO/build/libshmnet_preload.so}
 LIBSHMNET=${LIBSHMNET:-$REPO/build/libshmnet.so}

@@ -162,6 +162,14 @@ harness_tap_only() {
     exit 0
 }
 
+# harness_once REASON: a script whose subject depends on neither the backend nor the
+# number of workers runs once, on the TAP with one worker; elsewhere it is skipped.
+harness_once() {
+    [[ $HARNESS_BACKEND == tap ]] && ((HARNESS_WORKERS == 1)) && return 0
+    skip "${TAG}_backend" "$1 (run on the TAP with one worker)"
+    exit 0
+}
+
 # harness_start_daemon CONF: start $SHMNETD -c CONF in the background, wait for READY=1
 # from its NOTIFY_SOCKET (READY_TIMEOUT s). Returns 1 (after a FAIL line) otherwise.
 harness_start_daemon() {
