@@ -54,7 +54,7 @@ struct client {
     uid_t uid;
     uint16_t bind_min; /* binding a port below it needs bind_low (unprivileged_port_start) */
     bool bind_low;     /* uid 0 or CAP_NET_BIND_SERVICE when the process attached */
-    int sess_fd; /* the control connection (owned by the control thread) */
+    int sess_fd;       /* the control connection (owned by the control thread) */
     struct shm_region *reg;
     uint8_t *base;
     size_t size;
