@@ -97,8 +97,10 @@ for i, g in bad: print("echo bad", i, g)
 
 # The session's open sockets (shmnetctl clients: "sockets N/M").
 nsockets() { ctl clients | sed -n 's/^client .* sockets \([0-9]*\)\/.*/\1/p' | head -n 1; }
-lis_recvq() { # PORT: the listener's accept queue length
-    ctl sockets | awk -v p=":$1" '$1 == "LISTEN" && index($4, p) { print $2 }' | head -n 1
+lis_recvq() { # PORT: the listener's accept queue length (summed over a listening group's
+    # members, one per worker); nothing when nothing listens there
+    ctl sockets | awk -v p=":$1" '$1 == "LISTEN" && index($4, p) { n += $2; f = 1 }
+        END { if (f) print n }'
 }
 
 # bgp NAME CMD...: CMD in the background, stdin from the fifo $T/NAME.in (write to fd
