@@ -10,6 +10,7 @@
 # shellcheck source=tests/lib/harness.sh
 . "$(dirname "$0")/../lib/harness.sh"
 harness_init clst
+harness_once "the TCP retry and the packet pool are the same on every backend and worker"
 
 N=${CLOSE_STORM_CONNS:-20000}
 P=4          # processes per side: a process may hold fewer than 20000 descriptors here

@@ -8,8 +8,8 @@
 #
 # One check per case ("PASS name" / "FAIL name: why").
 #
-# Like every script it also runs on af_xdp (veth) and with two workers: the engine sits
-# on the kernel side of either.
+# It runs once, on the TAP with one worker: the rules are the stack's, the same on every
+# backend (`SHMNET_TEST_BACKEND=af_xdp` or `SHMNET_TEST_WORKERS=2` are skipped).
 #
 # Environment: CONFORMANCE_CASES="glob ..." runs only the matching cases;
 # PRELOAD (default build/libshmnet_preload.so), PRELOAD_PROGS (default build/tests/progs:
@@ -17,6 +17,7 @@
 # shellcheck source=tests/lib/harness.sh
 . "$(dirname "$0")/../lib/harness.sh"
 harness_init conf
+harness_once "the TCP rules it checks are the stack's, the same on every backend and worker"
 
 PRELOAD=${PRELOAD:-$REPO/build/libshmnet_preload.so}
 P=${PRELOAD_PROGS:-$REPO/build/tests/progs}
