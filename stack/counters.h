@@ -152,6 +152,8 @@
     X(tcp_zero_window_probes) /* persist timer probes of a closed window (RFC 9293 3.8.6.1) */     \
     X(tcp_lost_retrans)       /* retransmissions found lost by later SACKs and sent again */       \
     X(tcp_rack_timeouts)      /* retransmissions found lost by their RACK timer (RFC 8985) */      \
+    X(tcp_dsack_rx)           /* D-SACK blocks received (RFC 2883) */                              \
+    X(tcp_dsack_undo)         /* recoveries undone: every retransmission came back twice */         \
     X(tcp_rack_recovery)      /* recoveries a hole's RACK timer started (below DupThresh) */       \
     X(tcp_tlp)                /* tail loss probes sent (RFC 8985 7) instead of waiting for RTO */  \
     X(tcp_drop_bad_off)       /* data offset beyond the segment */                                 \

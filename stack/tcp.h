@@ -145,6 +145,10 @@ struct tcp_pcb {
      * later even when fewer than DupThresh segments are SACKed (a short flight, a tail) */
     uint32_t hole_seq;
     uint64_t hole_ns;
+    /* Undo of a spurious recovery on D-SACKs (RFC 3708, as Linux): cwnd and ssthresh
+     * before it, where it began, and its retransmissions not yet reported as duplicates */
+    uint32_t undo_cwnd, undo_ssthresh, undo_marker, undo_retrans;
+    bool undo_ok;
     struct tcp_rxt rxt[TCP_MAX_RXT]; /* oldest first */
     uint8_t nrxt;
     uint32_t rtx_count;    /* consecutive timeouts of the current head */

@@ -75,6 +75,39 @@ static void range_insert(struct tcp_range *r, uint8_t *n, uint8_t max, uint32_t 
     (*n)++;
 }
 
+/* RFC 2883: the first block reports a duplicate when it lies below the ACK, or inside
+ * the second block. A duplicate of a segment retransmitted in the last recovery means that
+ * retransmission was not needed; when every one of them comes back so (RFC 3708), the
+ * recovery was spurious (reordering, a delayed ACK) and its reduction is undone. */
+static void dsack_check(struct stack *st, struct tcp_pcb *pcb, const struct tcp_seg *s)
+{
+    const struct tcp_opts *o = &s->o;
+    uint32_t ds = o->sack[0].start, de = o->sack[0].end;
+    bool dup = SEQ_LEQ(de, s->ack) ||
+               (o->nsack > 1 && SEQ_GEQ(ds, o->sack[1].start) && SEQ_LEQ(de, o->sack[1].end));
+    if (!dup || !SEQ_LT(ds, de))
+        return;
+    CNT_INC(&st->cnt, tcp_dsack_rx);
+    if (!pcb->undo_ok || !pcb->undo_retrans || SEQ_LT(ds, pcb->undo_marker) ||
+        SEQ_GT(de, pcb->high_rxt))
+        return; /* not a range this recovery sent again */
+    uint32_t segs = (de - ds + pcb->mss - 1) / pcb->mss;
+    pcb->undo_retrans = segs < pcb->undo_retrans ? pcb->undo_retrans - segs : 0;
+    if (pcb->undo_retrans)
+        return;
+    CNT_INC(&st->cnt, tcp_dsack_undo);
+    pcb->undo_ok = false;
+    if (pcb->cwnd < pcb->undo_cwnd)
+        pcb->cwnd = pcb->undo_cwnd;
+    if (pcb->ssthresh < pcb->undo_ssthresh)
+        pcb->ssthresh = pcb->undo_ssthresh;
+    if (pcb->in_recovery && !pcb->loss_mode) {
+        pcb->in_recovery = false;
+        pcb->nrxt = 0;
+        pcb->recover = pcb->snd_una; /* a new loss may start a recovery at once */
+    }
+}
+
 static void sack_update(struct tcp_pcb *pcb, const struct tcp_opts *o)
 {
     for (uint32_t k = 0; k < o->nsack; k++) {
@@ -371,6 +404,11 @@ static void syn_sent_input(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg
 /* ---- ACK processing ---- */
 void tcp_enter_recovery(struct stack *st, struct tcp_pcb *pcb)
 {
+    pcb->undo_cwnd = pcb->cwnd;
+    pcb->undo_ssthresh = pcb->ssthresh;
+    pcb->undo_marker = pcb->snd_una;
+    pcb->undo_retrans = 0;
+    pcb->undo_ok = pcb->sack_ok;
     pcb->ssthresh = pcb->cc->ssthresh(pcb, st->now);
     pcb->recover = pcb->snd_max;
     pcb->in_recovery = true;
@@ -455,8 +493,10 @@ static bool process_ack(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s
     }
     uint32_t acked = SEQ_GT(s->ack, pcb->snd_una) ? s->ack - pcb->snd_una : 0;
     uint32_t old_wnd = pcb->snd_wnd, sacked_before = tcp_sacked_bytes(pcb);
-    if (pcb->sack_ok && s->o.nsack)
+    if (pcb->sack_ok && s->o.nsack) {
+        dsack_check(st, pcb, s);
         sack_update(pcb, &s->o);
+    }
 
     /* Window update (RFC 9293 3.10.7.4, SND.WL1/WL2 rule). */
     uint32_t nwnd = s->wnd << pcb->snd_wscale;
@@ -788,6 +828,14 @@ static void conn_input(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s)
     if (!ok) {
         if (!(s->flags & TCP_RST)) {
             CNT_INC(&st->cnt, tcp_drop_out_of_window);
+            /* Data we have had for a while (a retransmission that was not needed):
+             * reported as a duplicate (RFC 2883) in the ACK that answers it. */
+            if (s->len && pcb->sack_ok && SEQ_LT(s->seq, pcb->rcv_nxt) &&
+                pcb->rcv_nxt - s->seq <= TCP_MAX_WIN << pcb->rcv_wscale) {
+                pcb->dsack = true;
+                pcb->dsack_start = s->seq;
+                pcb->dsack_end = s->seq + s->len;
+            }
             pcb->ack_now = true;
             tcp_output(st, pcb);
         }

@@ -458,6 +458,8 @@ uint32_t tcp_retransmit(struct stack *st, struct tcp_pcb *pcb, uint32_t seq, uin
     if (tcp_xmit(st, pcb, seq, flags, len) == 0) {
         pcb->total_retrans++;
         CNT_INC(&st->cnt, tcp_retrans_segs);
+        if (pcb->in_recovery)
+            pcb->undo_retrans++; /* one more the D-SACKs must show unneeded (undo) */
     }
     /* Karn: never time a retransmitted segment. */
     if (pcb->rtt_ts && SEQ_GEQ(pcb->rtt_seq, seq) && SEQ_LT(pcb->rtt_seq, seq + len + 1))

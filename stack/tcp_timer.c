@@ -126,6 +126,7 @@ void tcp_rtx_timer(struct timer *t, void *ctx, uint64_t now)
     /* RFC 6298 5.5-5.7 and RFC 5681 3.1: back off, collapse cwnd, go back to snd_una. */
     CNT_INC(&st->cnt, tcp_rto);
     pcb->rtx_count++;
+    pcb->undo_ok = false; /* no D-SACK undo across a timeout */
     tcp_backoff(pcb);
     pcb->karn_high = pcb->snd_max;
     pcb->cc->on_rto(pcb, now);

@@ -131,3 +131,48 @@ Test(tcp_recovery, short_flight_hole_found_by_rack)
     cr_assert_lt(t, 5 * T_MS, "took %llu us", (unsigned long long)(t / 1000));
     pair_fini(&p);
 }
+
+/* Holds a's first data segment from drop_seq on and lets it through behind the fifth:
+ * reordering, not loss. */
+static uint8_t held[2048];
+static uint32_t held_len;
+static bool reorder_first(struct pair *p, const uint8_t *f, uint32_t n, bool a_to_b)
+{
+    if (!a_to_b || !p->drop_seq || n < 14 + 20 + 20 || rd16(f + 12) != ETHERTYPE_IPV4 ||
+        f[14 + 9] != 6)
+        return false;
+    const uint8_t *t = f + 14 + (f[14] & 15u) * 4;
+    uint32_t seq = rd32(t + 4);
+    if (seq == p->drop_seq && !p->drop_seen) {
+        memcpy(held, f, n);
+        held_len = n;
+        p->drop_seen = 1;
+        return true;
+    }
+    if (p->drop_seen == 1 && seq == p->drop_seq + 5 * 1448) {
+        cr_assert_eq(nic_sim_inject(&p->b.nic, held, held_len), 0);
+        p->drop_seen = 2;
+    }
+    return false;
+}
+
+/* Reordering makes a spurious fast retransmission: the receiver reports the retransmitted
+ * segment as a duplicate (D-SACK), and the sender undoes the reduction (RFC 3708). */
+Test(tcp_recovery, spurious_recovery_undone_on_dsack)
+{
+    struct pair p;
+    pair_init_filtered(&p, NULL, 256 * 1024, reorder_first);
+    transfer(&p, 200000, 2000);
+    uint32_t cwnd0 = p.cli->cwnd;
+    p.drop_seq = p.cli->snd_nxt;
+    send_flight(&p);
+    until_acked(&p, 1000);
+    for (int i = 0; i < 20; i++)
+        step(&p, T_MS);
+    cr_assert_eq(p.drop_seen, 2, "the first segment came late");
+    cr_assert_eq(stest_cnt(&p.a, "tcp_sack_recovery"), 1, "a recovery was entered");
+    cr_assert_geq(stest_cnt(&p.a, "tcp_dsack_rx"), 1, "no D-SACK came back");
+    cr_assert_eq(stest_cnt(&p.a, "tcp_dsack_undo"), 1);
+    cr_assert_geq(p.cli->cwnd, cwnd0, "cwnd %u, before the recovery %u", p.cli->cwnd, cwnd0);
+    pair_fini(&p);
+}
