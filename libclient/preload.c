@@ -1380,7 +1380,8 @@ static int ep_wait(struct ep *e, struct epoll_event *ev, int max, int64_t ns, co
         } else {
             ep_drop_wakes(e);
         }
-        if (!k) {
+        bool slept = !k;
+        if (slept) {
             int ms = left < 0 ? -1 : (int)((left + 999999) / 1000000);
             int r = REAL(epoll_pwait)(e->epfd, ev, max, ms, m);
             if (r < 0) {
@@ -1394,7 +1395,10 @@ static int ep_wait(struct ep *e, struct epoll_event *ev, int max, int64_t ns, co
         }
         if (armed)
             shmnet__disarm(fds, (size_t)nfd);
-        if (k < max)
+        /* Only after a sleep: ev then holds kernel fds alone. When the scan after arming
+         * found sockets, scanning again would append the level-triggered ones a second
+         * time (epoll reports each ready fd at most once per call). */
+        if (slept && k < max)
             k += ep_scan(e, ev + k, max - k);
         if (k)
             break;
