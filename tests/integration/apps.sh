@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Unmodified programs on shmnet through LD_PRELOAD (issue 5): every program below is the
+# Unmodified programs on shmnet through LD_PRELOAD: every program below is the
 # Debian binary, run as `LD_PRELOAD=$PRELOAD SHMNET_SOCKET=$SOCK prog ...` against the
 # Linux kernel across the TAP (the kernel side in $NS, 10.200.0.1; shmnet is 10.200.0.2).
 # Every transfer is checked by content (SHA-256 of bodies and files, values read back),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# API semantics of the LD_PRELOAD interposer (issue 5): small ordinary socket programs
+# API semantics of the LD_PRELOAD interposer: small ordinary socket programs
 # (tests/progs/preload_*.c: plain libc calls, nothing shmnet-specific) run with
 # LD_PRELOAD=$PRELOAD SHMNET_SOCKET=$SOCK against the Linux kernel across the TAP (the
 # kernel peer is tests/lib-style python in $NS, 10.200.0.1; shmnet is 10.200.0.2).
