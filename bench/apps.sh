@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Unmodified programs on shmnet (LD_PRELOAD) against the same programs on kernel sockets,
-# side by side in one run (issue 5; compare bench/run.sh for the native API).
+# side by side in one run (compare bench/run.sh for the native API).
 #
 #   bench/apps.sh [BUILD_DIR=build]
 #

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The same benchmarks on both NIC backends, TAP and AF_XDP, with the kernel beside each,
-# in one run (issue 6):
+# in one run:
 #
 #   bench/backends.sh [BUILD_DIR=build]
 #
