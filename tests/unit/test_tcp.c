@@ -507,6 +507,53 @@ Test(tcp, lost_tail_ack_repaired_by_probe_not_rto)
     pair_fini(&p);
 }
 
+/* Drops every segment from b until drop_seq (ms) once set: the ACKs of a flight. */
+static bool drop_acks_until(struct pair *p, const uint8_t *f, uint32_t n, bool a_to_b)
+{
+    if (a_to_b || !p->drop_seq || p->a.now / T_MS >= p->drop_seq)
+        return false;
+    p->drop_seen++;
+    return true;
+}
+
+/* Every ACK of a flight lost while more is queued than cwnd lets out: the probe is the
+ * last segment sent again, which the receiver acknowledges at once (a duplicate), not a
+ * new segment, whose ACK a receiver past its quick-ack phase delays (40 ms here, as on
+ * Linux). */
+Test(tcp, probe_is_a_duplicate_that_the_peer_acks_at_once)
+{
+    struct pair p;
+    pair_init_filtered(&p, NULL, 256 * 1024, drop_acks_until);
+    transfer(&p, 100000, 5000);
+    for (int i = 0; i < 100; i++)
+        step(&p, T_MS);
+    cr_assert_eq(p.cli->snd_una, p.cli->snd_max);
+    cr_assert_eq(p.srv->quickacks, 0, "the receiver delays ACKs of in-order data by now");
+    uint64_t probes = stest_cnt(&p.a, "tcp_tlp");
+    static uint8_t more[32 * 1448];
+    for (uint32_t i = 0; i < sizeof(more); i++)
+        more[i] = pattern(i);
+    cr_assert_eq(tbuf_write(&p.ca, more, sizeof(more)), sizeof(more));
+    p.cli->cwnd = 4 * p.cli->mss; /* a flight of 4, 28 segments waiting for the window */
+    tcp_output(&p.a.st, p.cli);
+    uint32_t flight_end = p.cli->snd_max;
+    p.drop_seq = (uint32_t)(p.a.now / T_MS) + 5; /* its ACKs, not the probe's (>= 10 ms) */
+    uint64_t t0 = p.a.now;
+    for (int i = 0; i < 2000 && (int32_t)(p.cli->snd_una - flight_end) < 0; i++)
+        step(&p, T_MS / 10);
+    cr_assert_geq(p.drop_seen, 1, "the flight's ACKs were dropped");
+    cr_assert_eq(stest_cnt(&p.a, "tcp_tlp") - probes, 1);
+    cr_assert_lt(p.a.now - t0, 20 * T_MS, "repaired after %llu ms: the probe's ACK was delayed",
+                 (unsigned long long)((p.a.now - t0) / T_MS));
+    cr_assert_eq(stest_cnt(&p.a, "tcp_rto"), 0);
+    for (int i = 0; i < 500 && p.cli->snd_una != p.cli->snd_max; i++)
+        step(&p, T_MS);
+    static uint8_t got[sizeof(more)];
+    cr_assert_eq(tbuf_read(&p.sb, got, sizeof(got)), sizeof(more));
+    cr_assert_eq(memcmp(got, more, sizeof(more)), 0);
+    pair_fini(&p);
+}
+
 /* Blacks out b -> a for drop_seq ms from the first data segment on, and notes any a -> b
  * segment that ends beyond a's SND.MAX (sent without SND.MAX knowing it). */
 static bool blackout_and_check_edge(struct pair *p, const uint8_t *f, uint32_t n, bool a_to_b)
