@@ -364,12 +364,14 @@ static int bind_allowed(const struct client *cl, uint16_t port)
 }
 
 /* A TCP port of this client's listening group: a member listener of another part binds
- * it, or a connection a member accepted holds it. */
-static int sock_join(struct client *cl, struct dsock *ds, uint16_t port)
+ * it, or a connection a member accepted holds it. With adopt, also the group of a session
+ * that is gone whose orphaned connections still hold the port. */
+static int sock_join(struct client *cl, struct dsock *ds, uint16_t port, bool adopt)
 {
     if (!port)
         return -EINVAL;
-    int rc = stack_port_group(cl->st, port, cl->id, true);
+    int rc = stack_port_group(cl->st, port, cl->id,
+                              adopt ? STACK_CLAIM_GROUP_ADOPT : STACK_CLAIM_GROUP_JOIN);
     if (rc == 0) {
         ds->claim_port = port;
         ds->claim_group = true;
@@ -388,7 +390,7 @@ static int sock_group(struct client *cl, struct dsock *ds)
     if (!ds->claim_group) { /* else it joined at bind: it needs members too */
         if (cl->nparts < 2 || (!ds->claim_port && sock_claim(cl, ds, port) < 0))
             return 0;
-        if (stack_port_group(cl->st, port, cl->id, false) < 0)
+        if (stack_port_group(cl->st, port, cl->id, STACK_CLAIM_GROUP_MAKE) < 0)
             return 0;
         ds->claim_group = true;
     }
@@ -574,7 +576,7 @@ static int tcp_accept_cb(void *lctx, struct tcp_pcb *listener, struct tcp_pcb *c
     if (!ds)
         return err;
     if (l->claim_group) /* the listener holds the group: cannot fail */
-        sock_join(cl, ds, l->claim_port);
+        sock_join(cl, ds, l->claim_port, false);
     else if (l->claim_port) /* the same worker: cannot fail */
         sock_claim(cl, ds, l->claim_port);
     ds->tcp = child;
@@ -1020,11 +1022,14 @@ static int handle_tcp(struct client *cl, struct dsock *ds, const struct shm_req 
         if ((rc = bind_allowed(cl, r->port)) < 0)
             return rc;
         rc = t->lport                   ? -EINVAL
-             : r->flags & SHM_REQ_GROUP ? sock_join(cl, ds, r->port)
+             : r->flags & SHM_REQ_GROUP ? sock_join(cl, ds, r->port, false)
                                         : sock_claim(cl, ds, r->port);
         /* A port of this session's own listening group (a second address, a restart
-         * while accepted connections remain): the socket joins the group. */
-        if (rc == -EADDRINUSE && !(r->flags & SHM_REQ_GROUP) && sock_join(cl, ds, r->port) == 0)
+         * while accepted connections remain): the socket joins the group. With
+         * SO_REUSEADDR, also the group of a server that exited while its connections
+         * finish as orphans (a restart, as Linux allows). */
+        if (rc == -EADDRINUSE && !(r->flags & SHM_REQ_GROUP) &&
+            sock_join(cl, ds, r->port, ds->reuseaddr) == 0)
             rc = 0;
         if (rc == 0 && (rc = tcp_bind(cl->st, t, r->addr, r->port)) < 0)
             sock_unclaim(cl, ds);
@@ -1283,6 +1288,14 @@ uint32_t client_close_all(struct client *cl)
         }
     }
     cl->txq = NULL;
+    /* Connections left as orphans keep their claims of a listening group's port: the
+     * group is marked orphaned, so that a restarted server can bind the port
+     * (sock_join's adopt) while they finish. */
+    for (uint32_t i = 0; i < cl->nsocks; i++) {
+        const struct dsock *ds = &cl->socks[i];
+        if (ds->gen && ds->claim_group)
+            stack_port_group(cl->st, ds->claim_port, cl->id, STACK_CLAIM_GROUP_ORPHAN);
+    }
     /* Release: a control thread that sees the flag sees no socket of ours left. */
     __atomic_store_n(&cl->orphaned, true, __ATOMIC_RELEASE);
     if (cl->nopen == 0)

@@ -387,7 +387,8 @@ void session_attach(struct daemon *d, int fd, const struct ucred *cred)
         /* New sockets take turns over the workers by session (docs/workers.md). */
         .home = ss->next_id % np,
     };
-    ss->next_id++;
+    if (++ss->next_id == STACK_GROUP_ORPHANED) /* a group key no session has */
+        ss->next_id = 1;
     s->fd = fd;
     s->next = ss->head;
     if (s->next)

@@ -182,10 +182,18 @@ static bool group_is(const struct worker *w, uint16_t port, uint32_t key)
            __atomic_load_n(&w->port_group[port], __ATOMIC_ACQUIRE) == key;
 }
 
-/* A claim of a port that a listening group holds: only for its members (key). */
-static int group_join(struct worker *w, uint16_t port, uint32_t key)
+/* A claim of a port that a listening group holds: only for its members (key), or with
+ * adopt for a new session's listener when the group's session is gone. */
+static int group_join(struct worker *w, uint16_t port, uint32_t key, bool adopt)
 {
     uint32_t k = port_slot(6, port);
+    if (adopt && !group_is(w, port, key) && group_is(w, port, STACK_GROUP_ORPHANED)) {
+        /* acq_rel: of two sessions adopting at once, one wins; the key is what joiners
+         * of the new session compare with. */
+        uint32_t old = STACK_GROUP_ORPHANED;
+        __atomic_compare_exchange_n(&w->port_group[port], &old, key, false, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE);
+    }
     if (!group_is(w, port, key) || w->port_refs[k] == UINT16_MAX)
         return -EADDRINUSE; /* not the group, or its count would wrap */
     /* Count first, then look again (seq_cst both): a worker dropping the group's last
@@ -301,18 +309,38 @@ void worker_port_release(struct worker *w, int proto, uint16_t port)
     __atomic_store_n(&w->port_owner[k], next, __ATOMIC_RELEASE);
 }
 
-int worker_port_group(struct worker *w, uint16_t port, uint32_t key, bool join)
+/* The session with key is gone, and its orphaned connections hold the group's claims. */
+static int group_orphan(struct worker *w, uint16_t port, uint32_t key)
+{
+    if (!group_is(w, port, key))
+        return -ENOENT;
+    /* acq_rel: a CAS, so a group another session adopted meanwhile stays its own. */
+    __atomic_compare_exchange_n(&w->port_group[port], &key, STACK_GROUP_ORPHANED, false,
+                                __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+    return 0;
+}
+
+int worker_port_group(struct worker *w, uint16_t port, uint32_t key, enum stack_group_op op)
 {
     if (w->ngroup <= 1 || !port)
         return -EINVAL;
-    return join ? group_join(w, port, key) : group_make(w, port, key);
+    switch (op) {
+    case STACK_CLAIM_GROUP_MAKE:
+        return group_make(w, port, key);
+    case STACK_CLAIM_GROUP_JOIN:
+    case STACK_CLAIM_GROUP_ADOPT:
+        return group_join(w, port, key, op == STACK_CLAIM_GROUP_ADOPT);
+    case STACK_CLAIM_GROUP_ORPHAN:
+        return group_orphan(w, port, key);
+    }
+    return -EINVAL;
 }
 
 static int worker_port_claim_hook(struct stack *st, int proto, uint16_t port, int op, uint32_t key)
 {
     struct worker *w = st->user;
     if (op >= STACK_CLAIM_GROUP_MAKE)
-        return proto != 6 ? -EINVAL : worker_port_group(w, port, key, op == STACK_CLAIM_GROUP_JOIN);
+        return proto != 6 ? -EINVAL : worker_port_group(w, port, key, (enum stack_group_op)op);
     if (op)
         return worker_port_claim(w, proto, port, op == 2);
     worker_port_release(w, proto, port);

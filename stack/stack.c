@@ -334,11 +334,11 @@ int stack_port_claim(struct stack *st, int proto, uint16_t port, bool shared)
     return st->port_claim ? st->port_claim(st, proto, port, shared ? 2 : 1, 0) : 0;
 }
 
-int stack_port_group(struct stack *st, uint16_t port, uint32_t key, bool join)
+int stack_port_group(struct stack *st, uint16_t port, uint32_t key, enum stack_group_op op)
 {
     if (!st->port_claim)
         return -EOPNOTSUPP; /* one worker: no groups */
-    return st->port_claim(st, 6, port, join ? STACK_CLAIM_GROUP_JOIN : STACK_CLAIM_GROUP_MAKE, key);
+    return st->port_claim(st, 6, port, (int)op, key);
 }
 
 void stack_port_release(struct stack *st, int proto, uint16_t port)

@@ -175,7 +175,15 @@ struct stack {
      * listening group identified by key (stack_port_group) */
     int (*port_claim)(struct stack *st, int proto, uint16_t port, int op, uint32_t key);
 };
-enum { STACK_CLAIM_GROUP_MAKE = 3, STACK_CLAIM_GROUP_JOIN = 4 };
+/* What stack_port_group does with a TCP port's listening group. */
+enum stack_group_op {
+    STACK_CLAIM_GROUP_MAKE = 3, /* the port this stack claimed becomes a group with key */
+    STACK_CLAIM_GROUP_JOIN,     /* claim a port of the group with key */
+    STACK_CLAIM_GROUP_ADOPT,    /* join, taking over a group whose session is gone */
+    STACK_CLAIM_GROUP_ORPHAN,   /* the session with key is gone: its group may be adopted */
+};
+/* The key of a group whose session is gone (no session has it). */
+#define STACK_GROUP_ORPHANED UINT32_MAX
 
 /* A packet another worker handed over (pktbuf.steered): 1, an IPv4 datagram for local
  * delivery; 2, an ARP packet to learn from on interface pb->ifindex; 3, a fragment to
@@ -188,11 +196,14 @@ void stack_input_steered(struct stack *st, struct pktbuf *pb);
 int stack_port_claim(struct stack *st, int proto, uint16_t port, bool shared);
 void stack_port_release(struct stack *st, int proto, uint16_t port);
 /* Several workers, TCP: make the port this stack claimed a listening group with `key`
- * (join = false), or claim a port of the group with that key (join = true; a listener of
- * another worker, or a connection it accepted). In a group, the worker of a connection is
- * a hash of its 4-tuple. 0, -EADDRINUSE, or -EOPNOTSUPP with one worker. Released as a
- * claim. */
-int stack_port_group(struct stack *st, uint16_t port, uint32_t key, bool join);
+ * (MAKE), or claim a port of the group with that key (JOIN: a listener of another worker,
+ * or a connection it accepted). In a group, the worker of a connection is a hash of its
+ * 4-tuple. When a session goes, its connections that live on as orphans keep their
+ * claims: ORPHAN marks its group, and a listener of a new session that binds the port
+ * with SO_REUSEADDR takes it over (ADOPT), as Linux lets a restarted server bind while
+ * the old one's connections finish. 0, -EADDRINUSE, or -EOPNOTSUPP with one worker.
+ * Released as a claim. */
+int stack_port_group(struct stack *st, uint16_t port, uint32_t key, enum stack_group_op op);
 /* May this stack pick local port `port` (proto 6 or 17) as an ephemeral one? */
 bool stack_port_ok(struct stack *st, int proto, uint16_t port);
 

@@ -108,6 +108,73 @@ if timeout -k 5 30 "${PX[@]}" socat -u "FILE:$T/2M" "TCP:$PEER_IP:7103"; then
 else
     fail orphan_socat_exit_2M "socat failed"
 fi
+
+# A server that exits while its accepted connection still holds unsent data (an orphan)
+# is restarted on the same port with SO_REUSEADDR, as Linux allows: the new one binds and
+# serves, and the orphan still delivers everything. With several workers the orphan holds
+# a claim of the old process's listening group; the new process takes the group over.
+late_client() { # PORT DELAY OUT: connect, wait, read to EOF, print "BYTES SHA256 eof"
+    nsx "$PY" -c '
+import hashlib, socket, sys, time
+c = socket.socket(); c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+c.connect((sys.argv[1], int(sys.argv[2]))); print("CONNECTED", flush=True)
+time.sleep(float(sys.argv[3]))
+h, n, end = hashlib.sha256(), 0, "eof"
+c.settimeout(60)
+while True:
+    try:
+        b = c.recv(1 << 16)
+    except ConnectionResetError:
+        end = "reset"; break
+    except socket.timeout:
+        end = "timeout"; break
+    if not b:
+        break
+    h.update(b); n += len(b)
+print(n, h.hexdigest(), end, flush=True)
+' "$DAEMON_IP" "$1" "$2" >"$3" 2>&1 &
+    HARNESS_PIDS+=($!)
+}
+py_server() { # PORT FILE|- OUT: listen (SO_REUSEADDR), serve one connection, exit
+    timeout -k 5 30 "${PX[@]}" "$PY" -c '
+import os, socket, sys
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    ls.bind(("0.0.0.0", int(sys.argv[1])))
+except OSError as e:
+    print("BIND", e, flush=True); os._exit(1)
+ls.listen(8); print("LISTENING", flush=True)
+c, _ = ls.accept()
+if sys.argv[2] == "-":
+    c.sendall(b"second server\n"); c.close()
+else:
+    c.sendall(open(sys.argv[2], "rb").read())
+os._exit(0)
+' "$1" "$2" >"$3" 2>&1 &
+    HARNESS_PIDS+=($!)
+    wait_until 5 grep -qE "LISTENING|BIND" "$3"
+}
+first_done() { ! kill -0 "$1" 2>/dev/null; }
+py_server 7105 "$T/200k" "$T/s1"
+late_client 7105 4 "$T/c1"
+if check orph_restart_first_served wait_until 10 first_done "${HARNESS_PIDS[-2]}"; then
+    py_server 7105 - "$T/s2"
+    if grep -q LISTENING "$T/s2"; then
+        pass orphan_restart_rebinds
+        got=$(nsx timeout 10 "$PY" -c '
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+print(c.makefile().readline().strip())' "$DAEMON_IP" 7105 2>&1)
+        if [[ $got == "second server" ]]; then
+            pass orphan_restart_serves
+        else
+            fail orphan_restart_serves "the new server answered '$got'"
+        fi
+    else
+        fail orphan_restart_rebinds "$(cat "$T/s2")"
+    fi
+    expect_delivery orphan_restart_old_data "$T/c1" "$T/200k"
+fi
 check orphan_gauge_back_to_zero wait_until 10 orphans_zero
 
 # The same under faults: the fault profile on the interface (live, SIGHUP). Once, on the
