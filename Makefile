@@ -24,7 +24,7 @@ CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -fPIC
 LDFLAGS += $(SANFLAGS)
 LDLIBS_D := -luring -lev -lconfig -lxdp -lbpf -lpthread -lm
 
-CORE_SRC   := $(wildcard stack/*.c) $(filter-out %.bpf.c,$(wildcard nic/*.c))
+CORE_SRC   := $(wildcard core/*.c) $(wildcard stack/*.c) $(filter-out %.bpf.c,$(wildcard nic/*.c))
 CONF_SRC   := $(wildcard conf/*.c)
 SHM_SRC    := $(wildcard shm/*.c)
 DAEMON_SRC := $(wildcard daemon/*.c)
@@ -181,7 +181,7 @@ install: all
 cppcheck:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr \
 	  --suppress=missingIncludeSystem -I. -D_GNU_SOURCE -i nic/xdp_steer.bpf.c \
-	  conf nic stack shm daemon libclient tools
+	  core conf nic stack shm daemon libclient tools
 
 check-format:
 	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')

@@ -1,4 +1,4 @@
-#include "stack/pktbuf.h"
+#include "core/pktbuf.h"
 
 #include <errno.h>
 #include <stdlib.h>

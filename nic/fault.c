@@ -14,11 +14,11 @@
  * first on the next call; nic_fault_next() then returns 0 ("now"). No allocation per
  * frame: the delay ring is allocated once, held frames are linked through pktbuf->next. */
 #include <errno.h>
+#include <linux/if_ether.h> /* ETH_HLEN */
 #include <stdlib.h>
 #include <string.h>
 
 #include "nic/nic.h"
-#include "stack/wire.h"
 
 #define FAULT_DELAY_SLOTS     4096u      /* power of two */
 #define FAULT_REORDER_HOLD_NS 1000000ull /* a held frame leaves after 1 ms at most */

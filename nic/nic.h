@@ -15,8 +15,8 @@
 #include <stdint.h>
 #include <net/if.h>
 
-#include "stack/counters.h"
-#include "stack/pktbuf.h"
+#include "core/counters.h"
+#include "core/pktbuf.h"
 
 #define NIC_MAX_QUEUES 16
 #define NIC_BURST      64

@@ -11,8 +11,8 @@
 #include <net/if.h>
 
 #include "nic/nic.h"
-#include "stack/counters.h"
-#include "stack/pktbuf.h"
+#include "core/counters.h"
+#include "core/pktbuf.h"
 #include "stack/timer.h"
 
 #define STACK_MAX_IFS    8

@@ -3,7 +3,7 @@
 #include <criterion/criterion.h>
 #include <pthread.h>
 
-#include "stack/pktbuf.h"
+#include "core/pktbuf.h"
 
 #define N 512
 

@@ -4,7 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "stack/pktbuf.h"
+#include "core/pktbuf.h"
 #include "stack/tcp.h"
 #include "stack/tcp_impl.h"
 #include "tests/lib/stacktest.h"

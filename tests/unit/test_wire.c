@@ -2,7 +2,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 
-#include "stack/pktbuf.h"
+#include "core/pktbuf.h"
 #include "stack/wire.h"
 
 /* An ICMP echo request 10.200.0.1 -> 10.200.0.2 as Linux sends it (id 0x1c46, seq 1; ICMP part cut short). */
