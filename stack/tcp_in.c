@@ -775,6 +775,16 @@ static void process_data(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *
      * send a duplicate ACK with SACK at once (RFC 5681 4.2) and stay in quick-ack. */
     if (take) {
         uint8_t before = pcb->nooo;
+        for (uint8_t i = 0; i < pcb->nooo && pcb->sack_ok; i++) {
+            if (SEQ_LEQ(pcb->ooo[i].start, seq) && SEQ_GEQ(pcb->ooo[i].end, seq + take)) {
+                /* Held already: a D-SACK for it too (RFC 2883 4.1.2), before the block
+                 * that holds it (ooo_last, below). */
+                pcb->dsack = true;
+                pcb->dsack_start = seq;
+                pcb->dsack_end = seq + take;
+                break;
+            }
+        }
         range_insert(pcb->ooo, &pcb->nooo, TCP_MAX_OOO, seq, seq + take);
         pcb->ooo_last = seq; /* its block goes first in the next SACK (RFC 2018 4) */
         pcb->ooo_last_ok = true;

@@ -149,3 +149,45 @@ Test(tcp_sack, duplicate_segment_reported_once_as_dsack)
     cr_assert_eq(n, 0);
     pair_fini(&p);
 }
+
+/* RFC 2883 4.1.2: a duplicate of data above RCV.NXT (out of order, already held) is
+ * reported too: the D-SACK block first, the SACK block that holds it next. */
+Test(tcp_sack, duplicate_above_rcv_nxt_reported_as_dsack)
+{
+    struct pair p;
+    pair_init_filtered(&p, NULL, 256 * 1024, never);
+    p.cli->nodelay = true;
+    step(&p, 10 * T_MS);
+    static uint8_t d[3 * 1448];
+    cr_assert_eq(tbuf_write(&p.ca, d, sizeof(d)), sizeof(d));
+    uint32_t base = p.cli->snd_nxt;
+    tcp_output(&p.a.st, p.cli);
+    stest_step(&p.a, 0);
+    struct pktbuf *segs[3];
+    for (int i = 0; i < 3; i++)
+        cr_assert_not_null(segs[i] = nic_sim_take_tx(&p.a.nic));
+    uint32_t seg = p.cli->mss - 12;
+    struct tcp_range b[4];
+    struct pktbuf *pb;
+    for (int copy = 0; copy < 2; copy++) { /* segment 2 twice, segment 0 lost */
+        cr_assert_eq(nic_sim_inject(&p.b.nic, pktbuf_data(segs[2]), segs[2]->len), 0);
+        stest_step(&p.b, 0);
+        int n = -1;
+        while ((pb = nic_sim_take_tx(&p.b.nic))) {
+            n = sack_of(pktbuf_data(pb), pb->len, b);
+            pktbuf_free(pb);
+        }
+        if (copy == 0) {
+            cr_assert_eq(n, 1);
+            continue;
+        }
+        cr_assert_eq(n, 2, "the duplicate: %d blocks", n);
+        cr_assert_eq(b[0].start, base + 2 * seg, "the D-SACK block first");
+        cr_assert_eq(b[0].end, base + 3 * seg);
+        cr_assert_eq(b[1].start, base + 2 * seg, "then the block that holds it");
+        cr_assert_eq(b[1].end, base + 3 * seg);
+    }
+    for (int i = 0; i < 3; i++)
+        pktbuf_free(segs[i]);
+    pair_fini(&p);
+}
