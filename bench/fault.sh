@@ -17,18 +17,18 @@
 #                   -> socat preloaded with libshmnet_preload.so | sha256sum
 # The same program and the same file (MIB MiB of random bytes) both ways; every transfer
 # is checked by SHA-256 and byte count. Time: from the sender's start to the receiver's
-# EOF. The kernel sends once per congestion control of KERNEL_CC (its socket's
-# TCP_CONGESTION): cubic, shmnet's default, so that the ratio compares loss recovery and
-# not algorithms (the target, >= 0.8), then the namespace's default if it is another one
-# (bbr on the bench machine, which does not back off on random loss). ROUNDS paired rounds
-# (shmnet sends, then each kernel variant right after); the table gives the medians, the
-# medians of the rounds' ratios shmnet/kernel, and per row the medians of shmnet's TCP
-# counters (shmnetctl stats) and of the peer namespace's kernel counters (nstat), as
-# deltas over the transfer.
+# EOF. Each side sends once per congestion control of its list (the socket's
+# TCP_CONGESTION): shmnet per SHMNET_CC ("cubic bbr"), the kernel per KERNEL_CC (cubic
+# and the namespace's default, bbr on the bench machine). A ratio compares the two
+# senders on the same algorithm (the target, >= 0.8, for each): CUBIC backs off on every
+# loss, BBR does not slow down for random loss. ROUNDS paired rounds (every variant once
+# per round); the table gives the medians, the medians of the rounds' ratios
+# shmnet/kernel, and per row the medians of shmnet's TCP counters (shmnetctl stats) and of
+# the peer namespace's kernel counters (nstat), as deltas over the transfer.
 # Environment: MIB (256), ROUNDS (3), XFER_TIMEOUT (seconds per transfer, default
 # max(120, 2 x MIB)): a transfer that does not finish in time is reported as failed, and
-# the script exits non-zero after printing what it has. KERNEL_CC ("cubic" and the
-# namespace's default), FAULT (the fault group's keys), SEED (fault seed, 1), TSO (false:
+# the script exits non-zero after printing what it has. SHMNET_CC ("cubic bbr"),
+# KERNEL_CC ("cubic" and the namespace's default), FAULT (the fault group's keys), SEED (fault seed, 1), TSO (false:
 # MTU-sized frames, so a lost frame is one segment, not a 64 KiB super-frame), BUSY_POLL_US
 # (50), CPUS (daemon.cpus as in bench/run.sh, bench/lib.sh). The binaries are copied at
 # the start (a concurrent rebuild of BUILD_DIR does not mix versions within a run).
@@ -106,6 +106,7 @@ fi
 # is another one (bbr on the bench machine).
 KDEF=$(ip netns exec "$NSP" sysctl -n net.ipv4.tcp_congestion_control)
 KERNEL_CC=${KERNEL_CC:-cubic$([[ $KDEF != cubic ]] && echo " $KDEF")}
+SHMNET_CC=${SHMNET_CC:-cubic bbr}
 # ARP both ways (a lost ping is retried: 2% loss each way)
 ip netns exec "$NSP" ping -c 3 -i 0.2 -W 2 10.200.0.2 >/dev/null ||
     { log "no ping to shmnet"; exit 1; }
@@ -163,7 +164,7 @@ xfer() {
     rm -f "$T/recv.sha" "$T/recv.n" "$T/socat.err"
     if [[ $dir == s ]]; then
         rcv=(ip netns exec "$NSP" socat -b "$SOCAT_B" -u "TCP-LISTEN:$port,reuseaddr" STDOUT)
-        snd=(env LD_PRELOAD="$PRELOAD" socat -b "$SOCAT_B" -t "$XFER_TIMEOUT" "$SND_SRC" "TCP:10.200.0.1:$port")
+        snd=(env LD_PRELOAD="$PRELOAD" socat -b "$SOCAT_B" -t "$XFER_TIMEOUT" "$SND_SRC" "TCP:10.200.0.1:$port${cc:+,setsockopt-string=6:13:$cc}")
     else
         rcv=(env LD_PRELOAD="$PRELOAD" socat -b "$SOCAT_B" -u "TCP-LISTEN:$port,reuseaddr" STDOUT)
         snd=(ip netns exec "$NSP" socat -b "$SOCAT_B" -t "$XFER_TIMEOUT" "$SND_SRC" "TCP:10.200.0.2:$port,setsockopt-string=6:13:$cc")
@@ -220,17 +221,19 @@ colmed() { tr '|' '\n' <<<"$1" | awk -v i="$2" 'NF { print $i }' | median; }
 
 FAILS=0
 declare -A SECS_L MBIT_OF SDS KDS ERRS
-# Variants per round: "s" (shmnet sends), then "k:CC" for each CC of KERNEL_CC (the kernel's
-# sending socket's congestion control; 6:13 is IPPROTO_TCP:TCP_CONGESTION).
-VARIANTS=(s)
+# Variants per round: "s:CC" for each CC of SHMNET_CC (shmnet sends, its socket on that
+# congestion control), then "k:CC" for each CC of KERNEL_CC (the kernel sends); 6:13 is
+# IPPROTO_TCP:TCP_CONGESTION, which both sides take.
+VARIANTS=()
+for cc in $SHMNET_CC; do VARIANTS+=("s:$cc"); done
 for cc in $KERNEL_CC; do VARIANTS+=("k:$cc"); done
-label() { [[ $1 == s ]] && echo "shmnet sends -> kernel receives" || echo "kernel (${1#k:}) sends -> shmnet receives"; }
+label() { [[ $1 == s:* ]] && echo "shmnet (${1#s:}) sends -> kernel receives" || echo "kernel (${1#k:}) sends -> shmnet receives"; }
 port=9400
 for ((r = 0; r < ROUNDS; r++)); do
     for v in "${VARIANTS[@]}"; do
         port=$((port + 1))
         log "round $((r + 1))/$ROUNDS: $(label "$v"), $MIB MiB (port $port, timeout ${XFER_TIMEOUT}s)"
-        if xfer "${v:0:1}" "$port" "${v#k:}"; then
+        if xfer "${v:0:1}" "$port" "${v#?:}"; then
             log "  $SECS s, $MBIT Mbit/s; shmnet [$S_KEYS] = [$SD]; kernel [$K_KEYS] = [$KD]"
         else
             FAILS=$((FAILS + 1))
@@ -255,7 +258,7 @@ cells() { # KEYS ROWS
     echo "${out%, }"
 }
 
-echo "shmnet loss recovery under faults, $(date -u '+%Y-%m-%d %H:%M UTC'), tree $REV, $(nproc) CPUs, $(uname -r), TAP (tso = $TSO), one worker on CPUs ${CPUS:-any}, shmnet's congestion control the default (cubic), fault { $FAULT seed = $SEED; } both directions, $MIB MiB per transfer, median of $ROUNDS paired rounds, run time $((SECONDS - T_START)) s"
+echo "shmnet loss recovery under faults, $(date -u '+%Y-%m-%d %H:%M UTC'), tree $REV, $(nproc) CPUs, $(uname -r), TAP (tso = $TSO), one worker on CPUs ${CPUS:-any}, fault { $FAULT seed = $SEED; } both directions, $MIB MiB per transfer, median of $ROUNDS paired rounds, run time $((SECONDS - T_START)) s"
 echo
 echo "| row | goodput, Mbit/s (median) | time, s (median) | rounds, Mbit/s | shmnet counters (median deltas) | kernel counters in the peer namespace (median deltas) |"
 echo "|---|---|---|---|---|---|"
@@ -267,11 +270,13 @@ for v in "${VARIANTS[@]}"; do
     m=${m% }
     echo "| $n. $(label "$v") | $(median <<<"$m") | $(median <<<"${SECS_L[$v]}") | $m | $(cells "$S_KEYS" "${SDS[$v]}") | $(cells "$K_KEYS" "${KDS[$v]}") |"
 done
-for v in "${VARIANTS[@]:1}"; do
+# The ratios: each shmnet variant against the kernel on the same congestion control.
+for v in "${VARIANTS[@]}"; do
+    [[ $v == s:* && " ${VARIANTS[*]} " == *" k:${v#s:} "* ]] || continue
     n=$((n + 1))
     rs=""
-    for ((i = 0; i < ROUNDS; i++)); do rs+="$(ratio "${MBIT_OF[s$i]}" "${MBIT_OF[$v$i]}") "; done
-    echo "| $n. ratio shmnet sends / kernel (${v#k:}) sends$([[ $v == "${VARIANTS[1]}" ]] && echo " (target >= 0.8)") | x$(median <<<"$rs") | | [${rs% }] | | |"
+    for ((i = 0; i < ROUNDS; i++)); do rs+="$(ratio "${MBIT_OF[$v$i]}" "${MBIT_OF[k:${v#s:}$i]}") "; done
+    echo "| $n. ratio shmnet (${v#s:}) sends / kernel (${v#s:}) sends (target >= 0.8) | x$(median <<<"$rs") | | [${rs% }] | | |"
 done
 for v in "${VARIANTS[@]}"; do
     [[ -n ${ERRS[$v]:-} ]] && echo && echo "failed ($(label "$v")): ${ERRS[$v]}"

@@ -1190,8 +1190,8 @@ static void load_tcp(struct ld *ld, config_setting_t *g)
     get_bool(ld, g, "tcp", "syncookies", &p->tcp_syncookies);
     str = get_str(ld, g, "tcp", "congestion", &s);
     if (str) {
-        if (strcmp(str, "cubic") && strcmp(str, "newreno"))
-            err_at(ld, s, "tcp.congestion: '%s' is not one of cubic, newreno", str);
+        if (strcmp(str, "cubic") && strcmp(str, "newreno") && strcmp(str, "bbr"))
+            err_at(ld, s, "tcp.congestion: '%s' is not one of cubic, newreno, bbr", str);
         else
             snprintf(p->tcp_cc, sizeof(p->tcp_cc), "%s", str);
     }

@@ -156,6 +156,7 @@
     X(tcp_dsack_undo)         /* recoveries undone: every retransmission came back twice */         \
     X(tcp_rack_recovery)      /* recoveries a hole's RACK timer started (below DupThresh) */       \
     X(tcp_tlp)                /* tail loss probes sent (RFC 8985 7) instead of waiting for RTO */  \
+    X(tcp_pace_waits)         /* a paced connection's segment waited for its time (BBR) */ \
     X(tcp_drop_bad_off)       /* data offset beyond the segment */                                 \
     X(tcp_drop_out_of_window) /* sequence number outside the window (ACKed) */                     \
     X(tcp_drop_paws)          /* timestamp older than ts_recent (RFC 7323) */                      \

@@ -135,6 +135,7 @@ void tcp_destroy(struct stack *st)
             timer_cancel(&st->tw, &c[k].t_rtx);
             timer_cancel(&st->tw, &c[k].t_delack);
             timer_cancel(&st->tw, &c[k].t_keep);
+            timer_cancel(&st->tw, &c[k].t_pace);
         }
         free(t->chunks[i]);
     }
@@ -189,6 +190,7 @@ void tcp_free(struct stack *st, struct tcp_pcb *pcb)
     timer_cancel(&st->tw, &pcb->t_rtx);
     timer_cancel(&st->tw, &pcb->t_delack);
     timer_cancel(&st->tw, &pcb->t_keep);
+    timer_cancel(&st->tw, &pcb->t_pace);
     pcb->state = TCPS_CLOSED;
     pcb->fnext = st->tcp->free;
     st->tcp->free = pcb;
@@ -342,6 +344,7 @@ void tcp_set_closed(struct stack *st, struct tcp_pcb *pcb, int err)
     timer_cancel(&st->tw, &pcb->t_rtx);
     timer_cancel(&st->tw, &pcb->t_delack);
     timer_cancel(&st->tw, &pcb->t_keep);
+    timer_cancel(&st->tw, &pcb->t_pace);
     tcp_notify_closed(pcb, err);
     if (!pcb->owned && !pcb->in_accept_q)
         tcp_free(st, pcb);
@@ -354,6 +357,7 @@ void tcp_enter_time_wait(struct stack *st, struct tcp_pcb *pcb)
     pcb->ack_now = false; /* the FIN was just ACKed; TIME_WAIT only re-ACKs a repeated FIN */
     timer_cancel(&st->tw, &pcb->t_delack);
     timer_cancel(&st->tw, &pcb->t_keep);
+    timer_cancel(&st->tw, &pcb->t_pace);
     pcb->persist = false;
     timer_arm(&st->tw, &pcb->t_rtx, st->now + (uint64_t)st->par.tcp_time_wait_ms * NS_PER_MS);
     /* Everything we sent is acknowledged: the owner's buffers are free. */
@@ -387,6 +391,7 @@ void tcp_init_pcb_timers(struct tcp_pcb *pcb)
     timer_init(&pcb->t_rtx, tcp_rtx_timer);
     timer_init(&pcb->t_delack, tcp_delack_timer);
     timer_init(&pcb->t_keep, tcp_keep_timer);
+    timer_init(&pcb->t_pace, tcp_pace_timer);
 }
 
 /* ---- owner API ---- */
@@ -608,6 +613,7 @@ int tcp_set_cc(struct tcp_pcb *pcb, const char *name)
     if (!cc || strcmp(cc->name, name))
         return -ENOENT;
     pcb->cc = cc;
+    pcb->pacing_rate = 0; /* the new control paces if it wants to */
     if (pcb->state >= TCPS_ESTABLISHED)
         cc->init(pcb);
     return 0;

@@ -65,7 +65,7 @@ typedef int (*tcp_accept_fn)(void *lctx, struct tcp_pcb *listener, struct tcp_pc
 
 #define TCP_MAX_SACK 8 /* ranges the sender remembers as SACKed */
 #define TCP_MAX_OOO  8 /* out-of-order ranges the receiver holds in the fifo */
-#define TCP_CC_PRIV  48
+#define TCP_CC_PRIV  112
 
 struct tcp_range {
     uint32_t start, end; /* [start, end) in sequence space */
@@ -161,6 +161,11 @@ struct tcp_pcb {
     uint32_t rtt_seq;
     uint64_t rtt_ts; /* ns; 0 = not timing */
     uint32_t min_rtt_us;
+    uint32_t seg_rtt_us; /* the timed segment's latest round trip (exact; 0: none yet) */
+    /* Pacing, when the congestion control sets a rate (BBR): new segments leave no
+     * earlier than pace_next_ns, in bursts of at most a timer tick's worth. */
+    uint64_t pacing_rate; /* bytes per second; 0: not paced */
+    uint64_t pace_next_ns;
 
     /* congestion control */
     uint32_t cwnd, ssthresh;
@@ -171,6 +176,7 @@ struct tcp_pcb {
     struct timer t_rtx; /* retransmit, persist, SYN(-ACK) retries, TIME_WAIT, FIN_WAIT_2 */
     struct timer t_delack;
     struct timer t_keep; /* keepalive */
+    struct timer t_pace; /* the next paced segment's departure */
     bool persist;        /* t_rtx is the zero-window probe timer */
     bool tlp_pending;    /* t_rtx is the tail loss probe timer (RFC 8985 7) */
     bool tlp_out;        /* a probe went out: none again before the ACK of tlp_high */
@@ -217,8 +223,11 @@ struct tcp_cc_ops {
     uint32_t (*ssthresh)(struct tcp_pcb *pcb, uint64_t now_ns);
     /* Retransmission timeout. */
     void (*on_rto)(struct tcp_pcb *pcb, uint64_t now_ns);
+    /* Optional: every ACK, in recovery too, after it was processed (a model-based
+     * control's measurements; it may set pcb->pacing_rate). */
+    void (*on_delivered)(struct tcp_pcb *pcb, uint64_t now_ns);
 };
-extern const struct tcp_cc_ops tcp_cc_newreno, tcp_cc_cubic;
+extern const struct tcp_cc_ops tcp_cc_newreno, tcp_cc_cubic, tcp_cc_bbr;
 const struct tcp_cc_ops *tcp_cc_find(const char *name);
 
 /* ---- API for the owner (daemon) ---- */

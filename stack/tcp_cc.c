@@ -135,5 +135,7 @@ const struct tcp_cc_ops *tcp_cc_find(const char *name)
         return &tcp_cc_newreno;
     if (name && (!strcmp(name, "reno")))
         return &tcp_cc_newreno;
+    if (name && !strcmp(name, "bbr"))
+        return &tcp_cc_bbr;
     return &tcp_cc_cubic;
 }

@@ -127,6 +127,7 @@ uint32_t tcp_sacked_bytes(const struct tcp_pcb *pcb);
 /* tcp_timer.c */
 void tcp_rtx_timer(struct timer *t, void *ctx, uint64_t now);
 void tcp_delack_timer(struct timer *t, void *ctx, uint64_t now);
+void tcp_pace_timer(struct timer *t, void *ctx, uint64_t now);
 void tcp_keep_timer(struct timer *t, void *ctx, uint64_t now);
 void tcp_arm_keepalive(struct stack *st, struct tcp_pcb *pcb);
 

@@ -528,8 +528,13 @@ static bool process_ack(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s
         } else if (pcb->rtt_ts && SEQ_GT(s->ack, pcb->rtt_seq)) {
             tcp_update_rtt(st, pcb, (uint32_t)((st->now - pcb->rtt_ts) / 1000));
         }
-        if (pcb->rtt_ts && SEQ_GT(s->ack, pcb->rtt_seq))
+        if (pcb->rtt_ts && SEQ_GT(s->ack, pcb->rtt_seq)) {
+            /* The timed segment, never retransmitted (recovery and the RTO stop the
+             * timing): its round trip to the microsecond, where the timestamp echo
+             * counts in milliseconds. */
+            pcb->seg_rtt_us = (uint32_t)((st->now - pcb->rtt_ts) / 1000u);
             pcb->rtt_ts = 0;
+        }
         /* fin_ever, not fin_sent: after an RTO rewound snd_nxt, an ACK may still cover the
          * FIN the peer got before; it takes a sequence number but no buffer byte. */
         bool fin_ack =
@@ -589,6 +594,8 @@ static bool process_ack(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s
         pcb->dupacks = 0;
         if (pcb->in_recovery && pcb->sack_ok)
             tcp_rxt_check(pcb);
+        if (pcb->cc->on_delivered)
+            pcb->cc->on_delivered(pcb, st->now);
         if (pcb->snd_una == pcb->snd_max)
             timer_cancel(&st->tw, &pcb->t_rtx);
         else if (!pcb->persist)
@@ -629,6 +636,8 @@ static bool process_ack(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s
     /* Any ACK may bring SACK blocks (not only a duplicate one: the peer may be sending). */
     if (pcb->in_recovery && pcb->sack_ok)
         tcp_rxt_check(pcb);
+    if (pcb->cc->on_delivered && pcb->snd_una != pcb->snd_max)
+        pcb->cc->on_delivered(pcb, st->now);
     return true;
 }
 

@@ -354,6 +354,19 @@ void tcp_send_synack_stateless(struct stack *st, struct tcp_pcb *tmp)
     tcp_xmit(st, tmp, tmp->iss, TCP_SYN | TCP_ACK, 0);
 }
 
+/* Pacing: a segment of len bytes takes len / rate of the sender's time. Up to a timer
+ * tick of unused time is kept as credit (the wheel's 1 ms resolution: a burst per tick,
+ * as Linux's TSO autosizing sends about 1 ms of data per burst); more is forgotten, so
+ * an idle connection does not burst. */
+#define PACE_CREDIT_NS NS_PER_MS
+static void pace_charge(const struct stack *st, struct tcp_pcb *pcb, uint32_t len)
+{
+    uint64_t floor = st->now > PACE_CREDIT_NS ? st->now - PACE_CREDIT_NS : 0;
+    if (pcb->pace_next_ns < floor)
+        pcb->pace_next_ns = floor;
+    pcb->pace_next_ns += (uint64_t)len * NS_PER_SEC / pcb->pacing_rate;
+}
+
 /* A segment could not go out for a local reason (no packet buffer): nothing may wait on
  * the peer for it. An ACK is retried by the delayed-ACK timer (ack_now is still set);
  * data or a FIN with nothing in flight by the retransmission timer, which then only
@@ -792,6 +805,14 @@ void tcp_output(struct stack *st, struct tcp_pcb *pcb)
         if (fin)
             flags |= TCP_FIN;
         bool is_new = SEQ_GEQ(pcb->snd_nxt, pcb->snd_max);
+        if (pcb->pacing_rate && is_new && len && pcb->pace_next_ns > st->now) {
+            /* Paced: this segment leaves at its time; the timer, not a busy loop. */
+            if (!timer_armed(&pcb->t_pace)) {
+                CNT_INC(&st->cnt, tcp_pace_waits);
+                timer_arm(&st->tw, &pcb->t_pace, pcb->pace_next_ns);
+            }
+            break;
+        }
         int rc = tcp_xmit(st, pcb, pcb->snd_nxt, flags, len);
         if (rc) {
             if (rc == -ENOBUFS)
@@ -806,6 +827,8 @@ void tcp_output(struct stack *st, struct tcp_pcb *pcb)
             pcb->rtt_ts = st->now;
             pcb->rtt_seq = pcb->snd_nxt;
         }
+        if (pcb->pacing_rate && is_new && len)
+            pace_charge(st, pcb, len);
         pcb->snd_nxt += len;
         if (fin) {
             pcb->fin_sent = true;

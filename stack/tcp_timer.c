@@ -169,6 +169,16 @@ void tcp_delack_timer(struct timer *t, void *ctx, uint64_t now)
     tcp_output(st, pcb);
 }
 
+/* A paced connection may send again (tcp_output's pacing gate armed this). */
+void tcp_pace_timer(struct timer *t, void *ctx, uint64_t now)
+{
+    struct stack *st = ctx;
+    struct tcp_pcb *pcb = container_of(t, struct tcp_pcb, t_pace);
+    if (pcb->state == TCPS_CLOSED || pcb->state == TCPS_LISTEN)
+        return;
+    tcp_output(st, pcb);
+}
+
 void tcp_arm_keepalive(struct stack *st, struct tcp_pcb *pcb)
 {
     if (!pcb->keepalive) {
