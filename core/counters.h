@@ -24,6 +24,7 @@
     X(steer_out)              /* workers: datagrams handed to the worker owning their port */      \
     X(steer_in)               /* workers: datagrams taken over from another worker */              \
     X(steer_drop_full)        /* workers: the ring to the owning worker was full */                \
+    X(steer_drop_invalid)     /* workers: a handed-over buffer no longer parses (cannot happen) */ \
     X(xdp_umem_free)          /* af_xdp gauge: UMEM frames free in the daemon */                   \
     X(xdp_umem_fill)          /* af_xdp gauge: frames in the fill ring */                          \
     X(xdp_umem_rx)            /* af_xdp gauge: taken from the fill ring, not yet received */       \
@@ -128,6 +129,7 @@
     X(tcp_drop_short)                                                                              \
     X(tcp_drop_csum)                                                                               \
     X(tcp_drop_no_port)                                                                            \
+    X(tcp_drop_bcast)         /* to a broadcast address: TCP is unicast only */                    \
     X(tcp_xmit_retry) /* a segment not sent for lack of buffers: retried by a timer */             \
     X(tcp_pmtu_resend) /* ICMP frag-needed lowered the MSS: the flight is resent */                \
     X(tcp_orphans)            /* gauge: closed connections still delivering data or a FIN */       \

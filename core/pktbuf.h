@@ -14,6 +14,15 @@
 
 struct pktbuf_pool;
 
+/* Why another worker handed a buffer over (pktbuf.steered); a buffer is never handed
+ * over twice. */
+enum pktbuf_steer {
+    PKTBUF_NOT_STEERED = 0, /* received on this worker's queue */
+    PKTBUF_STEER_DELIVER,   /* an IPv4 datagram for local delivery (its port is ours) */
+    PKTBUF_STEER_ARP,       /* an ARP packet to learn from (answered where it came in) */
+    PKTBUF_STEER_FRAG,      /* an IPv4 fragment, reassembled by the worker of its flow */
+};
+
 struct pktbuf {
     struct pktbuf *next;      /* queue link: TX batch, ARP wait queue, free list */
     struct pktbuf_pool *pool; /* owner, for pktbuf_free */
@@ -27,7 +36,7 @@ struct pktbuf {
     uint64_t ts;       /* RX time in ns (pcap), 0 if unknown */
     uint16_t gso_size; /* TX: a TCP super-segment the NIC cuts into segments of this size */
     bool csum_ok;      /* RX: the NIC vouches for the L4 checksum (or it is still partial) */
-    uint8_t steered;   /* handed over by another worker (never steered twice); 2: ARP */
+    uint8_t steered;   /* enum pktbuf_steer: handed over by another worker, and why */
 };
 
 struct pktbuf_pool {
@@ -121,7 +130,7 @@ static inline void pktbuf_reset(struct pktbuf *pb)
     pb->ts = 0;
     pb->gso_size = 0;
     pb->csum_ok = false;
-    pb->steered = 0;
+    pb->steered = PKTBUF_NOT_STEERED;
 }
 
 /* Simple FIFO of pktbufs linked through ->next. */

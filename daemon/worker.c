@@ -124,7 +124,7 @@ static bool worker_steer(struct stack *st, struct pktbuf *pb, const struct ip4_v
     int to = steer_owner(w, pb, ip);
     if (to < 0 || to == w->id)
         return false;
-    pb->steered = 1;
+    pb->steered = PKTBUF_STEER_DELIVER;
     steer_push(w, to, pb);
     return true;
 }
@@ -139,7 +139,7 @@ static bool worker_steer_frag(struct stack *st, struct pktbuf *pb, const struct 
     int to = (int)(h % (uint64_t)w->ngroup);
     if (to == w->id)
         return false;
-    pb->steered = 3;
+    pb->steered = PKTBUF_STEER_FRAG;
     steer_push(w, to, pb);
     return true;
 }
@@ -159,7 +159,7 @@ static void worker_arp_fanout(struct stack *st, int ifidx, const struct pktbuf *
         }
         memcpy(pktbuf_data(c), pktbuf_data(pb), pb->len);
         c->ifindex = (uint16_t)ifidx;
-        c->steered = 2;
+        c->steered = PKTBUF_STEER_ARP;
         steer_push(w, v, c);
     }
 }
@@ -320,7 +320,7 @@ static int group_orphan(struct worker *w, uint16_t port, uint32_t key)
     return 0;
 }
 
-int worker_port_group(struct worker *w, uint16_t port, uint32_t key, enum stack_group_op op)
+int worker_port_group(struct worker *w, uint16_t port, uint32_t key, enum stack_claim_op op)
 {
     if (w->ngroup <= 1 || !port)
         return -EINVAL;
@@ -332,19 +332,26 @@ int worker_port_group(struct worker *w, uint16_t port, uint32_t key, enum stack_
         return group_join(w, port, key, op == STACK_CLAIM_GROUP_ADOPT);
     case STACK_CLAIM_GROUP_ORPHAN:
         return group_orphan(w, port, key);
+    default:
+        break;
     }
     return -EINVAL;
 }
 
-static int worker_port_claim_hook(struct stack *st, int proto, uint16_t port, int op, uint32_t key)
+static int worker_port_claim_hook(struct stack *st, int proto, uint16_t port,
+                                  enum stack_claim_op op, uint32_t key)
 {
     struct worker *w = st->user;
-    if (op >= STACK_CLAIM_GROUP_MAKE)
-        return proto != 6 ? -EINVAL : worker_port_group(w, port, key, (enum stack_group_op)op);
-    if (op)
-        return worker_port_claim(w, proto, port, op == 2);
-    worker_port_release(w, proto, port);
-    return 0;
+    switch (op) {
+    case STACK_CLAIM_RELEASE:
+        worker_port_release(w, proto, port);
+        return 0;
+    case STACK_CLAIM:
+    case STACK_CLAIM_SHARED:
+        return worker_port_claim(w, proto, port, op == STACK_CLAIM_SHARED);
+    default:
+        return proto != 6 ? -EINVAL : worker_port_group(w, port, key, op);
+    }
 }
 
 /* Take what the other workers handed us. */

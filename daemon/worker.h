@@ -121,7 +121,7 @@ int worker_port_claim(struct worker *w, int proto, uint16_t port, bool shared);
 void worker_port_release(struct worker *w, int proto, uint16_t port);
 /* A TCP listening group on `port` (docs/workers.md): make it from w's own claim (join =
  * false) or join it with its key (join = true). 0 or -EADDRINUSE. Released as a claim. */
-int worker_port_group(struct worker *w, uint16_t port, uint32_t key, enum stack_group_op op);
+int worker_port_group(struct worker *w, uint16_t port, uint32_t key, enum stack_claim_op op);
 /* The worker that owns a segment to local (laddr, lport) from (raddr, rport). */
 int worker_port_owner(const struct worker *w, int proto, uint16_t lport, uint32_t laddr,
                       uint32_t raddr, uint16_t rport);

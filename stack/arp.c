@@ -243,7 +243,7 @@ void arp_input(struct stack *st, int ifidx, struct pktbuf *pb)
 {
     struct stack_if *ifp = &st->ifs[ifidx];
     struct arp_view a;
-    /* Other workers learn from it too (they answer nothing: steered == 2). */
+    /* Other workers learn from it too (they answer nothing: PKTBUF_STEER_ARP). */
     if (st->arp_fanout && !pb->steered)
         st->arp_fanout(st, ifidx, pb);
     int rc = arp_parse(pktbuf_data(pb), pb->len, &a);

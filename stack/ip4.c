@@ -158,7 +158,7 @@ void ip4_frag_input(struct stack *st, struct pktbuf *pb, const struct ip4_view *
         pktbuf_free(pb);
         return;
     }
-    pb->steered = 0; /* a whole datagram now: its port may still name another worker */
+    pb->steered = PKTBUF_NOT_STEERED; /* a whole datagram now: its port may name another worker */
     ip4_local_deliver(st, pb, &ip);
 }
 

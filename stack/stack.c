@@ -331,20 +331,22 @@ size_t stack_report_routes(const struct stack *st, char *buf, size_t cap)
 
 int stack_port_claim(struct stack *st, int proto, uint16_t port, bool shared)
 {
-    return st->port_claim ? st->port_claim(st, proto, port, shared ? 2 : 1, 0) : 0;
+    return st->port_claim
+               ? st->port_claim(st, proto, port, shared ? STACK_CLAIM_SHARED : STACK_CLAIM, 0)
+               : 0;
 }
 
-int stack_port_group(struct stack *st, uint16_t port, uint32_t key, enum stack_group_op op)
+int stack_port_group(struct stack *st, uint16_t port, uint32_t key, enum stack_claim_op op)
 {
     if (!st->port_claim)
         return -EOPNOTSUPP; /* one worker: no groups */
-    return st->port_claim(st, 6, port, (int)op, key);
+    return st->port_claim(st, 6, port, op, key);
 }
 
 void stack_port_release(struct stack *st, int proto, uint16_t port)
 {
     if (st->port_claim)
-        st->port_claim(st, proto, port, 0, 0);
+        st->port_claim(st, proto, port, STACK_CLAIM_RELEASE, 0);
 }
 
 bool stack_port_ok(struct stack *st, int proto, uint16_t port)
@@ -356,19 +358,22 @@ bool stack_port_ok(struct stack *st, int proto, uint16_t port)
 
 void stack_input_steered(struct stack *st, struct pktbuf *pb)
 {
-    if (pb->steered == 2) {
-        if (pb->ifindex < st->nifs)
+    if (pb->steered == PKTBUF_STEER_ARP) {
+        if (pb->ifindex < st->nifs) {
             arp_input(st, pb->ifindex, pb);
-        else
+        } else {
+            CNT_INC(&st->cnt, steer_drop_invalid);
             pktbuf_free(pb);
+        }
         return;
     }
     struct ip4_view ip;
     if (ip4_parse(pktbuf_data(pb), pb->len, &ip) != IP4_OK) { /* parsed before: cannot */
+        CNT_INC(&st->cnt, steer_drop_invalid);
         pktbuf_free(pb);
         return;
     }
-    if (pb->steered == 3)
+    if (pb->steered == PKTBUF_STEER_FRAG)
         ip4_frag_input(st, pb, &ip);
     else
         ip4_local_deliver(st, pb, &ip);

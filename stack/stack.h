@@ -134,6 +134,17 @@ typedef void (*stack_l4_err_fn)(struct stack *st, uint8_t type, uint8_t code, ui
 
 #define STACK_LO_MAX 4096 /* looped-back datagrams queued at most */
 
+/* The claims of a local port a stack makes (stack_port_claim, stack_port_release,
+ * stack_port_group); the worker keeps them (several workers). */
+enum stack_claim_op {
+    STACK_CLAIM_RELEASE = 0,  /* one claim less */
+    STACK_CLAIM,              /* the port becomes this worker's */
+    STACK_CLAIM_SHARED,       /* the same, shared with other SO_REUSEADDR claims */
+    STACK_CLAIM_GROUP_MAKE,   /* the port this stack claimed becomes a group with key */
+    STACK_CLAIM_GROUP_JOIN,   /* claim a port of the group with key */
+    STACK_CLAIM_GROUP_ADOPT,  /* join, taking over a group whose session is gone */
+    STACK_CLAIM_GROUP_ORPHAN, /* the session with key is gone: its group may be adopted */
+};
 struct stack {
     uint64_t now; /* ns; set by stack_poll() */
     struct stack_counters cnt;
@@ -171,23 +182,14 @@ struct stack {
     bool (*steer_frag)(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip);
     void (*arp_fanout)(struct stack *st, int ifidx, const struct pktbuf *pb);
     bool (*port_taken)(struct stack *st, int proto, uint16_t port);
-    /* op: 0 release, 1 claim, 2 claim shared (SO_REUSEADDR), STACK_CLAIM_GROUP_*: a TCP
-     * listening group identified by key (stack_port_group) */
-    int (*port_claim)(struct stack *st, int proto, uint16_t port, int op, uint32_t key);
+    /* a claim of a local port (enum stack_claim_op; key: a listening group's) */
+    int (*port_claim)(struct stack *st, int proto, uint16_t port, enum stack_claim_op op,
+                      uint32_t key);
 };
-/* What stack_port_group does with a TCP port's listening group. */
-enum stack_group_op {
-    STACK_CLAIM_GROUP_MAKE = 3, /* the port this stack claimed becomes a group with key */
-    STACK_CLAIM_GROUP_JOIN,     /* claim a port of the group with key */
-    STACK_CLAIM_GROUP_ADOPT,    /* join, taking over a group whose session is gone */
-    STACK_CLAIM_GROUP_ORPHAN,   /* the session with key is gone: its group may be adopted */
-};
-/* The key of a group whose session is gone (no session has it). */
+/* The key of a listening group whose session is gone (no session has it). */
 #define STACK_GROUP_ORPHANED UINT32_MAX
 
-/* A packet another worker handed over (pktbuf.steered): 1, an IPv4 datagram for local
- * delivery; 2, an ARP packet to learn from on interface pb->ifindex; 3, a fragment to
- * reassemble here. */
+/* A packet another worker handed over: pktbuf.steered says why (enum pktbuf_steer). */
 void stack_input_steered(struct stack *st, struct pktbuf *pb);
 /* A socket binds local port `port` (proto 6 or 17) explicitly: with several workers the
  * port becomes this worker's (0), unless another worker has it (-EADDRINUSE; with shared,
@@ -203,7 +205,7 @@ void stack_port_release(struct stack *st, int proto, uint16_t port);
  * with SO_REUSEADDR takes it over (ADOPT), as Linux lets a restarted server bind while
  * the old one's connections finish. 0, -EADDRINUSE, or -EOPNOTSUPP with one worker.
  * Released as a claim. */
-int stack_port_group(struct stack *st, uint16_t port, uint32_t key, enum stack_group_op op);
+int stack_port_group(struct stack *st, uint16_t port, uint32_t key, enum stack_claim_op op);
 /* May this stack pick local port `port` (proto 6 or 17) as an ephemeral one? */
 bool stack_port_ok(struct stack *st, int proto, uint16_t port);
 

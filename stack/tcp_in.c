@@ -968,8 +968,10 @@ int tcp_input(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip)
         CNT_INC(&st->cnt, tcp_drop_csum);
         goto out;
     }
-    if (ip4_is_bcast(st, ip->dst)) /* TCP is unicast only */
+    if (ip4_is_bcast(st, ip->dst)) { /* TCP is unicast only */
+        CNT_INC(&st->cnt, tcp_drop_bcast);
         goto out;
+    }
     s.src = ip->src;
     s.dst = ip->dst;
     s.flags = s.h.flags;

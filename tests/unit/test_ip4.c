@@ -287,3 +287,25 @@ Test(ip4, forwarding_decrements_ttl_and_expires)
     cr_assert_eq(stest_cnt(&t, "ip4_drop_ttl"), 1);
     stest_fini(&t);
 }
+
+/* A buffer another worker handed over that no longer parses (cannot happen: it was
+ * parsed there) is freed and counted, as is an ARP one naming no interface. */
+Test(ip4, steered_buffer_that_does_not_parse_is_counted)
+{
+    struct stest t;
+    stest_init(&t, NULL);
+    struct pktbuf *pb = pktbuf_alloc(&t.st.pool);
+    cr_assert_not_null(pb);
+    cr_assert_not_null(pktbuf_put(pb, 20));
+    memset(pktbuf_data(pb), 0xee, 20);
+    pb->steered = PKTBUF_STEER_DELIVER;
+    stack_input_steered(&t.st, pb);
+    cr_assert_eq(stest_cnt(&t, "steer_drop_invalid"), 1);
+    pb = pktbuf_alloc(&t.st.pool);
+    cr_assert_not_null(pktbuf_put(pb, 28));
+    pb->steered = PKTBUF_STEER_ARP;
+    pb->ifindex = 200;
+    stack_input_steered(&t.st, pb);
+    cr_assert_eq(stest_cnt(&t, "steer_drop_invalid"), 2);
+    stest_fini(&t);
+}

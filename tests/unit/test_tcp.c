@@ -651,3 +651,28 @@ Test(tcp, request_to_nodelay_socket_acked_by_its_reply)
     cr_assert_eq(p.drop_seen, 1);
     pair_fini(&p);
 }
+
+/* TCP is unicast only: a SYN to the subnet's broadcast address reaches no listener and
+ * is counted (it used to be freed without a count). */
+Test(tcp, syn_to_broadcast_dropped_and_counted)
+{
+    struct pair p;
+    pair_init(&p, NULL, 64 * 1024);
+    uint32_t bcast = (ADDR_B & 0xffffff00u) | 0xffu;
+    uint8_t seg[20] = {0};
+    wr16(seg, 40000);
+    wr16(seg + 2, 80);
+    wr32(seg + 4, 12345);
+    seg[12] = 5 << 4;
+    seg[13] = TCP_SYN;
+    wr16(seg + 14, 1000);
+    wr16(seg + 16, csum_fold(csum_partial(seg, 20, csum_pseudo4(ST_ADDR_A, bcast, 6, 20))));
+    uint8_t f[100];
+    uint32_t n = build_ip4(f, mac_b, st_mac_a, ST_ADDR_A, bcast, 6, 1, 0, 64, seg, 20);
+    uint64_t tx0 = stest_cnt(&p.b, "tcp_tx");
+    cr_assert_eq(nic_sim_inject(&p.b.nic, f, n), 0);
+    stest_step(&p.b, 0);
+    cr_assert_eq(stest_cnt(&p.b, "tcp_drop_bcast"), 1);
+    cr_assert_eq(stest_cnt(&p.b, "tcp_tx"), tx0, "nothing answered");
+    pair_fini(&p);
+}
