@@ -3,6 +3,7 @@
  * One connection = one request. The client sends a line, we answer with text and close.
  * All I/O is non-blocking under libev on the control thread. Commands that need the
  * stack's state go through the worker mailbox (worker_call); ping is asynchronous. */
+#include "core/clock.h"
 #include "daemon/ctl.h"
 
 #include <arpa/inet.h>
@@ -104,14 +105,6 @@ struct ctl_cmd {
 
 static void client_free(struct ctl_client *c);
 static void client_reply(struct ctl_client *c);
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static struct ev_loop *ctl_loop(const struct ctl_client *c)
 {
@@ -472,7 +465,7 @@ static int ping_send(struct ctl_client *c)
     p->seq++;
     p->sent++;
     p->base = r.replies;
-    p->t_sent = mono_ns();
+    p->t_sent = clock_mono_ns();
     return 0;
 }
 
@@ -486,7 +479,7 @@ static void ping_tick(struct ev_loop *loop, ev_timer *t, int revents)
     int ret;
 
     ret = worker_call(&c->ctl->d->workers[0], ping_fn, &r, DAEMON_CALL_TIMEOUT_MS);
-    now = mono_ns();
+    now = clock_mono_ns();
     ip4_str(p->dst, a, sizeof(a));
     if (ret < 0) {
         sb_printf(&c->out, "error: ping %s: %s\n", a, strerror(-ret));

@@ -1,4 +1,5 @@
 /* shmnetd logging: see log.h. */
+#include "core/clock.h"
 #include "daemon/log.h"
 
 #include <errno.h>
@@ -97,16 +98,13 @@ bool log_ratelimit(struct log_ratelimit *rl, unsigned burst, uint64_t interval_n
 
 void log_msg_rl(struct log_ratelimit *rl, const char *site, enum log_level l, const char *fmt, ...)
 {
-    struct timespec ts;
     uint64_t missed;
     va_list ap;
 
     /* A filtered level costs nothing and does not use up the burst. */
     if ((int)l > __atomic_load_n(&log_level, __ATOMIC_RELAXED))
         return;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    if (!log_ratelimit(rl, LOG_RL_BURST, LOG_RL_INTERVAL_MS * 1000000ull,
-                       (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec, &missed))
+    if (!log_ratelimit(rl, LOG_RL_BURST, LOG_RL_INTERVAL_MS * 1000000ull, clock_mono_ns(), &missed))
         return;
     if (missed)
         log_msg(l, "%s: %llu messages suppressed", site, (unsigned long long)missed);

@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "daemon/ctl.h"
 #include "daemon/daemon.h"
 #include "daemon/log.h"
@@ -18,14 +19,6 @@
 #include "daemon/sdnotify.h"
 
 #define DEFAULT_CONF "/etc/shmnet/shmnetd.conf"
-
-static uint64_t mono_usec(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000ull + (uint64_t)ts.tv_nsec / 1000;
-}
 
 /* ---- capture ---- */
 
@@ -197,7 +190,8 @@ int daemon_reload(struct daemon *d, struct strbuf *out)
     struct conf *nc;
     int ret, nstatic;
 
-    sdnotify_printf("RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)mono_usec());
+    sdnotify_printf("RELOADING=1\nMONOTONIC_USEC=%llu",
+                    (unsigned long long)(clock_mono_ns() / 1000));
     log_info("reloading %s", d->conf_path);
     nc = calloc(1, sizeof(*nc));
     if (!nc) {

@@ -1,4 +1,5 @@
 /* shmnetd worker thread: see worker.h and docs/daemon.md. */
+#include "core/clock.h"
 #include "daemon/worker.h"
 
 #include <errno.h>
@@ -14,14 +15,6 @@
 #include "daemon/client.h"
 #include "daemon/log.h"
 #include "stack/wire.h"
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void close_nics(struct worker *w)
 {
@@ -422,14 +415,14 @@ static int worker_init(struct worker *w)
     if (w->id > 0) { /* one key for the group: a SYN cookie checks on any worker */
         memcpy(sp.secret, w->group[0].st.par.secret, sizeof(sp.secret));
     } else if (getrandom(sp.secret, sizeof(sp.secret), 0) != (ssize_t)sizeof(sp.secret)) {
-        sp.secret[0] = mono_ns() ^ (uint64_t)getpid() << 32;
-        sp.secret[1] = (uint64_t)(uintptr_t)&sp ^ mono_ns() * 0x9e3779b97f4a7c15ull;
+        sp.secret[0] = clock_mono_ns() ^ (uint64_t)getpid() << 32;
+        sp.secret[1] = (uint64_t)(uintptr_t)&sp ^ clock_mono_ns() * 0x9e3779b97f4a7c15ull;
     }
     if (w->ngroup > 1) { /* ephemeral ports name their worker */
         sp.port_stride = (uint16_t)w->ngroup;
         sp.port_offset = (uint16_t)w->id;
     }
-    ret = stack_init(&w->st, &sp, mono_ns());
+    ret = stack_init(&w->st, &sp, clock_mono_ns());
     if (ret < 0) {
         log_error("worker %d: stack init: %s", w->id, strerror(-ret));
         return ret;
@@ -591,7 +584,7 @@ static void steer_window(struct worker *w, uint64_t now)
 static void worker_loop(struct worker *w)
 {
     struct stack *st = &w->st;
-    uint64_t now = mono_ns(), last_work = now, prev = now;
+    uint64_t now = clock_mono_ns(), last_work = now, prev = now;
     bool worked = false, steer = false;
 
     for (int i = 0; i < w->nnics; i++)
@@ -601,7 +594,7 @@ static void worker_loop(struct worker *w)
         /* Relaxed: a progress indicator for the watchdog; single writer. */
         __atomic_store_n(&w->heartbeat, __atomic_load_n(&w->heartbeat, __ATOMIC_RELAXED) + 1,
                          __ATOMIC_RELAXED);
-        now = mono_ns();
+        now = clock_mono_ns();
         if (steer) { /* the last pass was busy time if it did work (no extra clock read) */
             if (worked)
                 w->busy_ns += now - prev;

@@ -35,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "libclient/shmnet.h"
 #include "libclient/shmnet_int.h"
 
@@ -954,13 +955,6 @@ static bool sets_have_sn(int nfds, fd_set *r, fd_set *w, fd_set *e)
     return false;
 }
 
-static int64_t mono_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
 EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv)
 {
     if (!sets_have_sn(nfds, r, w, e))
@@ -970,10 +964,10 @@ EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv)
         return -1;
     }
     int64_t ns = tv ? (int64_t)tv->tv_sec * 1000000000 + (int64_t)tv->tv_usec * 1000 : -1;
-    int64_t t0 = mono_ns();
+    int64_t t0 = (int64_t)clock_mono_ns();
     int k = do_select(nfds, r, w, e, ns, NULL);
     if (tv) { /* Linux reports the time not slept */
-        int64_t left = ns - (mono_ns() - t0);
+        int64_t left = ns - ((int64_t)clock_mono_ns() - t0);
         if (left < 0)
             left = 0;
         tv->tv_sec = left / 1000000000;
@@ -1337,7 +1331,7 @@ static void ep_buf_init(void)
 
 static int ep_wait(struct ep *e, struct epoll_event *ev, int max, int64_t ns, const sigset_t *m)
 {
-    int64_t t0 = mono_ns(), deadline = ns < 0 ? -1 : t0 + ns;
+    int64_t t0 = (int64_t)clock_mono_ns(), deadline = ns < 0 ? -1 : t0 + ns;
     int64_t spin_end = t0 + shmnet__spin_ns();
     int nfd = 0, k;
 
@@ -1350,7 +1344,7 @@ static int ep_wait(struct ep *e, struct epoll_event *ev, int max, int64_t ns, co
         }
         if (k || ns == 0)
             break;
-        int64_t t = mono_ns();
+        int64_t t = (int64_t)clock_mono_ns();
         if (deadline >= 0 && t >= deadline)
             break;
         if (t < spin_end) {

@@ -9,6 +9,7 @@
  *   struct csock   one socket: handle, private fifo indices (under rx_lock / tx_lock),
  *                  flags. Found through a two-level fd table under a rwlock.
  * Internal functions return a value >= 0 or -errno; the exported wrappers set errno. */
+#include "core/clock.h"
 #include "libclient/shmnet.h"
 #include "libclient/shmnet_int.h"
 
@@ -182,14 +183,6 @@ struct csock {
 enum { TS_NONE, TS_CONNECTING, TS_CONNECTED, TS_LISTEN };
 
 /* ------------------------------------------------------------------ small helpers */
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
 
 static long ret_errno(long r)
 {
@@ -414,7 +407,7 @@ static bool att_alive(struct attach *a, bool force)
 {
     if (att_dead(a))
         return false;
-    int64_t t = now_ns();
+    int64_t t = (int64_t)clock_mono_ns();
     if (!force && t - __atomic_load_n(&a->last_check, __ATOMIC_RELAXED) < ALIVE_CHECK_NS)
         return true;
     __atomic_store_n(&a->last_check, t, __ATOMIC_RELAXED);
@@ -699,7 +692,7 @@ static int att_open(struct attach **out)
         att_free(a);
         return -err;
     }
-    a->last_check = now_ns();
+    a->last_check = (int64_t)clock_mono_ns();
     *out = a;
     return 0;
 
@@ -897,7 +890,7 @@ static int chan_wait_cpl(struct attach *a, struct part *pt, int ch, uint32_t seq
 {
     struct shm_channel *c = &pt->chans[ch];
     struct chan_priv *cp = &pt->cp[ch];
-    int64_t t0 = now_ns(), spin_end = t0 + SPIN_NS;
+    int64_t t0 = (int64_t)clock_mono_ns(), spin_end = t0 + SPIN_NS;
     struct shm_cpl cpl = {0};
 
     for (;;) {
@@ -910,7 +903,7 @@ static int chan_wait_cpl(struct attach *a, struct part *pt, int ch, uint32_t seq
         }
         if (att_dead(a))
             return E_DEAD;
-        int64_t t = now_ns();
+        int64_t t = (int64_t)clock_mono_ns();
         if (t < spin_end) {
             if (t - t0 < PAUSE_NS) {
                 for (int i = 0; i < 64; i++)
@@ -1151,10 +1144,10 @@ static void sock_waiters(struct csock *s, uint64_t bit, bool set)
 static int sock_wait(struct csock *s, ready_fn ready, uint32_t arg, int64_t deadline)
 {
     struct attach *a = s->att;
-    int64_t spin_end = now_ns() + SPIN_NS, t;
+    int64_t spin_end = (int64_t)clock_mono_ns() + SPIN_NS, t;
     int r = 0;
 
-    while ((t = now_ns()) < spin_end && (!deadline || t < deadline)) {
+    while ((t = (int64_t)clock_mono_ns()) < spin_end && (!deadline || t < deadline)) {
         if (ready(s, arg))
             return 0;
         shmnet__spin_yield();
@@ -1173,10 +1166,10 @@ static int sock_wait(struct csock *s, ready_fn ready, uint32_t arg, int64_t dead
     chan_sleeping(a, ch, 1);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     if (!ready(s, arg))
-        r = chan_sleep(a, ch, deadline ? deadline - now_ns() : -1);
+        r = chan_sleep(a, ch, deadline ? deadline - (int64_t)clock_mono_ns() : -1);
     chan_sleeping(a, ch, 0);
     sock_waiters(s, bit, false);
-    if (r == 0 && deadline && now_ns() >= deadline && !ready(s, arg))
+    if (r == 0 && deadline && (int64_t)clock_mono_ns() >= deadline && !ready(s, arg))
         r = -EAGAIN;
     return r;
 }
@@ -1185,7 +1178,7 @@ static int64_t deadline_of(int64_t timeo)
 {
     if (timeo == 0)
         return 0;
-    return now_ns() + (timeo < 0 ? 1 : timeo);
+    return (int64_t)clock_mono_ns() + (timeo < 0 ? 1 : timeo);
 }
 
 /* Free bytes in the TX fifo (the daemon's tx_head with acquire: it has finished reading
@@ -2254,7 +2247,7 @@ static void sock_release(struct csock *s)
      * before it frees the socket (Linux has sent them by the time close runs). Bounded, in
      * case the daemon cannot make progress. */
     if (!att_dead(a) && s->type == SOCK_DGRAM) {
-        int64_t deadline = now_ns() + CLOSE_LINGER_NS;
+        int64_t deadline = (int64_t)clock_mono_ns() + CLOSE_LINGER_NS;
         while (!tx_drained(s, 0) && sock_wait(s, tx_drained, 0, deadline) == 0) {
         }
     }
@@ -2264,7 +2257,7 @@ static void sock_release(struct csock *s)
      * acknowledged everything (socket(7)); not with unread data (the daemon resets). */
     if (!att_dead(a) && s->type == SOCK_STREAM && s->linger_s > 0 &&
         sock_tstate(s) == TS_CONNECTED && !rx_nonempty(s)) {
-        int64_t deadline = now_ns() + s->linger_s * 1000000000ll;
+        int64_t deadline = (int64_t)clock_mono_ns() + s->linger_s * 1000000000ll;
         while (!tcp_tx_acked(s, 0) && sock_wait(s, tcp_tx_acked, 0, deadline) == 0) {
         }
     }
@@ -2667,8 +2660,9 @@ static void poll_bits(struct csock **socks, nfds_t n, struct attach *a, uint64_t
 
 static int do_poll(struct pollfd *fds, nfds_t n, int timeout_ms, struct csock **socks)
 {
-    int64_t deadline = timeout_ms < 0 ? 0 : now_ns() + (int64_t)timeout_ms * 1000000ll;
-    int64_t spin_end = now_ns() + SPIN_NS;
+    int64_t deadline =
+        timeout_ms < 0 ? 0 : (int64_t)clock_mono_ns() + (int64_t)timeout_ms * 1000000ll;
+    int64_t spin_end = (int64_t)clock_mono_ns() + SPIN_NS;
     struct attach *a = NULL;
     int r;
 
@@ -2681,7 +2675,7 @@ static int do_poll(struct pollfd *fds, nfds_t n, int timeout_ms, struct csock **
         r = poll_scan(fds, n, socks);
         if (r || timeout_ms == 0)
             return r;
-        int64_t t = now_ns();
+        int64_t t = (int64_t)clock_mono_ns();
         if (deadline && t >= deadline)
             return 0;
         if (!a) { /* no live shmnet socket: a plain sleep */
@@ -2704,7 +2698,7 @@ static int do_poll(struct pollfd *fds, nfds_t n, int timeout_ms, struct csock **
         chan_sleeping(a, ch, 1);
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
         r = poll_scan(fds, n, socks);
-        int w = r ? 0 : chan_sleep(a, ch, deadline ? deadline - now_ns() : -1);
+        int w = r ? 0 : chan_sleep(a, ch, deadline ? deadline - (int64_t)clock_mono_ns() : -1);
         chan_sleeping(a, ch, 0);
         poll_bits(socks, n, a, 1ull << ch, false);
         if (r)
@@ -2930,8 +2924,8 @@ static int mixed_scan(struct pollfd *fds, nfds_t n, struct csock **socks, struct
 static int do_mixed_poll(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigset_t *mask,
                          struct csock **socks, struct pollfd *k, nfds_t *map)
 {
-    int64_t deadline = timeout_ns < 0 ? 0 : now_ns() + timeout_ns;
-    int64_t spin_end = now_ns() + SPIN_NS;
+    int64_t deadline = timeout_ns < 0 ? 0 : (int64_t)clock_mono_ns() + timeout_ns;
+    int64_t spin_end = (int64_t)clock_mono_ns() + SPIN_NS;
     struct attach *a = NULL;
     nfds_t nk = 0;
     int r;
@@ -2946,7 +2940,7 @@ static int do_mixed_poll(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const
     if (r || timeout_ns == 0)
         return r;
     for (;;) {
-        int64_t t = now_ns();
+        int64_t t = (int64_t)clock_mono_ns();
         if (deadline && t >= deadline)
             return 0;
         if (a && t < spin_end) { /* spin on the shmnet sockets only */
@@ -2959,7 +2953,7 @@ static int do_mixed_poll(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const
         /* Sleep in the kernel on the kernel fds plus, with live shmnet sockets, the
          * channel eventfd and the control socket (announced as in sock_wait). */
         int ch = -1;
-        int64_t left = deadline ? deadline - now_ns() : -1;
+        int64_t left = deadline ? deadline - (int64_t)clock_mono_ns() : -1;
         nfds_t m = 0;
         for (nfds_t i = 0; i < n; i++) {
             if (fds[i].fd >= 0 && !socks[i]) {

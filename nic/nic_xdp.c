@@ -38,6 +38,7 @@
 #include <xdp/libxdp.h>
 #include <xdp/xsk.h>
 
+#include "core/clock.h"
 #include "nic/nic.h"
 #include "nic/xdp_steer.h"
 
@@ -509,9 +510,7 @@ static void publish(struct nic *n, uint16_t qid, bool force)
     CNT_ADD(c, xdp_umem_free, g[G_FREE] - x->gauge[G_FREE]);
     memcpy(x->gauge, g, sizeof(g));
 
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    uint64_t now = clock_mono_coarse_ns();
     if (!force && now < x->st_next)
         return;
     x->st_next = now + XDP_STATS_EVERY_NS;
