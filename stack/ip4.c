@@ -166,18 +166,14 @@ void ip4_frag_input(struct stack *st, struct pktbuf *pb, const struct ip4_view *
 int ip4_loop_input(struct stack *st, int budget)
 {
     int n = 0;
-    uint32_t todo = st->lo_len;
+    uint32_t todo = st->lo.len;
+    struct pktbuf *pb;
 
-    while (st->lo_head && todo-- && n < budget) {
-        struct pktbuf *pb = st->lo_head;
+    while (todo-- && n < budget && (pb = pktq_pop(&st->lo))) {
         struct ip4_view ip;
-        st->lo_head = pb->next;
-        if (!st->lo_head)
-            st->lo_tail = NULL;
-        st->lo_len--;
-        pb->next = NULL;
         n++;
         if (ip4_parse(pktbuf_data(pb), pb->len, &ip) != IP4_OK) { /* we wrote it: cannot */
+            CNT_INC(&st->cnt, ip4_drop_len);
             pktbuf_free(pb);
             continue;
         }
@@ -192,13 +188,7 @@ int ip4_loop_input(struct stack *st, int budget)
 
 void ip4_loop_flush(struct stack *st)
 {
-    while (st->lo_head) {
-        struct pktbuf *pb = st->lo_head;
-        st->lo_head = pb->next;
-        pktbuf_free(pb);
-    }
-    st->lo_tail = NULL;
-    st->lo_len = 0;
+    pktq_purge(&st->lo);
 }
 
 void ip4_local_deliver(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip)
@@ -306,7 +296,7 @@ int ip4_output(struct stack *st, struct pktbuf *pb, uint32_t src, uint32_t dst, 
     }
     CNT_INC(&st->cnt, ip4_tx);
     if (ip4_is_local(st, dst)) { /* the seed documents' loopback: no wire, no fragmenting */
-        if (st->lo_len >= STACK_LO_MAX) {
+        if (st->lo.len >= STACK_LO_MAX) {
             CNT_INC(&st->cnt, ip4_drop_local_full);
             pktbuf_free(pb);
             return -ENOBUFS;
@@ -315,13 +305,7 @@ int ip4_output(struct stack *st, struct pktbuf *pb, uint32_t src, uint32_t dst, 
         pb->ifindex = (uint16_t)ifidx;
         pb->csum_ok = true; /* never left memory (a TSO segment's checksum is partial) */
         pb->gso_size = 0;
-        pb->next = NULL;
-        if (st->lo_tail)
-            st->lo_tail->next = pb;
-        else
-            st->lo_head = pb;
-        st->lo_tail = pb;
-        st->lo_len++;
+        pktq_push(&st->lo, pb);
         return 0;
     }
     uint16_t mtu = st->ifs[ifidx].p.mtu;

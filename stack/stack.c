@@ -229,7 +229,7 @@ void stack_flush(struct stack *st)
 uint64_t stack_next_deadline(const struct stack *st)
 {
     uint64_t t = timer_wheel_next(&st->tw);
-    if (st->lo_head) /* looped-back datagrams wait: no sleeping */
+    if (st->lo.head) /* looped-back datagrams wait: no sleeping */
         return st->now;
     for (int i = 0; i < st->nifs; i++) {
         if (!st->ifs[i].nic)

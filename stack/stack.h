@@ -169,8 +169,7 @@ struct stack {
     uint16_t ping_last_seq;
     /* Datagrams for our own addresses (two local sockets talking): delivered on the next
      * stack_rx, never from inside the output path, so a protocol is not re-entered. */
-    struct pktbuf *lo_head, *lo_tail;
-    uint32_t lo_len;
+    struct pktbuf_queue lo;
     stack_l4_input_fn l4_input[256];
     stack_l4_err_fn l4_err[256];
     void *user; /* owner (the worker) */
