@@ -207,6 +207,10 @@ static int xfer(int fd, const char *who)
         return -1;
     sha_init(&tx);
     sha_init(&rx);
+    char cc[32]; /* asked while the connection is up */
+    socklen_t cl = sizeof(cc);
+    if (shmnet_getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, &cl) < 0)
+        cl = 0;
     if (opt_recv_first && recv_all(fd, buf, &rx, &got, who) < 0)
         goto out;
     if (opt_file) {
@@ -256,6 +260,8 @@ static int xfer(int fd, const char *who)
     if (opt_recv)
         printf("%s recv %llu %s\n", who, (unsigned long long)got, hrx);
     printf("%s time %.3f %.1f\n", who, dt, dt > 0 ? (double)(sent + got) / dt / 1e6 : 0.0);
+    if (cl)
+        printf("%s cc %.*s\n", who, (int)cl, cc); /* the socket's congestion control */
     fflush(stdout);
     pthread_mutex_unlock(&out_lock);
     rc = 0;
