@@ -703,11 +703,11 @@ static bool load_iface(struct ld *ld, config_setting_t *g, int idx, struct conf_
 
     snprintf(gname, sizeof(gname), "interfaces[%d]", idx);
     memset(ci, 0, sizeof(*ci));
-    ip->mtu = 1500;
-    snprintf(nic->backend, sizeof(nic->backend), "tap");
+    ip->mtu = NIC_DEFAULT_MTU;
+    snprintf(nic->backend, sizeof(nic->backend), "%s", NIC_DEFAULT_BACKEND);
     nic->nqueues = 1;
-    nic->rx_ring = 256;
-    nic->tx_ring = 256;
+    nic->rx_ring = NIC_DEFAULT_RING;
+    nic->tx_ring = NIC_DEFAULT_RING;
     nic->fault.seed = 1;
     nic->fault.rx = nic->fault.tx = true;
 
@@ -732,10 +732,10 @@ static bool load_iface(struct ld *ld, config_setting_t *g, int idx, struct conf_
 
     str = get_str(ld, g, gname, "backend", &s);
     if (str) {
-        if (!strcmp(str, "tap") || !strcmp(str, "sim") || !strcmp(str, "af_xdp"))
+        if (nic_find_ops(str))
             snprintf(nic->backend, sizeof(nic->backend), "%s", str);
         else
-            err_at(ld, s, "%s.backend: '%s' is not one of tap, sim, af_xdp", gname, str);
+            err_at(ld, s, "%s.backend: '%s' is not one of " NIC_BACKEND_NAMES, gname, str);
     }
 
     str = get_str(ld, g, gname, "xdp_mode", &s);

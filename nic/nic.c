@@ -12,9 +12,7 @@ extern const struct nic_ops nic_tap_ops;
 extern const struct nic_ops nic_sim_ops;
 extern const struct nic_ops nic_xdp_ops;
 
-#define NIC_DEFAULT_RING 256u
-#define NIC_DEFAULT_MTU  1500u
-#define NIC_WAIT_MAX     64
+#define NIC_WAIT_MAX 64
 
 #define NCNT_ADD(c, field, v)                                                                      \
     do {                                                                                           \

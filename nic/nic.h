@@ -113,8 +113,12 @@ struct nic {
  * first, comma-separated; "0" when empty) into buf. Returns its length or -ENOSPC. */
 int nic_cpumask_hex(const cpu_set_t *set, char *buf, size_t len);
 
-/* Look up a backend by name ("tap", "sim", "af_xdp"); NULL if unknown. */
+/* Look up a backend by name (one of NIC_BACKEND_NAMES); NULL if unknown. */
 const struct nic_ops *nic_find_ops(const char *backend);
+#define NIC_BACKEND_NAMES   "tap, sim, af_xdp" /* for messages */
+#define NIC_DEFAULT_BACKEND "tap"
+#define NIC_DEFAULT_RING    256u /* descriptors per ring when the config gives none */
+#define NIC_DEFAULT_MTU     1500u
 
 /* Open a NIC. Pools and counters per queue must be bound with nic_bind_queue() before the
  * first nic_rx() (the backend pre-posts RX buffers then). */
