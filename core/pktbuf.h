@@ -1,4 +1,4 @@
-/* pktbuf: the packet buffer (the seed documents' sk_buff, reduced).
+/* pktbuf: the packet buffer (Linux's sk_buff, reduced).
  *
  * Buffers come from a per-worker pool allocated once at start: no malloc per packet.
  * Data starts PKTBUF_HEADROOM bytes into the buffer so every header on the way out

@@ -3052,7 +3052,7 @@ int shmnet__poll(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigset_
 
 /* ------------------------------------------------------------------ fork */
 
-/* fork: the child continues the parent's session (DESIGN.md section 5: nginx's workers
+/* fork: the child continues the parent's session (docs/libshmnet.md: nginx's workers
  * accept on the master's listener). The region, the family area, the eventfds and the
  * control socket are inherited; the child gets a process slot of its own, reserved and
  * marked as a holder of every socket before the fork, so a parent that closes its copy

@@ -1,4 +1,4 @@
-/* libshmnet: the native API of shmnet (DESIGN.md section 5, docs/libshmnet.md).
+/* libshmnet: the native API of shmnet (docs/libshmnet.md).
  *
  * The calls mirror the BSD socket API: same signatures, same semantics, -1 and errno on
  * error. A shmnet socket is numbered with a real (placeholder) kernel fd, so its number

@@ -14,7 +14,7 @@
  * (doubles while batches fill, halves on -EAGAIN) between 4 and params.rx_ring.
  *
  * TX queues one IORING_OP_WRITE per frame and keeps the pktbuf until its completion
- * arrives (the seed documents' TX completion), then returns it to its pool.
+ * arrives (Linux's TX completion), then returns it to its pool.
  *
  * System calls: rx_burst and tx_burst only touch the shared rings (completions are peeked
  * and new SQEs written in user memory). tx_flush, once per loop iteration, does the single

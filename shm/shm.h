@@ -1,4 +1,4 @@
-/* The shared-memory contract between shmnetd and libshmnet (DESIGN.md section 4).
+/* The shared-memory contract between shmnetd and libshmnet (docs/libshmnet.md, docs/design.md).
  *
  * Both sides compile against this header; every change bumps SHM_LAYOUT_VERSION.
  * Nothing here is a pointer: every reference is an offset or an index, and the daemon
@@ -14,7 +14,7 @@
  * client only. The daemon never trusts [C] fields and never relies on [D] fields it
  * wrote (it keeps private copies); the client may trust [D] fields.
  *
- * Attach (over the control socket, SOCK_STREAM, DESIGN.md 4):
+ * Attach (over the control socket, SOCK_STREAM):
  *   client -> daemon: the line "attach V\n", V = SHM_LAYOUT_VERSION
  *   daemon -> client: struct shm_attach_reply (one sendmsg) carrying in SCM_RIGHTS, in
  *                     order: nparts region memfds (part k is served by worker k), the

@@ -1,4 +1,4 @@
-/* Netfilter-style hook points (the seed documents' PRE_ROUTING, LOCAL_IN, FORWARD,
+/* Netfilter-style hook points (Linux netfilter's PRE_ROUTING, LOCAL_IN, FORWARD,
  * LOCAL_OUT, POST_ROUTING). Rules: first match decides; a rule with rate_pps applies its
  * action only to traffic beyond that rate (a token bucket), e.g. an ICMP policer. */
 #include "stack/stack_impl.h"

@@ -1,4 +1,4 @@
-/* IPv4 input (the seed documents' ip_rcv, routing, ip_local_deliver, forwarding) and output
+/* IPv4 input (Linux's ip_rcv, routing, ip_local_deliver, forwarding) and output
  * (ip_queue_xmit, fragmentation, neighbour output). */
 #include "stack/stack_impl.h"
 
@@ -295,7 +295,7 @@ int ip4_output(struct stack *st, struct pktbuf *pb, uint32_t src, uint32_t dst, 
         return -EPERM;
     }
     CNT_INC(&st->cnt, ip4_tx);
-    if (ip4_is_local(st, dst)) { /* the seed documents' loopback: no wire, no fragmenting */
+    if (ip4_is_local(st, dst)) { /* loopback, as Linux's lo: no wire, no fragmenting */
         if (st->lo.len >= STACK_LO_MAX) {
             CNT_INC(&st->cnt, ip4_drop_local_full);
             pktbuf_free(pb);
