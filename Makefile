@@ -153,7 +153,7 @@ FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,build/fuzz/fuzz_%,$(wildcard test
 FUZZ_CFLAGS := -std=gnu11 -g -O1 -I. -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined
 .PHONY: fuzz-build
 fuzz-build: $(FUZZ_TARGETS)
-FUZZ_DAEMON_SRC := daemon/client.c daemon/log.c tests/lib/tcptest.c
+FUZZ_DAEMON_SRC := $(wildcard daemon/client*.c) daemon/log.c tests/lib/tcptest.c
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(CORE_SRC) $(SHM_SRC) $(FUZZ_DAEMON_SRC) $(wildcard */*.h) build/obj/nic/xdp_steer_obj.o
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $< $(CORE_SRC) $(SHM_SRC) $(FUZZ_DAEMON_SRC) build/obj/nic/xdp_steer_obj.o -luring -lxdp -lbpf -lm
