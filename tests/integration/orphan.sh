@@ -25,17 +25,22 @@ harness_peer_ns || { fail peer_ns "cannot set up the peer namespace"; exit 1; }
 
 harness_client_ns || { fail client_ns "cannot set up the client namespace"; exit 1; }
 
-# A kernel reader in $NS: accepts one connection on PORT, waits DELAY s, reads until EOF
-# and prints "BYTES SHA256 eof" or "BYTES SHA256 reset".
-late_reader() { # PORT DELAY OUT
+# A kernel reader in $NS that starts late: accepts one connection on PORT (listen) or
+# connects to shmnet's PORT (connect), waits DELAY s, reads until EOF and prints
+# "BYTES SHA256 eof" (or "reset", "timeout").
+late_peer() { # listen|connect PORT DELAY OUT
     nsx "$PY" -c '
 import hashlib, socket, sys, time
-port, delay = int(sys.argv[1]), float(sys.argv[2])
-ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-ls.bind(("0.0.0.0", port)); ls.listen(1)
-print("LISTENING", flush=True)
-c, _ = ls.accept(); time.sleep(delay)
+mode, port, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+if mode == "listen":
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(1)
+    print("LISTENING", flush=True)
+    c, _ = s.accept()
+else:
+    s.connect((sys.argv[4], port)); c = s
+time.sleep(delay)
 h, n, end = hashlib.sha256(), 0, "eof"
 c.settimeout(60)
 while True:
@@ -49,10 +54,11 @@ while True:
         break
     h.update(b); n += len(b)
 print(n, h.hexdigest(), end, flush=True)
-' "$1" "$2" >"$3" 2>&1 &
+' "$1" "$2" "$3" "$DAEMON_IP" >"$4" 2>&1 &
     HARNESS_PIDS+=($!)
-    wait_until 5 grep -q LISTENING "$3"
+    [[ $1 != listen ]] || wait_until 5 grep -q LISTENING "$4"
 }
+late_reader() { late_peer listen "$@"; } # PORT DELAY OUT
 
 # expect_delivery NAME OUT FILE: the reader got exactly FILE, then EOF.
 expect_delivery() {
@@ -113,28 +119,7 @@ fi
 # is restarted on the same port with SO_REUSEADDR, as Linux allows: the new one binds and
 # serves, and the orphan still delivers everything. With several workers the orphan holds
 # a claim of the old process's listening group; the new process takes the group over.
-late_client() { # PORT DELAY OUT: connect, wait, read to EOF, print "BYTES SHA256 eof"
-    nsx "$PY" -c '
-import hashlib, socket, sys, time
-c = socket.socket(); c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-c.connect((sys.argv[1], int(sys.argv[2]))); print("CONNECTED", flush=True)
-time.sleep(float(sys.argv[3]))
-h, n, end = hashlib.sha256(), 0, "eof"
-c.settimeout(60)
-while True:
-    try:
-        b = c.recv(1 << 16)
-    except ConnectionResetError:
-        end = "reset"; break
-    except socket.timeout:
-        end = "timeout"; break
-    if not b:
-        break
-    h.update(b); n += len(b)
-print(n, h.hexdigest(), end, flush=True)
-' "$DAEMON_IP" "$1" "$2" >"$3" 2>&1 &
-    HARNESS_PIDS+=($!)
-}
+late_client() { late_peer connect "$@"; } # PORT DELAY OUT
 py_server() { # PORT FILE|- OUT: listen (SO_REUSEADDR), serve one connection, exit
     timeout -k 5 30 "${PX[@]}" "$PY" -c '
 import os, socket, sys
