@@ -1181,6 +1181,24 @@ static int64_t deadline_of(int64_t timeo)
     return (int64_t)clock_mono_ns() + (timeo < 0 ? 1 : timeo);
 }
 
+/* The tail of every blocking call's loop: -EAGAIN at once when the call does not block,
+ * else wait for ready(s, arg) with lock (if any) released, until the deadline that
+ * timeo (SO_RCVTIMEO/SO_SNDTIMEO) sets on the first wait. As sock_wait returns. */
+static int wait_turn(struct csock *s, int flags, pthread_mutex_t *lock, ready_fn ready,
+                     uint32_t arg, int64_t timeo, int64_t *deadline)
+{
+    if (sock_nonblock(s, flags))
+        return -EAGAIN;
+    if (!*deadline)
+        *deadline = deadline_of(timeo);
+    if (lock)
+        pthread_mutex_unlock(lock);
+    int r = sock_wait(s, ready, arg, *deadline);
+    if (lock)
+        fam_lock(lock);
+    return r;
+}
+
 /* Free bytes in the TX fifo (the daemon's tx_head with acquire: it has finished reading
  * the space before it published the new head). */
 static uint32_t tx_free(struct csock *s, uint32_t tail)
@@ -1769,11 +1787,7 @@ static int do_accept(struct csock *s, struct sockaddr *sa, socklen_t *len, int f
         tries = 0;
         if (sock_shut(s) & 1)
             return -EINVAL; /* shut down while listening, as Linux reports */
-        if (sock_nonblock(s, 0))
-            return -EAGAIN;
-        if (!deadline)
-            deadline = deadline_of(s->rcvtimeo);
-        r = sock_wait(s, tcp_accept_ready, 0, deadline);
+        r = wait_turn(s, 0, NULL, tcp_accept_ready, 0, s->rcvtimeo, &deadline);
         if (r == E_DEAD)
             return -ENOTCONN;
         if (r < 0)
@@ -1879,17 +1893,9 @@ static ssize_t do_send_stream(struct csock *s, const uint8_t *buf, size_t len, i
             if (done == len)
                 break;
         }
-        if (sock_nonblock(s, flags)) {
-            r = -EAGAIN;
-            break;
-        }
-        if (!deadline)
-            deadline = deadline_of(s->sndtimeo);
-        pthread_mutex_unlock(&s->sp->tx_lock);
-        r = sock_wait(s, tcp_tx_ready, 0, deadline);
-        fam_lock(&s->sp->tx_lock);
+        r = wait_turn(s, flags, &s->sp->tx_lock, tcp_tx_ready, 0, s->sndtimeo, &deadline);
         if (r < 0 && r != E_DEAD)
-            break; /* -EAGAIN (SO_SNDTIMEO), -EINTR */
+            break; /* -EAGAIN (non-blocking, SO_SNDTIMEO), -EINTR */
     }
     pthread_mutex_unlock(&s->sp->tx_lock);
     if (done)
@@ -1970,15 +1976,7 @@ static ssize_t do_recv_stream(struct csock *s, uint8_t *buf, size_t len, int fla
             r = -ECONNRESET;
             break;
         }
-        if (sock_nonblock(s, flags)) {
-            r = -EAGAIN;
-            break;
-        }
-        if (!deadline)
-            deadline = deadline_of(s->rcvtimeo);
-        pthread_mutex_unlock(&s->sp->rx_lock);
-        r = sock_wait(s, tcp_rx_ready, 0, deadline);
-        fam_lock(&s->sp->rx_lock);
+        r = wait_turn(s, flags, &s->sp->rx_lock, tcp_rx_ready, 0, s->rcvtimeo, &deadline);
         if (r == E_DEAD)
             continue; /* queued bytes are still delivered, then ECONNRESET */
         if (r < 0 && !rx_nonempty(s))
@@ -2042,15 +2040,7 @@ static ssize_t do_sendto(struct csock *s, const void *buf, size_t len, int flags
             r = -EMSGSIZE;
             break;
         }
-        if (sock_nonblock(s, flags)) {
-            r = -EAGAIN;
-            break;
-        }
-        if (!deadline)
-            deadline = deadline_of(s->sndtimeo);
-        pthread_mutex_unlock(&s->sp->tx_lock);
-        r = sock_wait(s, tx_ready, h.len, deadline);
-        fam_lock(&s->sp->tx_lock);
+        r = wait_turn(s, flags, &s->sp->tx_lock, tx_ready, h.len, s->sndtimeo, &deadline);
         if (r == E_DEAD || att_dead(s->att))
             r = -EPIPE;
         else if (sock_closed(s))
@@ -2163,15 +2153,7 @@ static ssize_t do_recvfrom(struct csock *s, void *buf, size_t len, int flags, st
             r = dead_err(s, OP_RECV);
             break;
         }
-        if (sock_nonblock(s, flags)) {
-            r = -EAGAIN;
-            break;
-        }
-        if (!deadline)
-            deadline = deadline_of(s->rcvtimeo);
-        pthread_mutex_unlock(&s->sp->rx_lock);
-        r = sock_wait(s, rx_ready, 0, deadline);
-        fam_lock(&s->sp->rx_lock);
+        r = wait_turn(s, flags, &s->sp->rx_lock, rx_ready, 0, s->rcvtimeo, &deadline);
         if (r == E_DEAD)
             continue; /* queued data is still delivered, then the error */
         if (r < 0 && !rx_nonempty(s))
