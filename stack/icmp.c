@@ -74,27 +74,21 @@ void icmp_send_error(struct stack *st, const struct pktbuf *orig, uint8_t type, 
 static void icmp_error_input(struct stack *st, const struct icmp_view *ic)
 {
     /* The quoted datagram must be one we sent: a full IP header plus 8 bytes of L4. */
-    if (ic->bodylen < IP4_HLEN + 8 || ic->body[0] >> 4 != 4) {
+    struct icmp_quote_view q;
+    if (icmp_quote_parse(ic->body, ic->bodylen, &q) < 0) {
         CNT_INC(&st->cnt, icmp_drop_bad_error);
         return;
     }
-    uint32_t ihl = (ic->body[0] & 0x0f) * 4u;
-    if (ihl < IP4_HLEN || ic->bodylen < ihl + 8) {
-        CNT_INC(&st->cnt, icmp_drop_bad_error);
-        return;
-    }
-    uint32_t qsrc = rd32(ic->body + 12);
-    uint8_t proto = ic->body[9];
     bool ours = false;
     for (int i = 0; i < st->nifs; i++)
-        ours |= st->ifs[i].p.addr == qsrc;
+        ours |= st->ifs[i].p.addr == q.src;
     if (!ours) {
         CNT_INC(&st->cnt, icmp_drop_bad_error);
         return;
     }
     CNT_INC(&st->cnt, icmp_rx_error);
-    if (st->l4_err[proto])
-        st->l4_err[proto](st, ic->type, ic->code, ic->rest, ic->body, ic->bodylen);
+    if (st->l4_err[q.proto])
+        st->l4_err[q.proto](st, ic->type, ic->code, ic->rest, &q);
 }
 
 void icmp_input(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip)

@@ -128,9 +128,11 @@ struct route_table {
 struct stack;
 struct ip4_view;
 typedef int (*stack_l4_input_fn)(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip);
-/* ICMP error delivered to the protocol of the quoted datagram. */
+/* ICMP error delivered to the protocol of the quoted datagram (parsed and checked to be
+ * one we sent). */
+struct icmp_quote_view;
 typedef void (*stack_l4_err_fn)(struct stack *st, uint8_t type, uint8_t code, uint32_t info,
-                                const uint8_t *quoted, uint32_t qlen);
+                                const struct icmp_quote_view *q);
 
 #define STACK_LO_MAX 4096 /* looped-back datagrams queued at most */
 

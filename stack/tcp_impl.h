@@ -119,8 +119,8 @@ int tcp_parse_opts(const uint8_t *p, uint32_t len, bool syn, struct tcp_opts *o)
 
 /* tcp_in.c */
 int tcp_input(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip);
-void tcp_err_input(struct stack *st, uint8_t type, uint8_t code, uint32_t info, const uint8_t *q,
-                   uint32_t qlen);
+void tcp_err_input(struct stack *st, uint8_t type, uint8_t code, uint32_t info,
+                   const struct icmp_quote_view *q);
 void tcp_update_rtt(struct stack *st, struct tcp_pcb *pcb, uint32_t rtt_us);
 uint32_t tcp_sacked_bytes(const struct tcp_pcb *pcb);
 

@@ -1010,17 +1010,13 @@ out:
 }
 
 /* ICMP errors about our segments (RFC 5927: check the quoted sequence number first). */
-void tcp_err_input(struct stack *st, uint8_t type, uint8_t code, uint32_t info, const uint8_t *q,
-                   uint32_t qlen)
+void tcp_err_input(struct stack *st, uint8_t type, uint8_t code, uint32_t info,
+                   const struct icmp_quote_view *q)
 {
-    uint32_t ihl = (q[0] & 0x0fu) * 4u;
-    if (qlen < ihl + 8)
-        return;
-    struct tcp_pcb *pcb =
-        tcp_lookup(st, rd32(q + 12), rd16(q + ihl), rd32(q + 16), rd16(q + ihl + 2));
+    struct tcp_pcb *pcb = tcp_lookup(st, q->src, q->sport, q->dst, q->dport);
     if (!pcb)
         return;
-    uint32_t seq = rd32(q + ihl + 4);
+    uint32_t seq = q->l4_word1;
     if (SEQ_LT(seq, pcb->snd_una) || SEQ_GT(seq, pcb->snd_max))
         return;
     if (type == ICMP_DEST_UNREACH && code == ICMP_UNREACH_NEEDFRAG) {

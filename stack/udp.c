@@ -22,7 +22,7 @@ static struct udp_pcb **bucket(struct stack *st, uint16_t port)
 
 static int udp_input(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip);
 static void udp_err_input(struct stack *st, uint8_t type, uint8_t code, uint32_t info,
-                          const uint8_t *q, uint32_t qlen);
+                          const struct icmp_quote_view *q);
 
 int udp_init(struct stack *st)
 {
@@ -284,13 +284,10 @@ static int udp_input(struct stack *st, struct pktbuf *pb, const struct ip4_view 
 /* ICMP errors reach only connected sockets, and only the hard ones, as in Linux without
  * IP_RECVERR (RFC 1122 4.1.3.3 leaves the choice to the application interface). */
 static void udp_err_input(struct stack *st, uint8_t type, uint8_t code, uint32_t info,
-                          const uint8_t *q, uint32_t qlen)
+                          const struct icmp_quote_view *q)
 {
-    uint32_t ihl = (q[0] & 0x0fu) * 4u;
-    if (qlen < ihl + 8)
-        return;
-    uint32_t qsrc = rd32(q + 12), qdst = rd32(q + 16);
-    uint16_t sport = rd16(q + ihl), dport = rd16(q + ihl + 2);
+    uint32_t qsrc = q->src, qdst = q->dst;
+    uint16_t sport = q->sport, dport = q->dport;
     int err = 0;
     if (type == ICMP_DEST_UNREACH && code == ICMP_UNREACH_PORT)
         err = ECONNREFUSED;

@@ -154,6 +154,22 @@ int icmp_parse(const uint8_t *p, size_t len, struct icmp_view *v)
     return 0;
 }
 
+int icmp_quote_parse(const uint8_t *q, size_t len, struct icmp_quote_view *v)
+{
+    if (len < IP4_HLEN + 8 || q[0] >> 4 != 4)
+        return -EBADMSG;
+    uint32_t ihl = (q[0] & 0x0fu) * 4u;
+    if (ihl < IP4_HLEN || len < ihl + 8)
+        return -EBADMSG;
+    v->src = rd32(q + 12);
+    v->dst = rd32(q + 16);
+    v->proto = q[9];
+    v->sport = rd16(q + ihl);
+    v->dport = rd16(q + ihl + 2);
+    v->l4_word1 = rd32(q + ihl + 4);
+    return 0;
+}
+
 int udp_parse(const uint8_t *p, size_t len, struct udp_view *v)
 {
     if (len < UDP_HLEN)

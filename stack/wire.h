@@ -169,6 +169,18 @@ struct icmp_view {
 };
 int icmp_parse(const uint8_t *p, size_t len, struct icmp_view *v);
 
+/* The datagram an ICMP error quotes (RFC 792, RFC 1812 4.3.2.3): an IPv4 header and at
+ * least the first 8 bytes of what it carried, enough for the ports and, for TCP, the
+ * sequence number. */
+struct icmp_quote_view {
+    uint32_t src, dst; /* host order */
+    uint8_t proto;
+    uint16_t sport, dport; /* the transport header's first 4 bytes */
+    uint32_t l4_word1;     /* its bytes 4-7: TCP's sequence number */
+};
+/* 0, or -EBADMSG when it is shorter than a whole IPv4 header and 8 bytes, or not IPv4. */
+int icmp_quote_parse(const uint8_t *q, size_t len, struct icmp_quote_view *v);
+
 /* ---- UDP (RFC 768); TCP follows the same shape ---- */
 #define UDP_HLEN 8
 struct udp_view {

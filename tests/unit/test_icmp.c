@@ -70,8 +70,8 @@ Test(icmp, error_rate_limit)
 
 static int err_calls;
 static uint8_t err_type, err_code;
-static void on_err(struct stack *st, uint8_t type, uint8_t code, uint32_t info, const uint8_t *q,
-                   uint32_t qlen)
+static void on_err(struct stack *st, uint8_t type, uint8_t code, uint32_t info,
+                   const struct icmp_quote_view *q)
 {
     err_calls++;
     err_type = type;

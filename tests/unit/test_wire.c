@@ -156,3 +156,29 @@ Test(pktbuf, push_pull_put_limits)
     pktbuf_pool_destroy(&p);
     cr_assert_eq(pktbuf_pool_init(&p, 0, 2048), -EINVAL);
 }
+
+/* The datagram an ICMP error quotes: an IPv4 header (options allowed) and 8 bytes. */
+Test(wire, icmp_quote_view)
+{
+    uint8_t q[32] = {0};
+    ip4_write(q, 0, 28, 5, 0, 64, 6, 0x0ac80002u, 0x0ac80001u);
+    wr16(q + 20, 40000);
+    wr16(q + 22, 80);
+    wr32(q + 24, 0x01020304u);
+    struct icmp_quote_view v;
+    cr_assert_eq(icmp_quote_parse(q, 28, &v), 0);
+    cr_assert_eq(v.src, 0x0ac80002u);
+    cr_assert_eq(v.dst, 0x0ac80001u);
+    cr_assert_eq(v.proto, 6);
+    cr_assert_eq(v.sport, 40000);
+    cr_assert_eq(v.dport, 80);
+    cr_assert_eq(v.l4_word1, 0x01020304u);
+    cr_assert_eq(icmp_quote_parse(q, 27, &v), -EBADMSG, "fewer than 8 bytes after the header");
+    q[0] = 0x46; /* a 24-byte header: the 8 bytes end beyond what is quoted */
+    cr_assert_eq(icmp_quote_parse(q, 28, &v), -EBADMSG);
+    cr_assert_eq(icmp_quote_parse(q, 32, &v), 0);
+    q[0] = 0x44; /* IHL below 5 */
+    cr_assert_eq(icmp_quote_parse(q, 32, &v), -EBADMSG);
+    q[0] = 0x65; /* not IPv4 */
+    cr_assert_eq(icmp_quote_parse(q, 32, &v), -EBADMSG);
+}
