@@ -29,15 +29,6 @@ struct tcp_table {
     uint32_t chal_tokens;
 };
 
-struct tcp_opts {
-    bool mss_ok, ws_ok, sack_perm, ts_ok;
-    uint16_t mss;
-    uint8_t ws;
-    uint32_t tsval, tsecr;
-    struct tcp_range sack[4];
-    uint8_t nsack;
-};
-
 /* A parsed, checksummed segment. */
 struct tcp_seg {
     uint32_t src, dst;
@@ -115,7 +106,6 @@ void tcp_rxt_check(struct tcp_pcb *pcb);
 void tcp_arm_rtx(struct stack *st, struct tcp_pcb *pcb);
 /* RFC 6675 pipe: bytes in the network (sent, not SACKed, not marked lost). */
 uint32_t tcp_sack_pipe(const struct tcp_pcb *pcb);
-int tcp_parse_opts(const uint8_t *p, uint32_t len, bool syn, struct tcp_opts *o);
 
 /* tcp_in.c */
 int tcp_input(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip);

@@ -980,7 +980,7 @@ int tcp_input(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip)
     s.wnd = s.h.win;
     s.data = p + s.h.doff;
     s.len = len - s.h.doff;
-    if (tcp_parse_opts(s.h.opts, s.h.optlen, s.flags & TCP_SYN, &s.o))
+    if (tcp_opts_parse(s.h.opts, s.h.optlen, s.flags & TCP_SYN, &s.o))
         memset(&s.o, 0, sizeof(s.o)); /* malformed options: act as if there were none */
     struct tcp_pcb *pcb = tcp_lookup(st, s.dst, s.h.dport, s.src, s.h.sport);
     if (pcb && pcb->state == TCPS_TIME_WAIT && (s.flags & TCP_SYN) && !(s.flags & TCP_ACK) &&

@@ -4,71 +4,6 @@
 
 #include "stack/tcp_impl.h"
 
-#define OPT_EOL       0
-#define OPT_NOP       1
-#define OPT_MSS       2
-#define OPT_WS        3
-#define OPT_SACK_PERM 4
-#define OPT_SACK      5
-#define OPT_TS        8
-
-int tcp_parse_opts(const uint8_t *p, uint32_t len, bool syn, struct tcp_opts *o)
-{
-    memset(o, 0, sizeof(*o));
-    uint32_t i = 0;
-    while (i < len) {
-        uint8_t kind = p[i];
-        if (kind == OPT_EOL)
-            break;
-        if (kind == OPT_NOP) {
-            i++;
-            continue;
-        }
-        if (i + 1 >= len || p[i + 1] < 2 || i + p[i + 1] > len)
-            return -EBADMSG; /* malformed: RFC 9293 3.1 says ignore the rest; we stop */
-        uint8_t olen = p[i + 1];
-        const uint8_t *v = p + i + 2;
-        switch (kind) {
-        case OPT_MSS:
-            if (olen == 4 && syn) {
-                o->mss_ok = true;
-                o->mss = rd16(v);
-            }
-            break;
-        case OPT_WS:
-            if (olen == 3 && syn) {
-                o->ws_ok = true;
-                o->ws = v[0] > 14 ? 14 : v[0]; /* RFC 7323 2.3: larger shifts mean 14 */
-            }
-            break;
-        case OPT_SACK_PERM:
-            if (olen == 2 && syn)
-                o->sack_perm = true;
-            break;
-        case OPT_TS:
-            if (olen == 10) {
-                o->ts_ok = true;
-                o->tsval = rd32(v);
-                o->tsecr = rd32(v + 4);
-            }
-            break;
-        case OPT_SACK:
-            if (olen >= 10 && (olen - 2) % 8 == 0 && !syn) {
-                for (uint32_t k = 0; k < (olen - 2u) / 8 && o->nsack < 4; k++) {
-                    o->sack[o->nsack].start = rd32(v + 8 * k);
-                    o->sack[o->nsack].end = rd32(v + 8 * k + 4);
-                    o->nsack++;
-                }
-            }
-            break;
-        default:
-            break; /* unknown options are ignored (RFC 9293 3.2) */
-        }
-        i += olen;
-    }
-    return 0;
-}
-
 /* The window to advertise: free receive space, with receiver-side SWS avoidance (RFC 9293
  * 3.8.6.2.2): the right edge moves only in steps of at least min(space/2, MSS), and never
  * moves left. */
@@ -149,39 +84,39 @@ static uint32_t build_opts(struct stack *st, struct tcp_pcb *pcb, uint8_t flags,
 {
     uint32_t n = 0;
     if (flags & TCP_SYN) {
-        o[n++] = OPT_MSS;
+        o[n++] = TCPOPT_MSS;
         o[n++] = 4;
         wr16(o + n, pcb->adv_mss);
         n += 2;
         bool syn_only = !(flags & TCP_ACK);
         if (syn_only ? st->par.tcp_sack : pcb->sack_ok) {
-            o[n++] = OPT_SACK_PERM;
+            o[n++] = TCPOPT_SACK_PERM;
             o[n++] = 2;
         } else {
-            o[n++] = OPT_NOP;
-            o[n++] = OPT_NOP;
+            o[n++] = TCPOPT_NOP;
+            o[n++] = TCPOPT_NOP;
         }
         if (syn_only ? st->par.tcp_timestamps : pcb->ts_ok) {
-            o[n++] = OPT_TS;
+            o[n++] = TCPOPT_TS;
             o[n++] = 10;
             wr32(o + n, tcp_tsval(st, pcb));
             wr32(o + n + 4, syn_only ? 0 : pcb->ts_recent);
             n += 8;
         }
         if (syn_only ? st->par.tcp_window_scaling : pcb->ws_ok) {
-            o[n++] = OPT_NOP;
-            o[n++] = OPT_WS;
+            o[n++] = TCPOPT_NOP;
+            o[n++] = TCPOPT_WS;
             o[n++] = 3;
             o[n++] = pcb->rcv_wscale;
         }
         while (n & 3)
-            o[n++] = OPT_NOP;
+            o[n++] = TCPOPT_NOP;
         return n;
     }
     if (pcb->ts_ok) {
-        o[n++] = OPT_NOP;
-        o[n++] = OPT_NOP;
-        o[n++] = OPT_TS;
+        o[n++] = TCPOPT_NOP;
+        o[n++] = TCPOPT_NOP;
+        o[n++] = TCPOPT_TS;
         o[n++] = 10;
         wr32(o + n, tcp_tsval(st, pcb));
         wr32(o + n + 4, pcb->ts_recent);
@@ -190,9 +125,9 @@ static uint32_t build_opts(struct stack *st, struct tcp_pcb *pcb, uint8_t flags,
     if (pcb->sack_ok && (pcb->nooo || pcb->dsack) && !(flags & TCP_RST)) {
         uint32_t max = (TCP_OPT_SPACE - n - 4) / 8, d = pcb->dsack ? 1 : 0;
         uint32_t k = pcb->nooo ? sack_blocks(pcb, max - d) : 0;
-        o[n++] = OPT_NOP;
-        o[n++] = OPT_NOP;
-        o[n++] = OPT_SACK;
+        o[n++] = TCPOPT_NOP;
+        o[n++] = TCPOPT_NOP;
+        o[n++] = TCPOPT_SACK;
         o[n++] = (uint8_t)(2 + 8 * (k + d));
         if (d) { /* RFC 2883: the D-SACK block first, reported once */
             wr32(o + n, pcb->dsack_start);

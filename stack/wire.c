@@ -203,6 +203,64 @@ int tcp_parse(const uint8_t *p, size_t len, struct tcp_view *v)
     return 0;
 }
 
+/* RFC 9293 3.1, RFC 7323, RFC 2018. */
+int tcp_opts_parse(const uint8_t *p, uint32_t len, bool syn, struct tcp_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    uint32_t i = 0;
+    while (i < len) {
+        uint8_t kind = p[i];
+        if (kind == TCPOPT_EOL)
+            break;
+        if (kind == TCPOPT_NOP) {
+            i++;
+            continue;
+        }
+        if (i + 1 >= len || p[i + 1] < 2 || i + p[i + 1] > len)
+            return -EBADMSG; /* malformed: RFC 9293 3.1 says ignore the rest; we stop */
+        uint8_t olen = p[i + 1];
+        const uint8_t *v = p + i + 2;
+        switch (kind) {
+        case TCPOPT_MSS:
+            if (olen == 4 && syn) {
+                o->mss_ok = true;
+                o->mss = rd16(v);
+            }
+            break;
+        case TCPOPT_WS:
+            if (olen == 3 && syn) {
+                o->ws_ok = true;
+                o->ws = v[0] > 14 ? 14 : v[0]; /* RFC 7323 2.3: larger shifts mean 14 */
+            }
+            break;
+        case TCPOPT_SACK_PERM:
+            if (olen == 2 && syn)
+                o->sack_perm = true;
+            break;
+        case TCPOPT_TS:
+            if (olen == 10) {
+                o->ts_ok = true;
+                o->tsval = rd32(v);
+                o->tsecr = rd32(v + 4);
+            }
+            break;
+        case TCPOPT_SACK:
+            if (olen >= 10 && (olen - 2) % 8 == 0 && !syn) {
+                for (uint32_t k = 0; k < (olen - 2u) / 8 && o->nsack < 4; k++) {
+                    o->sack[o->nsack].start = rd32(v + 8 * k);
+                    o->sack[o->nsack].end = rd32(v + 8 * k + 4);
+                    o->nsack++;
+                }
+            }
+            break;
+        default:
+            break; /* unknown options are ignored (RFC 9293 3.2) */
+        }
+        i += olen;
+    }
+    return 0;
+}
+
 char *ip4_fmt(uint32_t a, char *buf)
 {
     snprintf(buf, 16, "%u.%u.%u.%u", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255);

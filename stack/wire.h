@@ -206,6 +206,28 @@ struct tcp_view {
 #define TCP_URG 0x20
 int tcp_parse(const uint8_t *p, size_t len, struct tcp_view *v);
 
+/* TCP options (kinds, RFC 9293 3.1), and what a segment's options say. */
+#define TCPOPT_EOL       0
+#define TCPOPT_NOP       1
+#define TCPOPT_MSS       2
+#define TCPOPT_WS        3
+#define TCPOPT_SACK_PERM 4
+#define TCPOPT_SACK      5
+#define TCPOPT_TS        8
+struct tcp_opts {
+    bool mss_ok, ws_ok, sack_perm, ts_ok;
+    uint16_t mss;
+    uint8_t ws; /* at most 14 (RFC 7323 2.3) */
+    uint32_t tsval, tsecr;
+    struct {
+        uint32_t start, end;
+    } sack[4];
+    uint8_t nsack;
+};
+/* Options of a segment (syn: the ones only a SYN carries count). 0, or -EBADMSG for a
+ * malformed list (what came before it stays parsed). */
+int tcp_opts_parse(const uint8_t *p, uint32_t len, bool syn, struct tcp_opts *o);
+
 /* Address helpers (host order). */
 static inline uint32_t ip4_mask(uint8_t plen)
 {

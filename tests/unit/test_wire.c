@@ -182,3 +182,29 @@ Test(wire, icmp_quote_view)
     q[0] = 0x65; /* not IPv4 */
     cr_assert_eq(icmp_quote_parse(q, 32, &v), -EBADMSG);
 }
+
+/* TCP options: what a SYN carries, the 14 cap of the window scale, SACK blocks only
+ * outside SYNs, and a malformed list. */
+Test(wire, tcp_options)
+{
+    const uint8_t syn[] = {
+        TCPOPT_MSS, 4, 0x05, 0xb4, TCPOPT_SACK_PERM, 2,         TCPOPT_TS, 10, 0, 0, 0, 1,
+        0,          0, 0,    0,    TCPOPT_NOP,       TCPOPT_WS, 3,         15};
+    struct tcp_opts o;
+    cr_assert_eq(tcp_opts_parse(syn, sizeof(syn), true, &o), 0);
+    cr_assert(o.mss_ok && o.mss == 1460);
+    cr_assert(o.sack_perm && o.ts_ok && o.tsval == 1 && o.tsecr == 0);
+    cr_assert(o.ws_ok && o.ws == 14, "a shift above 14 is 14 (RFC 7323 2.3)");
+    cr_assert_eq(tcp_opts_parse(syn, sizeof(syn), false, &o), 0);
+    cr_assert(!o.mss_ok && !o.ws_ok && !o.sack_perm, "SYN-only options outside a SYN");
+    const uint8_t sack[] = {TCPOPT_NOP, TCPOPT_NOP, TCPOPT_SACK, 10, 0, 0, 0, 100, 0, 0, 0, 200};
+    cr_assert_eq(tcp_opts_parse(sack, sizeof(sack), false, &o), 0);
+    cr_assert_eq(o.nsack, 1);
+    cr_assert(o.sack[0].start == 100 && o.sack[0].end == 200);
+    cr_assert_eq(tcp_opts_parse(sack, sizeof(sack), true, &o), 0);
+    cr_assert_eq(o.nsack, 0, "no SACK blocks on a SYN");
+    const uint8_t bad[] = {TCPOPT_MSS, 9, 0x05, 0xb4};
+    cr_assert_eq(tcp_opts_parse(bad, sizeof(bad), true, &o), -EBADMSG);
+    const uint8_t zero[] = {TCPOPT_TS, 0};
+    cr_assert_eq(tcp_opts_parse(zero, sizeof(zero), false, &o), -EBADMSG, "length below 2");
+}
