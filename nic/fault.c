@@ -154,6 +154,18 @@ static void deliver(struct fault_dir *d, struct fault_out *o, struct pktbuf *pb)
         pktq_push(&d->ready, pb);
 }
 
+/* The delayed frames that are due, in FIFO order. */
+static void deliver_due(struct fault_dir *d, struct fault_out *o, uint64_t now)
+{
+    while (d->count && d->ring[d->head].release <= now) {
+        struct fault_slot *s = &d->ring[d->head];
+        d->head = (d->head + 1) & (FAULT_DELAY_SLOTS - 1);
+        d->count--;
+        deliver(d, o, s->pb);
+        s->pb = NULL;
+    }
+}
+
 /* Last stage: the delay queue (or straight out when there is no delay). */
 static void stage_delay(struct nic_fault *f, struct fault_dir *d, struct fault_out *o,
                         struct pktbuf *pb, uint64_t now, struct stack_counters *cnt)
@@ -230,13 +242,7 @@ int nic_fault_apply(struct nic_fault *f, bool tx, struct pktbuf **in, int n, str
         stage_delay(f, d, &o, h, now, cnt);
     }
     /* 3. Delayed frames that are due, in FIFO order. */
-    while (d->count && d->ring[d->head].release <= now) {
-        struct fault_slot *s = &d->ring[d->head];
-        d->head = (d->head + 1) & (FAULT_DELAY_SLOTS - 1);
-        d->count--;
-        deliver(d, &o, s->pb);
-        s->pb = NULL;
-    }
+    deliver_due(d, &o, now);
     /* 4. The new frames. */
     for (int i = 0; i < n; i++) {
         struct pktbuf *pb = in[i];
@@ -265,13 +271,7 @@ int nic_fault_apply(struct nic_fault *f, bool tx, struct pktbuf **in, int n, str
             stage_reorder(f, d, &o, dup, now, cnt);
     }
     /* 5. With a zero delay, frames just queued may already be due. */
-    while (d->count && d->ring[d->head].release <= now) {
-        struct fault_slot *s = &d->ring[d->head];
-        d->head = (d->head + 1) & (FAULT_DELAY_SLOTS - 1);
-        d->count--;
-        deliver(d, &o, s->pb);
-        s->pb = NULL;
-    }
+    deliver_due(d, &o, now);
     return o.n;
 }
 

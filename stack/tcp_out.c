@@ -227,18 +227,17 @@ static int tcp_xmit(struct stack *st, struct tcp_pcb *pcb, uint32_t seq, uint8_t
 
 /* RFC 8985 7.2: the probe timeout, or 0 when no probe is due. A probe needs SACK (what it
  * elicits must show what is missing), no recovery or back-off in progress, and an RTT. */
+/* The states in which data (or a FIN) may be in flight and sent (RFC 9293 3.3.2). */
+static bool sends_data(enum tcp_state s)
+{
+    return s == TCPS_ESTABLISHED || s == TCPS_CLOSE_WAIT || s == TCPS_FIN_WAIT_1 ||
+           s == TCPS_CLOSING || s == TCPS_LAST_ACK;
+}
+
 static uint64_t tlp_timeout(const struct tcp_pcb *pcb)
 {
-    switch (pcb->state) {
-    case TCPS_ESTABLISHED:
-    case TCPS_CLOSE_WAIT:
-    case TCPS_FIN_WAIT_1:
-    case TCPS_CLOSING:
-    case TCPS_LAST_ACK:
-        break;
-    default:
+    if (!sends_data(pcb->state))
         return 0;
-    }
     if (!pcb->sack_ok || pcb->in_recovery || pcb->tlp_out || pcb->backoff || !pcb->srtt_us ||
         pcb->snd_una == pcb->snd_max)
         return 0;
@@ -618,23 +617,11 @@ void tcp_rxt_check(struct tcp_pcb *pcb)
 
 void tcp_output(struct stack *st, struct tcp_pcb *pcb)
 {
-    switch (pcb->state) {
-    case TCPS_ESTABLISHED:
-    case TCPS_CLOSE_WAIT:
-    case TCPS_FIN_WAIT_1:
-    case TCPS_CLOSING:
-    case TCPS_LAST_ACK:
-        break;
-    case TCPS_FIN_WAIT_2:
-    case TCPS_TIME_WAIT:
-        if (pcb->ack_now)
+    if (!sends_data(pcb->state)) {
+        if ((pcb->state == TCPS_FIN_WAIT_2 || pcb->state == TCPS_TIME_WAIT) && pcb->ack_now)
             tcp_send_ack(st, pcb);
-        return;
-    case TCPS_SYN_RECEIVED:
-        if (pcb->ack_now && !pcb->from_cookie)
+        else if (pcb->state == TCPS_SYN_RECEIVED && pcb->ack_now && !pcb->from_cookie)
             tcp_send_syn(st, pcb);
-        return;
-    default:
         return;
     }
     if (!pcb->buf) {

@@ -159,24 +159,25 @@ void tcp_rtx_timer(struct timer *t, void *ctx, uint64_t now)
         tcp_arm_rtx(st, pcb);
 }
 
-void tcp_delack_timer(struct timer *t, void *ctx, uint64_t now)
+/* The delayed-ACK timer (ack: an ACK is due) and the pacing timer (a paced connection
+ * may send again: tcp_output's pacing gate armed it) both end in tcp_output. */
+static void output_timer(struct stack *st, struct tcp_pcb *pcb, bool ack)
 {
-    struct stack *st = ctx;
-    struct tcp_pcb *pcb = container_of(t, struct tcp_pcb, t_delack);
     if (pcb->state == TCPS_CLOSED || pcb->state == TCPS_LISTEN)
         return;
-    pcb->ack_now = true;
+    if (ack)
+        pcb->ack_now = true;
     tcp_output(st, pcb);
 }
 
-/* A paced connection may send again (tcp_output's pacing gate armed this). */
+void tcp_delack_timer(struct timer *t, void *ctx, uint64_t now)
+{
+    output_timer(ctx, container_of(t, struct tcp_pcb, t_delack), true);
+}
+
 void tcp_pace_timer(struct timer *t, void *ctx, uint64_t now)
 {
-    struct stack *st = ctx;
-    struct tcp_pcb *pcb = container_of(t, struct tcp_pcb, t_pace);
-    if (pcb->state == TCPS_CLOSED || pcb->state == TCPS_LISTEN)
-        return;
-    tcp_output(st, pcb);
+    output_timer(ctx, container_of(t, struct tcp_pcb, t_pace), false);
 }
 
 void tcp_arm_keepalive(struct stack *st, struct tcp_pcb *pcb)
