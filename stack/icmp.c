@@ -26,17 +26,16 @@ void icmp_send_error(struct stack *st, const struct pktbuf *orig, uint8_t type, 
                      uint32_t info)
 {
     const uint8_t *oh = pktbuf_data(orig);
-    if (orig->len < IP4_HLEN)
+    struct ip4_view ip;
+    if (ip4_peek(oh, orig->len, &ip) != IP4_OK)
         return;
-    uint32_t ihl = (oh[0] & 0x0f) * 4u;
-    uint32_t src = rd32(oh + 12), dst = rd32(oh + 16);
-    uint16_t frag = rd16(oh + 6);
+    uint32_t ihl = ip.ihl, src = ip.src, dst = ip.dst;
     /* RFC 1122 3.2.2: never about an ICMP error, a non-first fragment, a broadcast or
      * multicast datagram, or one whose source is not a unicast host. */
-    if ((frag & IP4_OFFMASK) || ip4_is_bcast(st, dst) || ip4_is_mcast(dst) ||
-        ip4_is_bcast(st, src) || ip4_is_mcast(src) || src == 0 || ihl < IP4_HLEN || ihl > orig->len)
+    if ((ip.frag & IP4_OFFMASK) || ip4_is_bcast(st, dst) || ip4_is_mcast(dst) ||
+        ip4_is_bcast(st, src) || ip4_is_mcast(src) || src == 0)
         return;
-    if (oh[9] == IPPROTO_ICMP_ && orig->len >= ihl + 1) {
+    if (ip.proto == IPPROTO_ICMP_ && orig->len >= ihl + 1) {
         uint8_t t = oh[ihl];
         if (t != ICMP_ECHO && t != ICMP_ECHOREPLY && t != 13 && t != 14)
             return;
@@ -53,14 +52,11 @@ void icmp_send_error(struct stack *st, const struct pktbuf *orig, uint8_t type, 
         return;
     }
     uint8_t *p = pktbuf_put(pb, ICMP_HLEN + qlen);
-    p[0] = type;
-    p[1] = code;
-    wr16(p + 2, 0);
     /* Frag-needed carries the next-hop MTU in the low 16 bits (RFC 1191 4). */
-    wr32(p + 4,
-         type == ICMP_DEST_UNREACH && code == ICMP_UNREACH_NEEDFRAG ? (info & 0xffff) : info);
+    icmp_write(p, type, code,
+               type == ICMP_DEST_UNREACH && code == ICMP_UNREACH_NEEDFRAG ? (info & 0xffff) : info);
     memcpy(p + ICMP_HLEN, oh, qlen);
-    wr16(p + 2, csum(p, ICMP_HLEN + qlen));
+    wr16(p + ICMP_CSUM_OFF, csum(p, ICMP_HLEN + qlen));
     CNT_INC(&st->cnt, icmp_tx);
     if (type == ICMP_TIME_EXCEEDED)
         CNT_INC(&st->cnt, icmp_tx_time_exceeded);
@@ -114,9 +110,8 @@ void icmp_input(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip)
             goto drop;
         }
         /* Turn the request into the reply in place (RFC 792: same data, id, seq). */
-        p[0] = ICMP_ECHOREPLY;
-        wr16(p + 2, 0);
-        wr16(p + 2, csum(p, len));
+        icmp_write(p, ICMP_ECHOREPLY, 0, rd32(p + 4));
+        wr16(p + ICMP_CSUM_OFF, csum(p, len));
         uint32_t to = ip->src, from = ip->dst;
         uint8_t tos = ip->tos;
         pktbuf_pull(pb, ip->ihl);
@@ -141,4 +136,26 @@ void icmp_input(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip)
     }
 drop:
     pktbuf_free(pb);
+}
+
+/* An echo request from the stack itself (shmnetctl ping; the reply is counted). */
+int stack_ping(struct stack *st, uint32_t dst, uint16_t id, uint16_t seq, uint32_t size)
+{
+    if (size > 65507 - ICMP_HLEN)
+        return -EMSGSIZE;
+    struct pktbuf_pool *pool =
+        size + ICMP_HLEN + 64 > st->pool.bufsize - PKTBUF_HEADROOM ? &st->large : &st->pool;
+    struct pktbuf *pb = pktbuf_alloc(pool);
+    if (!pb) {
+        CNT_INC(&st->cnt, ip4_drop_nobuf);
+        return -ENOBUFS;
+    }
+    uint8_t *p = pktbuf_put(pb, ICMP_HLEN + size);
+    icmp_write(p, ICMP_ECHO, 0, (uint32_t)id << 16 | seq);
+    for (uint32_t i = 0; i < size; i++)
+        p[ICMP_HLEN + i] = (uint8_t)i;
+    wr16(p + ICMP_CSUM_OFF, csum(p, ICMP_HLEN + size));
+    st->ping_last_seq = seq;
+    CNT_INC(&st->cnt, icmp_tx);
+    return ip4_output(st, pb, 0, dst, IPPROTO_ICMP_, st->par.default_ttl, 0, false);
 }

@@ -74,9 +74,8 @@ static void ip4_forward(struct stack *st, struct pktbuf *pb, const struct ip4_vi
         return;
     }
     uint8_t *h = pktbuf_data(pb);
-    h[8]--;
-    wr16(h + 10, 0);
-    wr16(h + 10, csum(h, ip->ihl));
+    ip4_set_ttl(h, (uint8_t)(ip->ttl - 1));
+    ip4_fix_csum(h, ip->ihl);
     struct ip4_view fwd = *ip;
     fwd.ttl--;
     if (!hook_run(st, HOOK_POSTROUTING, &fwd, h + ip->ihl, pb->len - ip->ihl)) {
@@ -239,6 +238,12 @@ static int ip4_fragment(struct stack *st, struct pktbuf *pb, int ifidx, uint32_t
 {
     const uint8_t *h = pktbuf_data(pb);
     uint32_t hl = IP4_HLEN;
+    struct ip4_view ip;
+    if (ip4_peek(h, pb->len, &ip) != IP4_OK) { /* we wrote it: cannot */
+        CNT_INC(&st->cnt, ip4_drop_len);
+        pktbuf_free(pb);
+        return -EINVAL;
+    }
     uint32_t payload = pb->len - hl;
     uint32_t chunk = (mtu - hl) & ~7u;
     int rc = 0;
@@ -253,8 +258,7 @@ static int ip4_fragment(struct stack *st, struct pktbuf *pb, int ifidx, uint32_t
         uint8_t *fh = pktbuf_put(f, hl + n);
         memcpy(fh + hl, h + hl + off, n);
         uint16_t flags = (uint16_t)((off + n < payload ? IP4_MF : 0) | (off / 8));
-        ip4_write(fh, h[1], (uint16_t)(hl + n), rd16(h + 4), flags, h[8], h[9], rd32(h + 12),
-                  rd32(h + 16));
+        ip4_write(fh, ip.tos, (uint16_t)(hl + n), ip.id, flags, ip.ttl, ip.proto, ip.src, ip.dst);
         CNT_INC(&st->cnt, ip4_frag_created);
         arp_output(st, ifidx, nh, f);
     }

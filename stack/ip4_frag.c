@@ -273,10 +273,8 @@ struct pktbuf *ip4_reasm(struct stack *st, struct pktbuf *pb, const struct ip4_v
     out->len = hlen + total;
     out->ifindex = ifindex;
     uint8_t *h = pktbuf_data(out);
-    wr16(h + 2, (uint16_t)out->len);
-    wr16(h + 6, 0); /* no MF, offset 0 */
-    wr16(h + 10, 0);
-    wr16(h + 10, csum(h, hlen));
+    ip4_set_len_frag(h, (uint16_t)out->len, 0); /* no MF, offset 0 */
+    ip4_fix_csum(h, (uint8_t)hlen);
     CNT_INC(&st->cnt, ip4_reasm_ok);
     return out;
 drop:

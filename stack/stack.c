@@ -278,31 +278,6 @@ void stack_apply_tunables(struct stack *st, const struct stack_params *p)
     memcpy(c->rules, p->rules, sizeof(c->rules));
 }
 
-int stack_ping(struct stack *st, uint32_t dst, uint16_t id, uint16_t seq, uint32_t size)
-{
-    if (size > 65507 - ICMP_HLEN)
-        return -EMSGSIZE;
-    struct pktbuf_pool *pool =
-        size + ICMP_HLEN + 64 > st->pool.bufsize - PKTBUF_HEADROOM ? &st->large : &st->pool;
-    struct pktbuf *pb = pktbuf_alloc(pool);
-    if (!pb) {
-        CNT_INC(&st->cnt, ip4_drop_nobuf);
-        return -ENOBUFS;
-    }
-    uint8_t *p = pktbuf_put(pb, ICMP_HLEN + size);
-    p[0] = ICMP_ECHO;
-    p[1] = 0;
-    wr16(p + 2, 0);
-    wr16(p + 4, id);
-    wr16(p + 6, seq);
-    for (uint32_t i = 0; i < size; i++)
-        p[ICMP_HLEN + i] = (uint8_t)i;
-    wr16(p + 2, csum(p, ICMP_HLEN + size));
-    st->ping_last_seq = seq;
-    CNT_INC(&st->cnt, icmp_tx);
-    return ip4_output(st, pb, 0, dst, IPPROTO_ICMP_, st->par.default_ttl, 0, false);
-}
-
 size_t stack_report_neigh(struct stack *st, char *buf, size_t cap)
 {
     return arp_report(st, buf, cap);

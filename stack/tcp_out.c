@@ -185,15 +185,8 @@ static int tcp_xmit(struct stack *st, struct tcp_pcb *pcb, uint32_t seq, uint8_t
     /* The right edge the peer now sees: what the field says, not what we meant. */
     if (!(flags & TCP_RST))
         pcb->rcv_adv = pcb->rcv_nxt + ((flags & TCP_SYN) ? wfield : wfield << pcb->rcv_wscale);
-    wr16(h, pcb->lport);
-    wr16(h + 2, pcb->rport);
-    wr32(h + 4, seq);
-    wr32(h + 8, (flags & TCP_ACK) ? pcb->rcv_nxt : 0);
-    h[12] = (uint8_t)((hl / 4) << 4);
-    h[13] = flags;
-    wr16(h + 14, (uint16_t)wfield);
-    wr16(h + 16, 0);
-    wr16(h + 18, 0);
+    tcp_write(h, pcb->lport, pcb->rport, seq, (flags & TCP_ACK) ? pcb->rcv_nxt : 0, (uint8_t)hl,
+              flags, (uint16_t)wfield);
     memcpy(h + TCP_HLEN, opts, olen);
     if (len)
         pcb->buf->snd_copy(pcb->ctx, seq - pcb->snd_una, len, h + hl);
@@ -201,9 +194,9 @@ static int tcp_xmit(struct stack *st, struct tcp_pcb *pcb, uint32_t seq, uint8_t
     if (gso) {
         /* Partial checksum: the pseudo-header sum only; the NIC finishes each segment. */
         pb->gso_size = (uint16_t)seg_size(pcb);
-        wr16(h + 16, (uint16_t)~csum_fold(pseudo));
+        wr16(h + TCP_CSUM_OFF, (uint16_t)~csum_fold(pseudo));
     } else {
-        wr16(h + 16, csum_fold(csum_partial(h, hl + len, pseudo)));
+        wr16(h + TCP_CSUM_OFF, csum_fold(csum_partial(h, hl + len, pseudo)));
     }
     if (flags & TCP_ACK) {
         pcb->ack_now = false;

@@ -196,14 +196,11 @@ int udp_output(struct stack *st, struct udp_pcb *pcb, uint32_t dst, uint16_t dpo
         return -ENOBUFS;
     }
     uint8_t *h = pktbuf_put(pb, need);
-    wr16(h, pcb->lport);
-    wr16(h + 2, dport);
-    wr16(h + 4, (uint16_t)need);
-    wr16(h + 6, 0);
+    udp_write(h, pcb->lport, dport, (uint16_t)need);
     memcpy(h + UDP_HLEN, data, len);
     uint16_t c =
         csum_fold(csum_partial(h, need, csum_pseudo4(src, dst, IPPROTO_UDP_, (uint16_t)need)));
-    wr16(h + 6, c ? c : 0xffff); /* RFC 768: a computed zero is sent as all ones */
+    wr16(h + UDP_CSUM_OFF, c ? c : 0xffff); /* RFC 768: a computed zero is sent as all ones */
     CNT_INC(&st->cnt, udp_tx);
     return ip4_output(st, pb, src, dst, IPPROTO_UDP_, pcb->ttl, pcb->tos, false);
 }

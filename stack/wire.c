@@ -97,6 +97,49 @@ void arp_write(uint8_t *p, uint16_t op, const uint8_t sha[ETH_ALEN], uint32_t sp
     wr32(p + 24, tpa);
 }
 
+static void ip4_fields(const uint8_t *p, struct ip4_view *v)
+{
+    v->tot_len = rd16(p + 2);
+    v->tos = p[1];
+    v->id = rd16(p + 4);
+    v->frag = rd16(p + 6);
+    v->ttl = p[8];
+    v->proto = p[9];
+    v->csum = rd16(p + 10);
+    v->src = rd32(p + 12);
+    v->dst = rd32(p + 16);
+    v->opts = p + IP4_HLEN;
+    v->optlen = v->ihl - IP4_HLEN;
+}
+
+enum ip4_parse_err ip4_peek(const uint8_t *p, size_t len, struct ip4_view *v)
+{
+    if (len < IP4_HLEN)
+        return IP4_ERR_SHORT;
+    v->ihl = (uint8_t)((p[0] & 0x0f) * 4);
+    if (v->ihl < IP4_HLEN || v->ihl > len)
+        return IP4_ERR_IHL;
+    ip4_fields(p, v);
+    return IP4_OK;
+}
+
+void ip4_set_ttl(uint8_t *p, uint8_t ttl)
+{
+    p[8] = ttl;
+}
+
+void ip4_set_len_frag(uint8_t *p, uint16_t tot_len, uint16_t frag)
+{
+    wr16(p + 2, tot_len);
+    wr16(p + 6, frag);
+}
+
+void ip4_fix_csum(uint8_t *p, uint8_t ihl)
+{
+    wr16(p + 10, 0);
+    wr16(p + 10, csum(p, ihl));
+}
+
 enum ip4_parse_err ip4_parse(const uint8_t *p, size_t len, struct ip4_view *v)
 {
     if (len < IP4_HLEN)
@@ -112,16 +155,7 @@ enum ip4_parse_err ip4_parse(const uint8_t *p, size_t len, struct ip4_view *v)
     /* Verify over the header as received: a correct header sums to zero (RFC 1071). */
     if (csum(p, v->ihl) != 0)
         return IP4_ERR_CSUM;
-    v->tos = p[1];
-    v->id = rd16(p + 4);
-    v->frag = rd16(p + 6);
-    v->ttl = p[8];
-    v->proto = p[9];
-    v->csum = rd16(p + 10);
-    v->src = rd32(p + 12);
-    v->dst = rd32(p + 16);
-    v->opts = p + IP4_HLEN;
-    v->optlen = v->ihl - IP4_HLEN;
+    ip4_fields(p, v);
     return IP4_OK;
 }
 
@@ -168,6 +202,36 @@ int icmp_quote_parse(const uint8_t *q, size_t len, struct icmp_quote_view *v)
     v->dport = rd16(q + ihl + 2);
     v->l4_word1 = rd32(q + ihl + 4);
     return 0;
+}
+
+void icmp_write(uint8_t *p, uint8_t type, uint8_t code, uint32_t rest)
+{
+    p[0] = type;
+    p[1] = code;
+    wr16(p + ICMP_CSUM_OFF, 0);
+    wr32(p + 4, rest);
+}
+
+void udp_write(uint8_t *p, uint16_t sport, uint16_t dport, uint16_t len)
+{
+    wr16(p, sport);
+    wr16(p + 2, dport);
+    wr16(p + 4, len);
+    wr16(p + UDP_CSUM_OFF, 0);
+}
+
+void tcp_write(uint8_t *p, uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack, uint8_t hlen,
+               uint8_t flags, uint16_t win)
+{
+    wr16(p, sport);
+    wr16(p + 2, dport);
+    wr32(p + 4, seq);
+    wr32(p + 8, ack);
+    p[12] = (uint8_t)((hlen / 4) << 4);
+    p[13] = flags;
+    wr16(p + 14, win);
+    wr16(p + TCP_CSUM_OFF, 0);
+    wr16(p + 18, 0);
 }
 
 int udp_parse(const uint8_t *p, size_t len, struct udp_view *v)

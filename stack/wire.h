@@ -132,6 +132,13 @@ enum ip4_parse_err {
 };
 /* Validate per RFC 1122 3.2.1 / RFC 1812 5.2.2 and decode. */
 enum ip4_parse_err ip4_parse(const uint8_t *p, size_t len, struct ip4_view *v);
+/* The fields of a header this process parsed or wrote before (an ICMP error's subject,
+ * a datagram to fragment): the bounds are checked, the checksum and length are not. */
+enum ip4_parse_err ip4_peek(const uint8_t *p, size_t len, struct ip4_view *v);
+/* Rewrite fields of an IPv4 header in place; ip4_fix_csum afterwards. */
+void ip4_set_ttl(uint8_t *p, uint8_t ttl);
+void ip4_set_len_frag(uint8_t *p, uint16_t tot_len, uint16_t frag);
+void ip4_fix_csum(uint8_t *p, uint8_t ihl);
 static inline uint32_t ip4_frag_off(const struct ip4_view *v)
 {
     return (uint32_t)(v->frag & IP4_OFFMASK) * 8;
@@ -168,6 +175,10 @@ struct icmp_view {
     uint32_t bodylen;
 };
 int icmp_parse(const uint8_t *p, size_t len, struct icmp_view *v);
+/* Write an ICMP header (rest: the second word, id/seq or the next-hop MTU), checksum
+ * zero: the caller sums the message and stores it at ICMP_CSUM_OFF. */
+#define ICMP_CSUM_OFF 2
+void icmp_write(uint8_t *p, uint8_t type, uint8_t code, uint32_t rest);
 
 /* The datagram an ICMP error quotes (RFC 792, RFC 1812 4.3.2.3): an IPv4 header and at
  * least the first 8 bytes of what it carried, enough for the ports and, for TCP, the
@@ -187,6 +198,9 @@ struct udp_view {
     uint16_t sport, dport, len, csum;
 };
 int udp_parse(const uint8_t *p, size_t len, struct udp_view *v);
+/* Write a UDP header for len bytes (header included), checksum zero (UDP_CSUM_OFF). */
+#define UDP_CSUM_OFF 6
+void udp_write(uint8_t *p, uint16_t sport, uint16_t dport, uint16_t len);
 
 #define TCP_HLEN 20
 struct tcp_view {
@@ -205,6 +219,11 @@ struct tcp_view {
 #define TCP_ACK 0x10
 #define TCP_URG 0x20
 int tcp_parse(const uint8_t *p, size_t len, struct tcp_view *v);
+/* Write a TCP header of hlen bytes (options follow it, the caller's), checksum and urgent
+ * pointer zero (TCP_CSUM_OFF). */
+#define TCP_CSUM_OFF 16
+void tcp_write(uint8_t *p, uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack, uint8_t hlen,
+               uint8_t flags, uint16_t win);
 
 /* TCP options (kinds, RFC 9293 3.1), and what a segment's options say. */
 #define TCPOPT_EOL       0

@@ -208,3 +208,39 @@ Test(wire, tcp_options)
     const uint8_t zero[] = {TCPOPT_TS, 0};
     cr_assert_eq(tcp_opts_parse(zero, sizeof(zero), false, &o), -EBADMSG, "length below 2");
 }
+
+/* Header writers and in-place rewrites give what the parsers read back. */
+Test(wire, writers_read_back)
+{
+    uint8_t ip[24];
+    ip4_write(ip, 0x10, 24, 7, 0, 64, 17, 0x0a000001u, 0x0a000002u);
+    struct ip4_view v;
+    cr_assert_eq(ip4_parse(ip, sizeof(ip), &v), IP4_OK);
+    ip4_set_ttl(ip, 63);
+    cr_assert_eq(ip4_parse(ip, sizeof(ip), &v), IP4_ERR_CSUM, "the old checksum");
+    cr_assert_eq(ip4_peek(ip, sizeof(ip), &v), IP4_OK, "peek does not check it");
+    ip4_set_len_frag(ip, 24, IP4_MF | 3);
+    ip4_fix_csum(ip, IP4_HLEN);
+    cr_assert_eq(ip4_parse(ip, sizeof(ip), &v), IP4_OK);
+    cr_assert(v.ttl == 63 && v.frag == (IP4_MF | 3) && v.id == 7 && v.tos == 0x10);
+    cr_assert_eq(ip4_peek(ip, 19, &v), IP4_ERR_SHORT);
+
+    uint8_t t[20];
+    tcp_write(t, 1234, 80, 1000, 2000, 20, TCP_SYN | TCP_ACK, 65535);
+    struct tcp_view tv;
+    cr_assert_eq(tcp_parse(t, sizeof(t), &tv), 0);
+    cr_assert(tv.sport == 1234 && tv.dport == 80 && tv.seq == 1000 && tv.ack == 2000);
+    cr_assert(tv.doff == 20 && tv.flags == (TCP_SYN | TCP_ACK) && tv.win == 65535 && !tv.csum);
+
+    uint8_t u[8];
+    udp_write(u, 53, 4000, 8);
+    struct udp_view uv;
+    cr_assert_eq(udp_parse(u, sizeof(u), &uv), 0);
+    cr_assert(uv.sport == 53 && uv.dport == 4000 && uv.len == 8 && !uv.csum);
+
+    uint8_t ic[8];
+    icmp_write(ic, ICMP_ECHO, 0, 0x00010002u);
+    struct icmp_view iv;
+    cr_assert_eq(icmp_parse(ic, sizeof(ic), &iv), 0);
+    cr_assert(iv.type == ICMP_ECHO && iv.code == 0 && iv.rest == 0x00010002u && !iv.csum);
+}
