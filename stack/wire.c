@@ -116,6 +116,8 @@ enum ip4_parse_err ip4_peek(const uint8_t *p, size_t len, struct ip4_view *v)
 {
     if (len < IP4_HLEN)
         return IP4_ERR_SHORT;
+    if (p[0] >> 4 != 4)
+        return IP4_ERR_VERSION;
     v->ihl = (uint8_t)((p[0] & 0x0f) * 4);
     if (v->ihl < IP4_HLEN || v->ihl > len)
         return IP4_ERR_IHL;

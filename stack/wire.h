@@ -133,7 +133,8 @@ enum ip4_parse_err {
 /* Validate per RFC 1122 3.2.1 / RFC 1812 5.2.2 and decode. */
 enum ip4_parse_err ip4_parse(const uint8_t *p, size_t len, struct ip4_view *v);
 /* The fields of a header this process parsed or wrote before (an ICMP error's subject,
- * a datagram to fragment): the bounds are checked, the checksum and length are not. */
+ * a datagram to fragment, one another worker handed over): the version and bounds are
+ * checked, the checksum and length are not. */
 enum ip4_parse_err ip4_peek(const uint8_t *p, size_t len, struct ip4_view *v);
 /* Rewrite fields of an IPv4 header in place; ip4_fix_csum afterwards. */
 void ip4_set_ttl(uint8_t *p, uint8_t ttl);
