@@ -28,8 +28,8 @@ CORE_SRC   := $(wildcard core/*.c) $(wildcard stack/*.c) $(filter-out %.bpf.c,$(
 CONF_SRC   := $(wildcard conf/*.c)
 SHM_SRC    := $(wildcard shm/*.c)
 DAEMON_SRC := $(wildcard daemon/*.c)
-CLIENT_SRC := $(filter-out libclient/preload.c,$(wildcard libclient/*.c))
-PRELOAD_SRC:= $(wildcard libclient/preload.c)
+CLIENT_SRC := $(filter-out libclient/preload%.c,$(wildcard libclient/*.c))
+PRELOAD_SRC:= $(wildcard libclient/preload*.c)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 TESTLIB_SRC:= $(wildcard tests/lib/*.c)
 
