@@ -144,20 +144,14 @@ void ip4_fix_csum(uint8_t *p, uint8_t ihl)
 
 enum ip4_parse_err ip4_parse(const uint8_t *p, size_t len, struct ip4_view *v)
 {
-    if (len < IP4_HLEN)
-        return IP4_ERR_SHORT;
-    if (p[0] >> 4 != 4)
-        return IP4_ERR_VERSION;
-    v->ihl = (uint8_t)((p[0] & 0x0f) * 4);
-    if (v->ihl < IP4_HLEN || v->ihl > len)
-        return IP4_ERR_IHL;
-    v->tot_len = rd16(p + 2);
+    enum ip4_parse_err e = ip4_peek(p, len, v);
+    if (e != IP4_OK)
+        return e;
     if (v->tot_len < v->ihl || v->tot_len > len)
         return IP4_ERR_LEN;
     /* Verify over the header as received: a correct header sums to zero (RFC 1071). */
     if (csum(p, v->ihl) != 0)
         return IP4_ERR_CSUM;
-    ip4_fields(p, v);
     return IP4_OK;
 }
 
