@@ -136,13 +136,14 @@ else:
     c.sendall(open(sys.argv[2], "rb").read())
 os._exit(0)
 ' "$1" "$2" >"$3" 2>&1 &
-    HARNESS_PIDS+=($!)
+    SERVER_PID=$!
+    HARNESS_PIDS+=("$SERVER_PID")
     wait_until 5 grep -qE "LISTENING|BIND" "$3"
 }
 first_done() { ! kill -0 "$1" 2>/dev/null; }
 py_server 7105 "$T/200k" "$T/s1"
 late_client 7105 4 "$T/c1"
-if check orph_restart_first_served wait_until 10 first_done "${HARNESS_PIDS[-2]}"; then
+if check orph_restart_first_served wait_until 10 first_done "$SERVER_PID"; then
     py_server 7105 - "$T/s2"
     if grep -q LISTENING "$T/s2"; then
         pass orphan_restart_rebinds
