@@ -76,10 +76,13 @@ $(BUILD)/shmnetctl: $(call obj,tools/shmnetctl.c)
 $(BUILD)/libshmnet.so: $(call obj,$(CLIENT_SRC) $(SHM_SRC))
 	$(CC) $(LDFLAGS) -shared -Wl,-soname,libshmnet.so -o $@ $^ -lpthread
 
-# The interposer's copy of libshmnet calls libc directly, never the interposers around it
-# (its libc calls are renamed to shmnet_sys_*, see libclient/preload.c).
+# The interposer's copy of libshmnet calls libc directly, never the interposers around it:
+# its parts are linked into one object whose libc calls are renamed to shmnet_sys_*
+# (see libclient/preload.c).
 $(BUILD)/obj/libclient/shmnet_preload.o: $(call obj,$(CLIENT_SRC)) libclient/preload.syms
-	objcopy --redefine-syms=libclient/preload.syms $< $@
+	ld -r -o $@.tmp $(call obj,$(CLIENT_SRC))
+	objcopy --redefine-syms=libclient/preload.syms $@.tmp $@
+	@rm -f $@.tmp
 
 $(BUILD)/libshmnet_preload.so: $(call obj,$(PRELOAD_SRC) $(SHM_SRC)) $(BUILD)/obj/libclient/shmnet_preload.o
 	$(CC) $(LDFLAGS) -shared -Wl,-soname,libshmnet_preload.so -o $@ $^ -ldl -lpthread
@@ -87,6 +90,9 @@ $(BUILD)/libshmnet_preload.so: $(call obj,$(PRELOAD_SRC) $(SHM_SRC)) $(BUILD)/ob
 $(BUILD)/tests/unit_%: $(call obj,tests/unit/test_%.c $(TESTLIB_SRC)) $(DAEMON_LIB) $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -lcriterion $(LDLIBS_D)
+
+# libshmnet is not in the core archive: its test links the library's parts.
+$(BUILD)/tests/unit_libclient: $(call obj,$(CLIENT_SRC))
 
 # ---- tests ----
 deps:

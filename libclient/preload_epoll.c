@@ -363,7 +363,7 @@ static int ep_wait(struct ep *e, struct epoll_event *ev, int max, int64_t ns, co
             break;
         if (t < spin_end) {
             for (int i = 0; i < 16 && !(k = ep_scan(e, ev, max)); i++)
-                shmnet__spin_yield(); /* see shmnet.c */
+                shmnet__spin_yield(); /* see channel.c */
             if (k)
                 break;
             continue;

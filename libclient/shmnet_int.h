@@ -43,7 +43,7 @@ void shmnet__set_warn_hint(const char *unreachable, const char *denied);
 
 /* Busy-wait budget before sleeping (SHMNET_SPIN_US), in ns. */
 int64_t shmnet__spin_ns(void);
-/* One pause of such a busy wait: yields the CPU (see shmnet.c). */
+/* One pause of such a busy wait: yields the CPU (see channel.c). */
 void shmnet__spin_yield(void);
 
 #endif

@@ -1,4 +1,4 @@
-/* libshmnet (libclient/shmnet.c): argument validation and behaviour without a daemon, and
+/* libshmnet (libclient/): argument validation and behaviour without a daemon, and
  * the whole client side against a fake daemon thread that implements the shm.h contract
  * (attach over a unix socket, memfd region, request/completion rings, a loopback UDP
  * "stack" that moves TX records of one socket into the RX fifo of the socket bound to the
@@ -20,9 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
-/* The library is not part of the core archive: compile it in (also gives the tests its
- * internals, e.g. the channel bitmap). */
-#include "libclient/shmnet.c"
+/* The library's internals (the current session, its channel claims). */
+#include "libclient/client_impl.h"
 
 /* ------------------------------------------------------------------ the fake daemon */
 
