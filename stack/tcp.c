@@ -286,13 +286,74 @@ bool tcp_route_tso(struct stack *st, uint32_t dst)
     return route_lookup(st, dst, &ifidx, &nh) == 0 && st->ifs[ifidx].tso;
 }
 
-void tcp_notify_closed(struct tcp_pcb *pcb, int err)
+static void ev_queue(struct tcp_table *t, struct tcp_pcb *pcb)
+{
+    if (pcb->ev_queued)
+        return;
+    pcb->ev_queued = true;
+    pcb->ev_next = NULL;
+    if (t->ev_tail)
+        t->ev_tail->ev_next = pcb;
+    else
+        t->ev_head = pcb;
+    t->ev_tail = pcb;
+}
+
+void tcp_ev_post(struct stack *st, struct tcp_pcb *pcb, enum tcp_event e, int err)
+{
+    if (!pcb->ev || pcb->closed_sent)
+        return;
+    if (!st->tcp->ev_hold) {
+        pcb->ev(pcb->ctx, pcb, e, err);
+        return;
+    }
+    pcb->ev_mask |= (uint8_t)(1u << e);
+    if (e == TCP_EV_CLOSED)
+        pcb->ev_err = err;
+    ev_queue(st->tcp, pcb);
+}
+
+void tcp_ev_hold(struct stack *st)
+{
+    st->tcp->ev_hold++;
+}
+
+void tcp_ev_release(struct stack *st)
+{
+    struct tcp_table *t = st->tcp;
+
+    if (--t->ev_hold)
+        return;
+    while (t->ev_head) {
+        struct tcp_pcb *p = t->ev_head;
+        t->ev_head = p->ev_next;
+        if (!t->ev_head)
+            t->ev_tail = NULL;
+        p->ev_queued = false;
+        uint8_t m = p->ev_mask;
+        p->ev_mask = 0;
+        /* In enum order, which is the order they can happen in; CLOSED is last. An owner
+         * callback that calls the stack gets its events at once (no hold now). */
+        for (int e = TCP_EV_CONNECTED; e <= TCP_EV_CLOSED && p->ev; e++)
+            if (m & (1u << e))
+                p->ev(p->ctx, p, (enum tcp_event)e, e == TCP_EV_CLOSED ? p->ev_err : 0);
+        if (p->free_held) {
+            p->free_held = false;
+            if (!p->owned && !p->in_accept_q && p->state == TCPS_CLOSED)
+                tcp_free(st, p);
+        }
+    }
+}
+
+void tcp_notify_closed(struct stack *st, struct tcp_pcb *pcb, int err)
 {
     if (pcb->closed_sent || !pcb->ev)
         return;
+    /* From here the owner's buffers are no longer ours to touch, and no other event
+     * follows, whether CLOSED goes now or is held. */
+    pcb->buf = NULL;
+    tcp_ev_post(st, pcb, TCP_EV_CLOSED, err);
     pcb->closed_sent = true;
-    pcb->ev(pcb->ctx, pcb, TCP_EV_CLOSED, err);
-    pcb->buf = NULL; /* the owner's buffers are no longer ours to touch */
 }
 
 static void listener_drop_children(struct stack *st, struct tcp_pcb *l);
@@ -345,9 +406,18 @@ void tcp_set_closed(struct stack *st, struct tcp_pcb *pcb, int err)
     timer_cancel(&st->tw, &pcb->t_delack);
     timer_cancel(&st->tw, &pcb->t_keep);
     timer_cancel(&st->tw, &pcb->t_pace);
-    tcp_notify_closed(pcb, err);
-    if (!pcb->owned && !pcb->in_accept_q)
-        tcp_free(st, pcb);
+    tcp_notify_closed(st, pcb, err);
+    /* Not freed while its events are held: the segment being processed may still look at
+     * it, and a free pcb can be handed out again at once (to the SYN that reuses a
+     * TIME_WAIT 4-tuple, say). tcp_ev_release frees it. */
+    if (!pcb->owned && !pcb->in_accept_q) {
+        if (pcb->ev_queued || st->tcp->ev_hold) {
+            pcb->free_held = true;
+            ev_queue(st->tcp, pcb);
+        } else {
+            tcp_free(st, pcb);
+        }
+    }
 }
 
 void tcp_enter_time_wait(struct stack *st, struct tcp_pcb *pcb)
@@ -361,7 +431,7 @@ void tcp_enter_time_wait(struct stack *st, struct tcp_pcb *pcb)
     pcb->persist = false;
     timer_arm(&st->tw, &pcb->t_rtx, st->now + (uint64_t)st->par.tcp_time_wait_ms * NS_PER_MS);
     /* Everything we sent is acknowledged: the owner's buffers are free. */
-    tcp_notify_closed(pcb, 0);
+    tcp_notify_closed(st, pcb, 0);
 }
 
 static void listener_drop_children(struct stack *st, struct tcp_pcb *l)
@@ -599,7 +669,8 @@ void tcp_close(struct stack *st, struct tcp_pcb *pcb)
 void tcp_abort(struct stack *st, struct tcp_pcb *pcb)
 {
     pcb->owned = false;
-    pcb->closed_sent = true; /* no events */
+    pcb->closed_sent = true; /* no events, not even those held */
+    pcb->ev_mask = 0;
     pcb->buf = NULL;
     if (pcb->state != TCPS_CLOSED && pcb->state != TCPS_LISTEN && pcb->state != TCPS_SYN_SENT &&
         pcb->state != TCPS_TIME_WAIT)

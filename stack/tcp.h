@@ -88,15 +88,19 @@ struct tcp_rxt {
 struct tcp_cc_ops;
 
 struct tcp_pcb {
-    struct tcp_pcb *hnext;  /* connection or listener hash chain */
-    struct tcp_pcb *qnext;  /* listener's SYN / accept queue */
-    struct tcp_pcb *parent; /* listener, while queued there */
-    struct tcp_pcb *fnext;  /* free list */
+    struct tcp_pcb *hnext;   /* connection or listener hash chain */
+    struct tcp_pcb *qnext;   /* listener's SYN / accept queue */
+    struct tcp_pcb *parent;  /* listener, while queued there */
+    struct tcp_pcb *fnext;   /* free list (pcbs are type-stable: docs/tcp.md) */
+    struct tcp_pcb *ev_next; /* the stack's list of pcbs with events held (tcp_ev_hold) */
     enum tcp_state state;
     uint32_t laddr, raddr;
     uint16_t lport, rport;
     bool hashed, listen_hashed, owned, closed_by_app, in_accept_q, closed_sent, from_cookie;
     bool orphan; /* closed by its owner with data or a FIN still to deliver (tcp_orphans) */
+    bool ev_queued, free_held; /* on the held-events list; to be freed after delivery */
+    uint8_t ev_mask;           /* held events, bit per enum tcp_event */
+    int ev_err;                /* err of a held TCP_EV_CLOSED */
 
     /* send sequence space (RFC 9293 3.3.1) */
     uint32_t iss, snd_una, snd_nxt, snd_max, snd_wl1, snd_wl2;

@@ -21,6 +21,8 @@ struct tcp_table {
     struct tcp_pcb *conn[TCP_HASH];
     struct tcp_pcb *lis[TCP_LHASH];
     struct tcp_pcb *free;
+    struct tcp_pcb *ev_head, *ev_tail; /* pcbs with held events, in order of the first */
+    uint32_t ev_hold;                  /* > 0: events are held (tcp_ev_hold) */
     void **chunks;
     uint32_t nchunks, allocated, in_use;
     uint32_t count; /* hashed connections */
@@ -68,7 +70,13 @@ uint32_t tcp_cookie_make(const struct stack *st, const struct tcp_seg *s, uint16
 uint16_t tcp_cookie_check(const struct stack *st, const struct tcp_seg *s);
 /* The connection is over: timers off, unhashed, owner told once; freed if unowned. */
 void tcp_set_closed(struct stack *st, struct tcp_pcb *pcb, int err);
-void tcp_notify_closed(struct tcp_pcb *pcb, int err);
+void tcp_notify_closed(struct stack *st, struct tcp_pcb *pcb, int err);
+/* Owner events raised while a segment is processed are held and delivered, in enum
+ * order, once it has been processed (tcp_ev_release), so the owner never frees its
+ * context while the stack still works on the connection. Outside a hold they go at once. */
+void tcp_ev_post(struct stack *st, struct tcp_pcb *pcb, enum tcp_event e, int err);
+void tcp_ev_hold(struct stack *st);
+void tcp_ev_release(struct stack *st);
 void tcp_enter_time_wait(struct stack *st, struct tcp_pcb *pcb);
 uint16_t tcp_route_mss(struct stack *st, uint32_t dst);
 bool tcp_route_tso(struct stack *st, uint32_t dst);

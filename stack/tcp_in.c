@@ -5,12 +5,6 @@
 
 #include "stack/tcp_impl.h"
 
-static void ev(struct tcp_pcb *pcb, enum tcp_event e, int err)
-{
-    if (pcb->ev && !pcb->closed_sent)
-        pcb->ev(pcb->ctx, pcb, e, err);
-}
-
 /* ---- RTT and RTO (RFC 6298 2) ---- */
 void tcp_update_rtt(struct stack *st, struct tcp_pcb *pcb, uint32_t r)
 {
@@ -243,7 +237,7 @@ static bool child_established(struct stack *st, struct tcp_pcb *c)
         l->acc_head = c;
     l->acc_tail = c;
     l->acc_qlen++;
-    ev(l, TCP_EV_ACCEPTABLE, 0);
+    tcp_ev_post(st, l, TCP_EV_ACCEPTABLE, 0);
     return true;
 }
 
@@ -391,7 +385,7 @@ static void syn_sent_input(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg
         established(st, pcb);
         pcb->max_snd_wnd = pcb->snd_wnd;
         pcb->ack_now = true;
-        ev(pcb, TCP_EV_CONNECTED, 0);
+        tcp_ev_post(st, pcb, TCP_EV_CONNECTED, 0);
         tcp_output(st, pcb);
         return;
     }
@@ -601,7 +595,7 @@ static bool process_ack(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s
         else if (!pcb->persist)
             tcp_arm_rtx(st, pcb); /* RFC 6298 5.3 */
         if (data)
-            ev(pcb, TCP_EV_WRITABLE, 0);
+            tcp_ev_post(st, pcb, TCP_EV_WRITABLE, 0);
         if (fin_ack)
             fin_acked(st, pcb);
         return pcb->state != TCPS_CLOSED;
@@ -647,7 +641,7 @@ static void deliver_fin(struct stack *st, struct tcp_pcb *pcb)
     pcb->rcv_nxt++;
     pcb->fin_rcvd = true;
     pcb->ack_now = true;
-    ev(pcb, TCP_EV_FIN, 0);
+    tcp_ev_post(st, pcb, TCP_EV_FIN, 0);
     switch (pcb->state) {
     case TCPS_SYN_RECEIVED:
     case TCPS_ESTABLISHED:
@@ -754,7 +748,7 @@ static void process_data(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *
         if (adv) {
             pcb->buf->rcv_commit(pcb->ctx, adv);
             pcb->rcv_nxt += adv;
-            ev(pcb, TCP_EV_READABLE, 0);
+            tcp_ev_post(st, pcb, TCP_EV_READABLE, 0);
         }
         /* ACK policy (RFC 9293 3.8.6.3, RFC 5681 4.2): every second full segment, at once
          * when a hole was filled or during quick-ack, else within tcp_delack_ms. A PSH
@@ -920,7 +914,7 @@ static void conn_input(struct stack *st, struct tcp_pcb *pcb, struct tcp_seg *s)
                 return;
         } else { /* simultaneous open completes */
             established(st, pcb);
-            ev(pcb, TCP_EV_CONNECTED, 0);
+            tcp_ev_post(st, pcb, TCP_EV_CONNECTED, 0);
         }
     } else if (pcb->state == TCPS_TIME_WAIT) {
         if (s->flags & TCP_FIN) { /* the peer lost our last ACK: again, and restart 2MSL */
@@ -947,6 +941,33 @@ static bool tw_reusable(const struct tcp_pcb *tw, const struct tcp_seg *s)
     if (tw->ts_ok && s->o.ts_ok)
         return SEQ_GT(s->o.tsval, tw->ts_recent);
     return SEQ_GT(s->seq, tw->rcv_nxt);
+}
+
+/* One parsed segment to its connection, or to a listener, or a RST. */
+static void seg_input(struct stack *st, struct tcp_seg *s)
+{
+    struct tcp_pcb *pcb = tcp_lookup(st, s->dst, s->h.dport, s->src, s->h.sport);
+    if (pcb && pcb->state == TCPS_TIME_WAIT && (s->flags & TCP_SYN) && !(s->flags & TCP_ACK) &&
+        tw_reusable(pcb, s) && tcp_lookup_listener(st, s->dst, s->h.dport)) {
+        CNT_INC(&st->cnt, tcp_tw_reuse);
+        tcp_set_closed(st, pcb, 0);
+        pcb = NULL;
+    }
+    if (!pcb) {
+        struct tcp_pcb *l = tcp_lookup_listener(st, s->dst, s->h.dport);
+        if (l) {
+            bool done;
+            listen_input(st, l, s, &done);
+        } else {
+            CNT_INC(&st->cnt, tcp_drop_no_port);
+            tcp_send_rst_for(st, s);
+        }
+        return;
+    }
+    if (pcb->state == TCPS_SYN_SENT)
+        syn_sent_input(st, pcb, s);
+    else
+        conn_input(st, pcb, s);
 }
 
 int tcp_input(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip)
@@ -982,28 +1003,11 @@ int tcp_input(struct stack *st, struct pktbuf *pb, const struct ip4_view *ip)
     s.len = len - s.h.doff;
     if (tcp_opts_parse(s.h.opts, s.h.optlen, s.flags & TCP_SYN, &s.o))
         memset(&s.o, 0, sizeof(s.o)); /* malformed options: act as if there were none */
-    struct tcp_pcb *pcb = tcp_lookup(st, s.dst, s.h.dport, s.src, s.h.sport);
-    if (pcb && pcb->state == TCPS_TIME_WAIT && (s.flags & TCP_SYN) && !(s.flags & TCP_ACK) &&
-        tw_reusable(pcb, &s) && tcp_lookup_listener(st, s.dst, s.h.dport)) {
-        CNT_INC(&st->cnt, tcp_tw_reuse);
-        tcp_set_closed(st, pcb, 0);
-        pcb = NULL;
-    }
-    if (!pcb) {
-        struct tcp_pcb *l = tcp_lookup_listener(st, s.dst, s.h.dport);
-        if (l) {
-            bool done;
-            listen_input(st, l, &s, &done);
-        } else {
-            CNT_INC(&st->cnt, tcp_drop_no_port);
-            tcp_send_rst_for(st, &s);
-        }
-        goto out;
-    }
-    if (pcb->state == TCPS_SYN_SENT)
-        syn_sent_input(st, pcb, &s);
-    else
-        conn_input(st, pcb, &s);
+    /* The owner hears of what this segment did once it has been processed (lwIP's rule):
+     * no owner callback runs on state the stack is still changing. */
+    tcp_ev_hold(st);
+    seg_input(st, &s);
+    tcp_ev_release(st);
 out:
     pktbuf_free(pb);
     return 0;

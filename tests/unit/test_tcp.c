@@ -676,3 +676,35 @@ Test(tcp, syn_to_broadcast_dropped_and_counted)
     cr_assert_eq(stest_cnt(&p.b, "tcp_tx"), tx0, "nothing answered");
     pair_fini(&p);
 }
+
+/* The owner hears of a segment once it has been processed: the WRITABLE that the ACK of
+ * a segment raises comes after the data that segment carries is in the receive buffer, so
+ * the owner never acts on a connection the stack is still changing. */
+static uint32_t writable_rcv_nxt;
+static void spy_event(void *ctx, struct tcp_pcb *pcb, enum tcp_event ev, int err)
+{
+    if (ev == TCP_EV_WRITABLE && !writable_rcv_nxt)
+        writable_rcv_nxt = pcb->rcv_nxt;
+    tbuf_event(ctx, pcb, ev, err);
+}
+
+Test(tcp, events_come_after_the_segment_is_processed)
+{
+    struct pair p;
+    uint8_t d[100] = {1};
+    pair_init(&p, NULL, 64 * 1024);
+    p.cli->ev = spy_event;
+    p.srv->quickacks = 0; /* so its ACK waits for its data */
+    tbuf_write(&p.ca, d, sizeof(d));
+    tcp_output(&p.a.st, p.cli);
+    step(&p, T_MS / 10); /* the server has the data; its ACK is delayed */
+    cr_assert_eq(p.cli->snd_una + sizeof(d), p.cli->snd_nxt, "not acked yet");
+    uint32_t before = p.cli->rcv_nxt;
+    tbuf_write(&p.sb, d, sizeof(d));
+    tcp_output(&p.b.st, p.srv); /* data with the ACK of the client's bytes */
+    for (int i = 0; i < 10 && p.cli->rcv_nxt == before; i++)
+        step(&p, T_MS / 10);
+    cr_assert_eq(p.cli->rcv_nxt, before + sizeof(d));
+    cr_assert_eq(writable_rcv_nxt, before + sizeof(d), "WRITABLE came before the data was in");
+    pair_fini(&p);
+}
