@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/list.h"
+
 #define PKTBUF_HEADROOM 128u
 
 struct pktbuf_pool;
@@ -147,12 +149,7 @@ static inline void pktq_init(struct pktbuf_queue *q)
 
 static inline void pktq_push(struct pktbuf_queue *q, struct pktbuf *pb)
 {
-    pb->next = NULL;
-    if (q->tail)
-        q->tail->next = pb;
-    else
-        q->head = pb;
-    q->tail = pb;
+    FIFO_APPEND(q->head, q->tail, pb, next);
     q->len++;
 }
 

@@ -279,6 +279,14 @@ int sock_call(struct csock *s, struct shm_req *req, struct shm_cpl *cpl, enum op
     return 0;
 }
 
+/* sock_call for a request whose answer is an error or success: 0 (cpl filled), the
+ * request's -errno, or the errno for a dead session. */
+int sock_request(struct csock *s, struct shm_req *req, struct shm_cpl *cpl)
+{
+    int r = sock_call(s, req, cpl, OP_OTHER);
+    return r < 0 ? r : (cpl->result < 0 ? cpl->result : 0);
+}
+
 /* Wake this process's threads blocked on s (close, shutdown): their channel eventfds. */
 void sock_wake_local(struct csock *s)
 {

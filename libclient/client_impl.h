@@ -285,6 +285,7 @@ int chan_sleep(struct attach *a, int ch, int64_t timeout_ns);
 int att_call(struct attach *a, struct part *pt, struct shm_req *req, struct shm_cpl *out);
 int dead_err(const struct csock *s, enum op_kind k);
 int sock_call(struct csock *s, struct shm_req *req, struct shm_cpl *cpl, enum op_kind k);
+int sock_request(struct csock *s, struct shm_req *req, struct shm_cpl *cpl);
 void sock_wake_local(struct csock *s);
 void sock_waiters(struct csock *s, uint64_t bit, bool set);
 int sock_wait(struct csock *s, ready_fn ready, uint32_t arg, int64_t deadline);

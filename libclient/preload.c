@@ -202,11 +202,19 @@ int migrate(int fd)
     return 0;
 }
 
-EXPORT int bind(int fd, const struct sockaddr *a, socklen_t l)
+/* Who serves bind or connect to address a: 1 shmnet, 0 the kernel (a kernel socket, or a
+ * shmnet socket given a loopback address, which moves there first), -1 a failed move. */
+static int served_by(int fd, const struct sockaddr *a, socklen_t l)
 {
     if (sn(fd) && is_loopback(a, l) && migrate(fd) < 0)
         return -1;
-    return sn(fd) ? shmnet_bind(fd, a, l) : REAL(bind)(fd, a, l);
+    return sn(fd);
+}
+
+EXPORT int bind(int fd, const struct sockaddr *a, socklen_t l)
+{
+    int by = served_by(fd, a, l);
+    return by < 0 ? -1 : by ? shmnet_bind(fd, a, l) : REAL(bind)(fd, a, l);
 }
 
 EXPORT int listen(int fd, int backlog)
@@ -214,29 +222,28 @@ EXPORT int listen(int fd, int backlog)
     return sn(fd) ? shmnet_listen(fd, backlog) : REAL(listen)(fd, backlog);
 }
 
-EXPORT int accept4(int fd, struct sockaddr *a, socklen_t *l, int flags)
+/* accept on a shmnet listener: the new fd is a shmnet socket too. */
+static int sn_accept(int fd, struct sockaddr *a, socklen_t *l, int flags)
 {
-    if (!sn(fd))
-        return REAL(accept4)(fd, a, l, flags);
     int c = shmnet_accept4(fd, a, l, flags);
     mark(c, flags & SOCK_CLOEXEC);
     return c;
 }
 
+EXPORT int accept4(int fd, struct sockaddr *a, socklen_t *l, int flags)
+{
+    return sn(fd) ? sn_accept(fd, a, l, flags) : REAL(accept4)(fd, a, l, flags);
+}
+
 EXPORT int accept(int fd, struct sockaddr *a, socklen_t *l)
 {
-    if (!sn(fd))
-        return REAL(accept)(fd, a, l);
-    int c = shmnet_accept(fd, a, l);
-    mark(c, false);
-    return c;
+    return sn(fd) ? sn_accept(fd, a, l, 0) : REAL(accept)(fd, a, l);
 }
 
 EXPORT int connect(int fd, const struct sockaddr *a, socklen_t l)
 {
-    if (sn(fd) && is_loopback(a, l) && migrate(fd) < 0)
-        return -1;
-    return sn(fd) ? shmnet_connect(fd, a, l) : REAL(connect)(fd, a, l);
+    int by = served_by(fd, a, l);
+    return by < 0 ? -1 : by ? shmnet_connect(fd, a, l) : REAL(connect)(fd, a, l);
 }
 
 EXPORT int shutdown(int fd, int how)
@@ -463,18 +470,21 @@ EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
     return iov_recv(fd, iov, (size_t)cnt, 0, NULL, NULL, &trunc);
 }
 
+/* The msghdr checks of sendmsg and recvmsg (false: errno set). */
+static bool msg_ok(const struct msghdr *m)
+{
+    if (m && m->msg_iovlen <= IOV_MAX)
+        return true;
+    errno = m ? EMSGSIZE : EFAULT;
+    return false;
+}
+
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
 {
     if (!sn(fd))
         return REAL(sendmsg)(fd, m, flags);
-    if (!m) {
-        errno = EFAULT;
+    if (!msg_ok(m))
         return -1;
-    }
-    if (m->msg_iovlen > IOV_MAX) {
-        errno = EMSGSIZE;
-        return -1;
-    }
     /* Control messages (IP_PKTINFO, ...) are not supported and ignored. */
     return iov_send(fd, m->msg_iov, m->msg_iovlen, flags, m->msg_name,
                     m->msg_name ? m->msg_namelen : 0);
@@ -486,14 +496,8 @@ EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 
     if (!sn(fd))
         return REAL(recvmsg)(fd, m, flags);
-    if (!m) {
-        errno = EFAULT;
+    if (!msg_ok(m))
         return -1;
-    }
-    if (m->msg_iovlen > IOV_MAX) {
-        errno = EMSGSIZE;
-        return -1;
-    }
     socklen_t nl = m->msg_name ? m->msg_namelen : 0;
     ssize_t r = iov_recv(fd, m->msg_iov, m->msg_iovlen, flags, m->msg_name,
                          m->msg_name ? &nl : NULL, &trunc);

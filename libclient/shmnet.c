@@ -120,9 +120,7 @@ static int do_bind(struct csock *s, const struct sockaddr *sa, socklen_t len)
     struct shm_cpl cpl = {0};
     int r = get_sockaddr(sa, len, &req.addr, &req.port);
 
-    if (r == 0)
-        r = sock_call(s, &req, &cpl, OP_OTHER);
-    return r < 0 ? r : (cpl.result < 0 ? cpl.result : 0);
+    return r < 0 ? r : sock_request(s, &req, &cpl);
 }
 
 int shmnet_bind(int fd, const struct sockaddr *addr, socklen_t addrlen)
@@ -150,11 +148,9 @@ static int do_connect(struct csock *s, const struct sockaddr *sa, socklen_t len)
         r = get_sockaddr(sa, len, &req.addr, &req.port);
     }
     if (r == 0)
-        r = sock_call(s, &req, &cpl, OP_OTHER);
+        r = sock_request(s, &req, &cpl);
     if (r < 0)
         return r;
-    if (cpl.result < 0)
-        return cpl.result;
     __atomic_store_n(&s->connected, !dissolve, __ATOMIC_RELAXED);
     return 0;
 }
@@ -197,11 +193,9 @@ static int do_getname(struct csock *s, uint32_t op, struct sockaddr *sa, socklen
     int r = check_out_addr(sa, len);
 
     if (r == 0)
-        r = sock_call(s, &req, &cpl, OP_OTHER);
+        r = sock_request(s, &req, &cpl);
     if (r < 0)
         return r;
-    if (cpl.result < 0)
-        return cpl.result;
     put_sockaddr(sa, len, cpl.addr, cpl.port);
     return 0;
 }

@@ -85,11 +85,9 @@ static int do_setsockopt(struct csock *s, int level, int name, const void *val, 
         req.handle = s->handle;
         return att_call(s->att, s->pt, &req, NULL) < 0 ? dead_err(s, OP_OTHER) : 0;
     }
-    r = sock_call(s, &req, &cpl, OP_OTHER);
+    r = sock_request(s, &req, &cpl);
     if (r < 0)
         return r;
-    if (cpl.result < 0)
-        return cpl.result;
     if (s->type == SOCK_STREAM)
         opt_record(s, &req);
     if (level == SOL_SOCKET && name == SO_LINGER && len >= sizeof(struct linger)) {
@@ -152,11 +150,9 @@ static int do_getsockopt(struct csock *s, int level, int name, void *val, sockle
             break;
         }
     }
-    r = sock_call(s, &req, &cpl, OP_OTHER);
+    r = sock_request(s, &req, &cpl);
     if (r < 0)
         return r;
-    if (cpl.result < 0)
-        return cpl.result;
     if (cpl.optlen > SHM_OPT_MAX)
         cpl.optlen = SHM_OPT_MAX;
     if (s->type == SOCK_STREAM && level == IPPROTO_TCP && name == TCP_INFO) {

@@ -244,11 +244,9 @@ static int do_listen(struct csock *s, int backlog)
     bool group = s->att->nparts > 1 && st != TS_LISTEN;
     if (group)
         req.flags = SHM_REQ_GROUP;
-    r = sock_call(s, &req, &cpl, OP_OTHER);
+    r = sock_request(s, &req, &cpl);
     if (r < 0)
         return r;
-    if (cpl.result < 0)
-        return cpl.result;
     if (group && cpl.optlen == 1 && cpl.opt[0] == 1) {
         r = listen_group(s, cpl.port, backlog);
         if (r < 0)

@@ -6,6 +6,7 @@
  * timeout. Overlaps drop the whole datagram (as Linux does since FragmentSmack, RFC 5722
  * for IPv6); exact duplicates drop only the copy. When a limit is hit, the oldest datagram
  * is evicted, so a flood of never-completed fragments cannot starve real traffic for long. */
+#include "core/list.h"
 #include "stack/stack_impl.h"
 
 #include <errno.h>
@@ -160,13 +161,8 @@ static struct frag_dgram *frag_new(struct stack *st, const struct ip4_view *ip)
     uint32_t h = frag_hash(ip->src, ip->dst, ip->id, ip->proto);
     d->hnext = ft->hash[h];
     ft->hash[h] = d;
-    d->onext = NULL;
     d->oprev = ft->newest;
-    if (ft->newest)
-        ft->newest->onext = d;
-    else
-        ft->oldest = d;
-    ft->newest = d;
+    FIFO_APPEND(ft->oldest, ft->newest, d, onext);
     ft->count++;
     timer_arm(&st->tw, &d->tmr, st->now + (uint64_t)st->par.frag_timeout_ms * NS_PER_MS);
     return d;

@@ -291,12 +291,7 @@ static void ev_queue(struct tcp_table *t, struct tcp_pcb *pcb)
     if (pcb->ev_queued)
         return;
     pcb->ev_queued = true;
-    pcb->ev_next = NULL;
-    if (t->ev_tail)
-        t->ev_tail->ev_next = pcb;
-    else
-        t->ev_head = pcb;
-    t->ev_tail = pcb;
+    FIFO_APPEND(t->ev_head, t->ev_tail, pcb, ev_next);
 }
 
 void tcp_ev_post(struct stack *st, struct tcp_pcb *pcb, enum tcp_event e, int err)

@@ -2,6 +2,7 @@
 #ifndef SHMNET_TCP_IMPL_H
 #define SHMNET_TCP_IMPL_H
 
+#include "core/list.h"
 #include "stack/stack_impl.h"
 #include "stack/tcp.h"
 

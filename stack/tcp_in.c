@@ -231,11 +231,7 @@ static bool child_established(struct stack *st, struct tcp_pcb *c)
     }
     c->parent = l;
     c->in_accept_q = true;
-    if (l->acc_tail)
-        l->acc_tail->qnext = c;
-    else
-        l->acc_head = c;
-    l->acc_tail = c;
+    FIFO_APPEND(l->acc_head, l->acc_tail, c, qnext);
     l->acc_qlen++;
     tcp_ev_post(st, l, TCP_EV_ACCEPTABLE, 0);
     return true;
