@@ -85,9 +85,10 @@ struct sock_priv {
 /* The family area: MAP_SHARED | MAP_ANONYMOUS, created at attach, inherited by fork.
  * Processes of one family trust each other (they are one program). */
 struct fam {
-    int32_t proc_pid[FAM_PROCS]; /* atomic: slot owner; 0 free; -pid reserved by a forker */
-    uint32_t next_share;         /* atomic: round robin once all channels are claimed */
-    int forked;                  /* atomic: a process of the family has forked */
+    int32_t proc_pid[FAM_PROCS];  /* atomic: slot owner; 0 free; -pid reserved by a forker */
+    uint64_t proc_img[FAM_PROCS]; /* the owner's image when it took the slot (proc_image) */
+    uint32_t next_share;          /* atomic: round robin once all channels are claimed */
+    int forked;                   /* atomic: a process of the family has forked */
     /* ring state per part and channel; the claim (owner, users) is in part 0's */
     struct chan_priv ch[SHM_MAX_PARTS][SHM_MAX_CHANNELS];
     struct sock_priv sock[]; /* part k's slot i at k * nsocks + i */
@@ -270,7 +271,9 @@ bool att_alive(struct attach *a, bool force);
 void att_ctl_event(struct attach *a, short revents);
 void fam_mutex_init(pthread_mutex_t *m);
 int fam_lock(pthread_mutex_t *m);
-bool proc_alive(int32_t pid);
+uint64_t proc_image(int32_t pid);
+bool proc_alive(const struct fam *f, int slot);
+void proc_register(struct fam *f, int slot);
 bool holders_alive(const struct attach *a, uint64_t holders);
 uint64_t proc_bit(const struct attach *a);
 bool thread_alive(int32_t pid, int32_t tid);

@@ -25,7 +25,7 @@ static void atfork_prepare(void)
     __atomic_store_n(&a->fam->forked, 1, __ATOMIC_RELAXED);
     for (int i = 0; i < FAM_PROCS && fork_slot < 0; i++) {
         int32_t p = __atomic_load_n(&a->fam->proc_pid[i], __ATOMIC_ACQUIRE);
-        if (p && (i == a->proc_slot || proc_alive(p)))
+        if (p && (i == a->proc_slot || proc_alive(a->fam, i)))
             continue;
         if (__atomic_compare_exchange_n(&a->fam->proc_pid[i], &p, -getpid(), false,
                                         __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
@@ -55,7 +55,7 @@ static void atfork_child(void)
     if (fork_att) {
         fork_att->proc_slot = fork_slot;
         if (fork_slot >= 0)
-            __atomic_store_n(&fork_att->fam->proc_pid[fork_slot], getpid(), __ATOMIC_RELEASE);
+            proc_register(fork_att->fam, fork_slot);
     }
     /* Re-initialised, not unlocked: the child's thread has a new tid. */
     fdt_fork_reinit();

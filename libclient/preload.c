@@ -540,16 +540,25 @@ EXPORT int recvmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags, struct
     return (int)i;
 }
 
-/* sendfile to (or from) a shmnet socket: through a buffer; a short send ends it, as on a
- * non-blocking kernel socket. */
+/* sendfile with a shmnet socket: through a buffer, read from the file at an explicit
+ * position (pread), so nothing is taken from the file that was not sent: with offset NULL
+ * the file position ends just past what was sent, through short sends and EAGAIN. A short
+ * send ends the call, as on a non-blocking kernel socket. As for Linux's sendfile, `in`
+ * must be a file one can seek in: a socket or a pipe there gets EINVAL. */
 static ssize_t copy_fds(int out, int in, off_t *offset, size_t count)
 {
     uint8_t buf[65536];
     size_t done = 0;
+    off_t pos = offset ? *offset : lseek(in, 0, SEEK_CUR);
 
+    if (pos < 0) {
+        if (errno == ESPIPE)
+            errno = EINVAL;
+        return -1;
+    }
     while (done < count) {
         size_t want = count - done < sizeof(buf) ? count - done : sizeof(buf);
-        ssize_t n = offset ? pread(in, buf, want, *offset) : read(in, buf, want);
+        ssize_t n = pread(in, buf, want, pos);
         if (n <= 0) {
             if (n < 0 && done == 0)
                 return -1;
@@ -562,13 +571,14 @@ static ssize_t copy_fds(int out, int in, off_t *offset, size_t count)
             break;
         }
         done += (size_t)w;
-        if (offset)
-            *offset += w;
-        else if (w < n)
-            lseek(in, w - n, SEEK_CUR); /* give back what was read but not sent */
+        pos += w;
         if (w < n)
             break;
     }
+    if (offset)
+        *offset = pos;
+    else
+        lseek(in, pos, SEEK_SET);
     return (ssize_t)done;
 }
 
@@ -588,6 +598,12 @@ EXPORT ssize_t sendfile64(int out, int in, off64_t *offset, size_t count)
 
 /* ------------------------------------------------------------------ fds */
 
+void fd_closed(int fd)
+{
+    unmark(fd);
+    ep_free_fd(fd);
+}
+
 EXPORT int close(int fd)
 {
     if (sn(fd)) {
@@ -595,8 +611,7 @@ EXPORT int close(int fd)
         ep_forget_fd(fd);
         return shmnet_close(fd);
     }
-    unmark(fd);
-    ep_free_fd(fd);
+    fd_closed(fd);
     return REAL(close)(fd);
 }
 

@@ -1,5 +1,6 @@
 /* Internal interfaces of libshmnet_preload.so, shared by preload.c (the interposers of
- * the socket calls, poll and select, fds) and preload_epoll.c (epoll). Everything here is
+ * the socket calls, poll and select, fds), preload_epoll.c (epoll) and preload_syscall.c
+ * (syscall(), close_range, closefrom). Everything here is
  * hidden: the library exports only the interposers (EXPORT) and libshmnet's API. */
 #ifndef SHMNET_PRELOAD_INT_H
 #define SHMNET_PRELOAD_INT_H
@@ -86,6 +87,9 @@ struct preload_libc {
     int (*epoll_wait)(int, struct epoll_event *, int, int);
     int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
     int (*epoll_pwait2)(int, struct epoll_event *, int, const struct timespec *, const sigset_t *);
+    long (*syscall)(long, ...);
+    int (*close_range)(unsigned, unsigned, int);
+    void (*closefrom)(int);
 };
 
 extern struct preload_libc real INTERNAL;
@@ -102,6 +106,9 @@ INTERNAL bool sn(int fd); /* fd is a shmnet socket */
 /* A socket bound or connected to 127/8 becomes a kernel socket under the same number. */
 INTERNAL int migrate(int fd);
 INTERNAL int64_t ts_ns(const struct timespec *t); /* ns; NULL: -1 (none), invalid: -2 */
+/* A kernel fd is being closed by the kernel itself (close_range): forget what the
+ * interposer knew of it. */
+INTERNAL void fd_closed(int fd);
 
 /* preload_epoll.c: the fds an epoll instance watches, as fds close, dup and move */
 INTERNAL void ep_free_fd(int epfd);

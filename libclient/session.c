@@ -41,28 +41,73 @@ int fam_lock(pthread_mutex_t *m)
     return 0;
 }
 
-/* Is process pid (of this family) still running? Zombies count as gone: their fds are. */
-bool proc_alive(int32_t pid)
+/* Where process pid's image lies in memory (its code and its stack), folded into
+ * one word, from /proc/PID/stat: exec changes it (a new image, placed anew). 0 when
+ * unknown: the fields read as 0 for a process we may not trace (not dumpable). With
+ * zombie (may be NULL): whether it has exited and only waits to be reaped. */
+static uint64_t proc_stat(int32_t pid, bool *zombie)
 {
-    char path[64], buf[256];
+    char path[64], buf[1024];
+    uint64_t img = 0;
     ssize_t n;
     int fd;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')'); /* "pid (comm) S ...": field 3 follows */
+    if (!p || p[1] != ' ')
+        return 0;
+    if (zombie)
+        *zombie = p[2] == 'Z' || p[2] == 'X';
+    p += 2;
+    /* proc(5): field 26 startcode, 28 startstack; both fixed for the life of an image
+     * (unlike arg_start, which a process renaming itself may move). */
+    for (int field = 3; *p && field <= 28; field++) {
+        if (field == 26 || field == 28)
+            img = img * 1000003u ^ strtoull(p, NULL, 10);
+        p = strchr(p, ' ');
+        if (!p)
+            break;
+        p++;
+    }
+    return img;
+}
+
+uint64_t proc_image(int32_t pid)
+{
+    return proc_stat(pid, NULL);
+}
+
+/* This process takes family slot `slot`: its image first, then its pid (release: a
+ * reader that sees the pid sees the image that goes with it). */
+void proc_register(struct fam *f, int slot)
+{
+    __atomic_store_n(&f->proc_img[slot], proc_image(getpid()), __ATOMIC_RELAXED);
+    __atomic_store_n(&f->proc_pid[slot], getpid(), __ATOMIC_RELEASE);
+}
+
+/* Is the process in family slot `slot` still one of us? Not if it has gone, is a zombie
+ * (its fds are), or has exec'd another image: the exec closed its placeholders (they are
+ * close-on-exec), so it holds none of the family's sockets any more. */
+bool proc_alive(const struct fam *f, int slot)
+{
+    int32_t pid = __atomic_load_n(&f->proc_pid[slot], __ATOMIC_ACQUIRE);
+    uint64_t img = __atomic_load_n(&f->proc_img[slot], __ATOMIC_RELAXED), now;
+    bool zombie = false;
 
     if (pid < 0) /* reserved by a forker for a child that has not started yet */
         return true;
     if (pid == 0 || (kill(pid, 0) < 0 && errno == ESRCH))
         return false;
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return true;
-    n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return true;
-    buf[n] = 0;
-    const char *rp = strrchr(buf, ')'); /* "pid (comm) S ..." */
-    return !(rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'));
+    now = proc_stat(pid, &zombie);
+    return !zombie && !(img && now && img != now);
 }
 
 /* Does any process of holders (a bit per process slot) still run, besides me? */
@@ -71,8 +116,7 @@ bool holders_alive(const struct attach *a, uint64_t holders)
     while (holders) {
         int i = __builtin_ctzll(holders);
         holders &= holders - 1;
-        if (i != a->proc_slot &&
-            proc_alive(__atomic_load_n(&a->fam->proc_pid[i], __ATOMIC_ACQUIRE)))
+        if (i != a->proc_slot && proc_alive(a->fam, i))
             return true;
     }
     return false;
@@ -110,7 +154,7 @@ static int fam_create(struct attach *a)
             pt->cp[i].cpl_head = __atomic_load_n(&pt->chans[i].cpl_head, __ATOMIC_RELAXED);
         }
     }
-    a->fam->proc_pid[0] = getpid();
+    proc_register(a->fam, 0);
     a->proc_slot = 0;
     return 0;
 }

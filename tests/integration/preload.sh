@@ -160,15 +160,18 @@ def conn(c, addr):
                     c.sendall(d)
                 log("eof", port, n)
                 return
-            if cmd[0] in ("SINK", "HOLD"):
+            if cmd[0] in ("SINK", "SLOWSINK", "HOLD"):
                 h, n = hashlib.sha256(buf), len(buf)
+                slow = cmd[0] == "SLOWSINK"  # small reads with pauses: the sender fills up
                 while True:
-                    d = c.recv(1 << 20)
+                    d = c.recv(16384 if slow else 1 << 20)
                     if not d:
                         break
                     h.update(d)
                     n += len(d)
-                if cmd[0] == "SINK":
+                    if slow:
+                        time.sleep(0.001)
+                if cmd[0] != "HOLD":
                     c.sendall(b"%d %s\n" % (n, h.hexdigest().encode()))
                     log("sink", port, n, h.hexdigest())
                 log("eof", port, n)
@@ -275,15 +278,22 @@ io_sendfile() {
     grep -qx "$want" "$T/io_sendfile.out"
 }
 check preload_sendfile_sha256 io_sendfile
+io_sendfile_nb() {
+    local want
+    prog io_sendfile_nb tcp_active_opens "$P/preload_io" sendfile_nb "$PEER_IP" "$PORT" "$T/sf" ||
+        return 1
+    want="sink $(fsize "$T/sf") $(sha "$T/sf")"
+    echo "want: $want"
+    grep -qx "$want" "$T/io_sendfile_nb.out"
+}
+check preload_sendfile_nonblocking_sha256 io_sendfile_nb
 
-io_dup() {
-    local p
-    prog io_dup tcp_active_opens "$P/preload_io" dup "$PEER_IP" "$PORT" || return 1
-    # Each connection the program closed for good (dup2 onto it, the last copy) ended at
-    # the peer: it logged "eof PORT BYTES".
-    local ports
-    mapfile -t ports < <(awk '$1 == "eof-port" { print $2 }' "$T/io_dup.out")
-    ((${#ports[@]} == 2)) || { echo "want two eof-port lines"; return 1; }
+# peer_saw_ends NAME N: the program printed N "eof-port P" lines, and the peer logged the
+# end ("eof PORT BYTES") of each of those connections.
+peer_saw_ends() {
+    local p ports
+    mapfile -t ports < <(awk '$1 == "eof-port" { print $2 }' "$T/$1.out")
+    ((${#ports[@]} == $2)) || { echo "want $2 eof-port lines"; return 1; }
     for p in "${ports[@]}"; do
         if ! wait_until 5 has_line "$T/peer.out" "^eof $p "; then
             echo "the peer never saw connection :$p end"
@@ -292,7 +302,17 @@ io_dup() {
         echo "peer: $(grep "^eof $p " "$T/peer.out")"
     done
 }
+io_dup() {
+    prog io_dup tcp_active_opens "$P/preload_io" dup "$PEER_IP" "$PORT" || return 1
+    # Each connection the program closed for good (dup2 onto it, the last copy) ended.
+    peer_saw_ends io_dup 2
+}
+io_rawclose() {
+    prog io_rawclose tcp_active_opens "$P/preload_io" rawclose "$PEER_IP" "$PORT" || return 1
+    peer_saw_ends io_rawclose 4
+}
 check preload_dup_dup2_dup3_close io_dup
+check preload_close_by_syscall_close_range_closefrom io_rawclose
 check preload_fcntl_ioctl_nonblock prog io_fcntl tcp_active_opens "$P/preload_io" fcntl "$PEER_IP" "$PORT"
 check preload_fd_cloexec prog io_cloexec tcp_active_opens "$P/preload_io" cloexec "$PEER_IP" "$PORT"
 check preload_socket_options prog io_opts tcp_active_opens "$P/preload_io" opts "$PEER_IP" "$PORT"
@@ -342,6 +362,28 @@ check preload_fork_parent_closes_child_serves \
     serve_kernel p_forkc 6102 2 "$P/preload_proc" fork 6102 parent-closes
 check preload_fork_connection_shared prog p_fconn tcp_active_opens \
     "$P/preload_proc" fork_conn "$PEER_IP" "$PORT"
+# fork + exec: the parent's close sends its FIN while the exec'd child still runs (the
+# program keeps the child 3 s after its close; the peer must see the end within 2 s).
+fork_exec() {
+    local pid port rc=0
+    "${PX[@]}" "$P/preload_proc" fork_exec "$PEER_IP" "$PORT" >"$T/p_fexec.out" 2>"$T/p_fexec.err" &
+    pid=$!
+    if wait_until 10 has_line "$T/p_fexec.out" "^eof-port "; then
+        port=$(awk '$1 == "eof-port" { print $2 }' "$T/p_fexec.out")
+        wait_until 2 has_line "$T/peer.out" "^eof $port " || { echo "no FIN while the child ran"; rc=1; }
+    else
+        echo "no eof-port line"
+        rc=1
+    fi
+    wait "$pid" || rc=1
+    cat "$T/p_fexec.out" "$T/p_fexec.err"
+    grep -q '^PASS ' "$T/p_fexec.out" || rc=1
+    return $rc
+}
+# The interposer's bookkeeping, not the backend's: once, on the TAP with one worker.
+if [[ $HARNESS_BACKEND == tap ]] && ((HARNESS_WORKERS == 1)); then
+    check preload_fork_exec_parent_close_ends_the_connection fork_exec
+fi
 check preload_accept_in_one_thread_read_in_another \
     serve_kernel p_thr 6103 1 "$P/preload_proc" threads 6103
 check preload_unix_pipe_netlink_passthrough prog_plain p_unix "$P/preload_proc" unix "$T/unix.sock"

@@ -14,9 +14,13 @@
  *             write/read and writev/readv, sendmmsg/recvmmsg
  *   sendfile  FILE to the SINK with sendfile (offset pointer, then the file position);
  *             prints the peer's "sink <bytes> <sha256>"
+ *   sendfile_nb  FILE from the file position to a slow SINK on a non-blocking socket: the
+ *             position follows what was sent through every EAGAIN; prints "sink ..."
  *   dup       dup/dup2/dup3/F_DUPFD/F_DUPFD_CLOEXEC of a connected socket: every copy works,
  *             close of a copy keeps the socket open, dup2 onto another socket closes that
  *             one; prints "eof-port P" for each connection the peer must see closed
+ *   rawclose  sockets closed with syscall(SYS_close), close_range and closefrom; prints
+ *             "eof-port P" for each connection the peer must see closed
  *   fcntl     F_GETFL/F_SETFL O_NONBLOCK, ioctl FIONBIO, ioctl FIONREAD/SIOCINQ,
  *             SOCK_NONBLOCK connect (EINPROGRESS, POLLOUT, SO_ERROR), SO_RCVTIMEO
  *   cloexec   F_GETFD/F_SETFD: FD_CLOEXEC exactly as asked (socket, SOCK_CLOEXEC, F_SETFD)
@@ -44,6 +48,7 @@
 #include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -543,6 +548,58 @@ static void t_sendfile(const char *path)
     close(f);
 }
 
+/* sendfile from the file position to a non-blocking socket whose reader is slow: every
+ * EAGAIN and short send must leave the position just past what was sent, or the peer
+ * gets a file with holes. */
+static void t_sendfile_nb(const char *path)
+{
+    step = "open";
+    int f = open(path, O_RDONLY);
+    struct stat st;
+    if (f < 0 || fstat(f, &st) < 0)
+        fail("open %s", path);
+    size_t size = (size_t)st.st_size, sent = 0;
+    unsigned eagain = 0;
+    int fd = tcp_connect(0);
+    command(fd, "SLOWSINK\n");
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
+        fail("O_NONBLOCK");
+    step = "sendfile(NULL) to a full socket";
+    while (sent < size) {
+        ssize_t n = sendfile(fd, f, NULL, size - sent);
+        if (n < 0 && errno == EAGAIN) {
+            eagain++;
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            poll(&p, 1, 5000);
+        } else if (n <= 0) {
+            fail("sendfile(NULL) returned %zd", n);
+        } else {
+            sent += (size_t)n;
+        }
+        if (lseek(f, 0, SEEK_CUR) != (off_t)sent)
+            fail("after %zu bytes sent the file position is %lld", sent,
+                 (long long)lseek(f, 0, SEEK_CUR));
+    }
+    if (!eagain)
+        fail("the socket never filled: the test shows nothing");
+    OKAY("sendfile(NULL) on a non-blocking socket: %zu bytes, %u EAGAIN, position exact", size,
+         eagain);
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)
+        fail("blocking again");
+    step = "the sink's digest";
+    if (shutdown(fd, SHUT_WR) < 0)
+        fail("shutdown");
+    char line[200] = {0};
+    size_t got = 0;
+    for (ssize_t n; (n = read(fd, line + got, sizeof(line) - 1 - got)) != 0; got += (size_t)n)
+        if (n < 0)
+            fail("read");
+    line[strcspn(line, "\n")] = 0;
+    printf("sink %s\n", line);
+    close(fd);
+    close(f);
+}
+
 /* ------------------------------------------------------------------ dup */
 
 static void echo_roundtrip(int wfd, int rfd, const char *what)
@@ -571,6 +628,50 @@ static unsigned local_port(int fd)
     if (getsockname(fd, (struct sockaddr *)&la, &l) < 0)
         fail("getsockname");
     return ntohs(la.sin_port);
+}
+
+/* Sockets closed around libc's close: syscall(SYS_close) (as libuv does), close_range and
+ * closefrom. Each must end its connection (the peer sees EOF) and free the socket. */
+static void t_rawclose(void)
+{
+    int a = tcp_connect(0), b, c, d, t;
+    command(a, "ECHO\n");
+    step = "syscall(SYS_close)";
+    printf("eof-port %u\n", local_port(a));
+    if (syscall(SYS_close, a) != 0)
+        fail("syscall(SYS_close) failed");
+    if (fcntl(a, F_GETFD) >= 0 || errno != EBADF)
+        fail("the fd is still open after syscall(SYS_close)");
+    OKAY("syscall(SYS_close) closed the socket");
+
+    step = "close_range";
+    b = tcp_connect(0);
+    command(b, "ECHO\n");
+    c = fcntl(b, F_DUPFD, 900); /* two names of one socket, and a third socket */
+    t = tcp_connect(0);
+    d = dup2(t, 901);
+    if (c != 900 || d != 901)
+        fail("dup to 900/901: %d %d", c, d);
+    close(t);
+    command(d, "ECHO\n");
+    printf("eof-port %u\neof-port %u\n", local_port(b), local_port(d));
+    close(b); /* the socket lives on as 900 */
+    if (close_range(900, 901, 0) != 0)
+        fail("close_range");
+    if (fcntl(900, F_GETFD) >= 0 || fcntl(901, F_GETFD) >= 0)
+        fail("close_range left 900 or 901 open");
+    OKAY("close_range closed its sockets");
+
+    step = "closefrom";
+    t = tcp_connect(0);
+    int e = dup2(t, 950);
+    close(t);
+    command(e, "ECHO\n");
+    printf("eof-port %u\n", local_port(e));
+    closefrom(950);
+    if (fcntl(950, F_GETFD) >= 0)
+        fail("closefrom left 950 open");
+    OKAY("closefrom closed its socket");
 }
 
 static void t_dup(void)
@@ -912,8 +1013,12 @@ int main(int argc, char **argv)
         t_udp();
     else if (!strcmp(test_name, "sendfile") && argc > 4)
         t_sendfile(argv[4]);
+    else if (!strcmp(test_name, "sendfile_nb") && argc > 4)
+        t_sendfile_nb(argv[4]);
     else if (!strcmp(test_name, "dup"))
         t_dup();
+    else if (!strcmp(test_name, "rawclose"))
+        t_rawclose();
     else if (!strcmp(test_name, "fcntl"))
         t_fcntl();
     else if (!strcmp(test_name, "cloexec"))

@@ -9,6 +9,9 @@
  *   preload_proc fork_conn IP PORT           a connected socket (peer ECHO) used by the parent,
  *                        then by a forked child, then by the parent again after the child
  *                        exited: the child's exit does not close the parent's connection
+ *   preload_proc fork_exec IP PORT           a connected socket (peer ECHO), then fork and exec
+ *                        in the child: the parent's close reaches the peer at once, while
+ *                        the exec'd child runs; prints "eof-port P"
  *   preload_proc threads PORT                one thread blocks in accept, hands the socket
  *                        to another thread that blocks in read, echoes, closes
  *   preload_proc unix PATH                   AF_UNIX (socketpair stream/dgram, a listener on
@@ -265,6 +268,46 @@ static void t_fork_conn(const char *ip, int port)
     roundtrip(s, "parent-after-the-child-exited");
     printf("ok the parent's connection survived the child's exit\n");
     close(s);
+}
+
+/* A connected socket, then fork and exec in the child (sleep): the exec'd image holds
+ * nothing of the parent's, so the parent's close ends the connection at once (the peer
+ * sees the FIN) while the child still runs. Prints "eof-port P" and keeps the child alive
+ * for 3 s more, so a FIN that waits for the child's end comes too late for the caller. */
+static void t_fork_exec(const char *ip, int port)
+{
+    struct sockaddr_in a = sin4(ip, port), me;
+    socklen_t ml = sizeof(me);
+    int ready[2];
+    char c;
+    step = "connect";
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+        getsockname(s, (struct sockaddr *)&me, &ml) < 0)
+        fail("socket/connect");
+    write_all(s, "ECHO\n", 5);
+    roundtrip(s, "before-fork");
+    step = "fork and exec";
+    if (pipe2(ready, O_CLOEXEC) < 0)
+        fail("pipe2");
+    fflush(stdout);
+    pid_t parent = getpid(), pid = fork();
+    if (pid < 0)
+        fail("fork");
+    if (pid == 0) {
+        child_limits(parent);
+        execl("/bin/sleep", "sleep", "20", (char *)NULL);
+        _exit(127);
+    }
+    close(ready[1]);
+    if (read(ready[0], &c, 1) != 0) /* EOF: the exec closed the child's copy */
+        fail("the child did not exec");
+    close(s);
+    printf("ok closed after the child's exec\neof-port %u\n", ntohs(me.sin_port));
+    fflush(stdout);
+    sleep(3);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
 }
 
 /* ------------------------------------------------------------------ threads */
@@ -652,7 +695,8 @@ static void t_hold(const char *ip, int port)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s fork|fork_conn|threads|unix|inet6|absent|fallback|hold ...\n",
+        fprintf(stderr,
+                "usage: %s fork|fork_conn|fork_exec|threads|unix|inet6|absent|fallback|hold ...\n",
                 argv[0]);
         return 2;
     }
@@ -665,6 +709,8 @@ int main(int argc, char **argv)
         t_fork(atoi(argv[2]), argc > 3 && !strcmp(argv[3], "parent-closes"));
     else if (!strcmp(t, "fork_conn") && argc > 3)
         t_fork_conn(argv[2], atoi(argv[3]));
+    else if (!strcmp(t, "fork_exec") && argc > 3)
+        t_fork_exec(argv[2], atoi(argv[3]));
     else if (!strcmp(t, "threads"))
         t_threads(atoi(argv[2]));
     else if (!strcmp(t, "unix"))
