@@ -123,6 +123,7 @@
     X(udp_drop_csum)                                                                               \
     X(udp_drop_no_port)       /* no socket on the port: port unreachable sent */                   \
     X(udp_drop_rcvbuf)        /* socket receive buffer full */                                     \
+    X(udp_drop_bad_src)       /* IP_PKTINFO asked for a source address that is not ours */          \
     X(udp_delivered)                                                                               \
     X(udp_tx)                                                                                      \
     X(tcp_rx)                                                                                      \

@@ -76,8 +76,7 @@ void tcp_close_sock(struct client *cl, struct dsock *ds, bool abort);
 int handle_tcp(struct client *cl, struct dsock *ds, const struct shm_req *r, struct shm_cpl *c);
 
 /* client_udp.c */
-int udp_deliver_cb(void *ctx, uint32_t src, uint16_t sport, uint32_t dst, const uint8_t *data,
-                   uint32_t len);
+int udp_deliver_cb(void *ctx, const struct udp_meta *m, const uint8_t *data, uint32_t len);
 void udp_err_cb(void *ctx, int err);
 bool tx_drain(struct client *cl, struct dsock *ds);
 int handle_udp(struct client *cl, struct dsock *ds, const struct shm_req *r, struct shm_cpl *c);

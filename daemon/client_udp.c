@@ -2,8 +2,7 @@
  * to the stack, and the requests on a UDP socket. */
 #include "daemon/client_impl.h"
 
-int udp_deliver_cb(void *ctx, uint32_t src, uint16_t sport, uint32_t dst, const uint8_t *data,
-                   uint32_t len)
+int udp_deliver_cb(void *ctx, const struct udp_meta *m, const uint8_t *data, uint32_t len)
 {
     struct dsock *ds = ctx;
     struct client *cl = ds->cl;
@@ -20,7 +19,12 @@ int udp_deliver_cb(void *ctx, uint32_t src, uint16_t sport, uint32_t dst, const 
     }
     if (used + shm_dgram_need(ds->rx_size, ds->rx_tail, len) > ds->rx_limit)
         return -ENOBUFS; /* SO_RCVBUF reached */
-    struct shm_dgram h = {.len = len, .addr = src, .port = sport};
+    struct shm_dgram h = {.len = len,
+                          .addr = m->src,
+                          .port = m->sport,
+                          .flags = (uint16_t)((m->tos & 0xfc) | (m->ifindex & 0x7f) << 8 |
+                                              (m->bcast ? SHM_DGRAM_BCAST : 0)),
+                          .local = m->spec_dst};
     if (shm_dgram_write(cl->base + ds->rx_off, ds->rx_size, &ds->rx_tail, head, &h, data, NULL, 0))
         return -ENOBUFS;
     /* Release: the record's bytes are visible before the new tail. */
@@ -56,8 +60,8 @@ bool tx_drain(struct client *cl, struct dsock *ds)
             return true;
         }
         if (!ds->shut_wr) {
-            int rc = udp_output(cl->st, &ds->pcb, h.addr, h.port, fifo + pos % ds->tx_size,
-                                (uint32_t)len);
+            int rc = udp_output_from(cl->st, &ds->pcb, h.local, h.addr, h.port,
+                                     fifo + pos % ds->tx_size, (uint32_t)len);
             /* Sends are asynchronous: a failure shows up as SO_ERROR on the next call. */
             if (rc && rc != -ENOBUFS)
                 set_error(cl, ds, -rc);

@@ -158,6 +158,7 @@ struct csock {
     uint8_t *rx_base, *tx_base;
     uint32_t rx_size, tx_size;
     int64_t rcvtimeo, sndtimeo; /* ns; 0 = none, < 0 = expire at once */
+    unsigned want; /* atomic: SHMNET_WANT_* control messages asked for (IP_PKTINFO, ...) */
 };
 
 /* TCP socket states as this library sees them (Linux's sock->state, roughly). */

@@ -1,6 +1,7 @@
 /* The datagram (UDP) API: sendto and recvfrom over the record fifos. */
 #include "libclient/client_impl.h"
 
+#include <netinet/in.h>
 #include <string.h>
 
 static bool rx_ready(struct csock *s, uint32_t unused)
@@ -17,9 +18,9 @@ static bool tx_ready(struct csock *s, uint32_t len)
 }
 
 static ssize_t do_sendto(struct csock *s, const void *buf, size_t len, int flags,
-                         const struct sockaddr *dst, socklen_t dlen)
+                         const struct sockaddr *dst, socklen_t dlen, uint32_t src)
 {
-    struct shm_dgram h = {0};
+    struct shm_dgram h = {.local = ntohl(src)};
     int64_t deadline = 0;
     int r;
 
@@ -109,16 +110,33 @@ static ssize_t do_sendto(struct csock *s, const void *buf, size_t len, int flags
 ssize_t shmnet_sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *dest,
                       socklen_t destlen)
 {
-    return WITH_SOCK(fd, s, do_sendto(s, buf, len, flags, dest, destlen));
+    return WITH_SOCK(fd, s, do_sendto(s, buf, len, flags, dest, destlen, 0));
+}
+
+ssize_t shmnet__sendto_from(int fd, const void *buf, size_t len, int flags,
+                            const struct sockaddr *dst, socklen_t dlen, uint32_t src)
+{
+    return WITH_SOCK(fd, s, do_sendto(s, buf, len, flags, dst, dlen, src));
 }
 
 ssize_t shmnet_send(int fd, const void *buf, size_t len, int flags)
 {
-    return WITH_SOCK(fd, s, do_sendto(s, buf, len, flags, NULL, 0));
+    return WITH_SOCK(fd, s, do_sendto(s, buf, len, flags, NULL, 0, 0));
+}
+
+/* What the record's header says of how the datagram arrived. */
+static void dgram_info(const struct csock *s, const struct shm_dgram *h,
+                       struct shmnet_dgram_info *info)
+{
+    info->want = __atomic_load_n(&s->want, __ATOMIC_RELAXED);
+    info->spec_dst = htonl(h->local);
+    info->dst = h->flags & SHM_DGRAM_BCAST ? htonl(INADDR_BROADCAST) : info->spec_dst;
+    info->ifindex = (int)SHM_DGRAM_IFINDEX(h->flags);
+    info->tos = SHM_DGRAM_TOS(h->flags);
 }
 
 static ssize_t do_recvfrom(struct csock *s, void *buf, size_t len, int flags, struct sockaddr *src,
-                           socklen_t *srclen)
+                           socklen_t *srclen, struct shmnet_dgram_info *info)
 {
     int64_t deadline = 0;
     ssize_t r;
@@ -160,6 +178,8 @@ static ssize_t do_recvfrom(struct csock *s, void *buf, size_t len, int flags, st
                 shm_fifo_get(s->rx_base, s->rx_size, pos, buf, (uint32_t)n);
             if (src)
                 put_sockaddr(src, srclen, h.addr, h.port);
+            if (info)
+                dgram_info(s, &h, info);
             if (!(flags & MSG_PEEK)) {
                 __atomic_store_n(&s->sp->rx_head, next, __ATOMIC_RELAXED);
                 /* release: we are done reading the record before the daemon may reuse
@@ -195,10 +215,17 @@ static ssize_t do_recvfrom(struct csock *s, void *buf, size_t len, int flags, st
 ssize_t shmnet_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *src,
                         socklen_t *srclen)
 {
-    return WITH_SOCK(fd, s, do_recvfrom(s, buf, len, flags, src, srclen));
+    return WITH_SOCK(fd, s, do_recvfrom(s, buf, len, flags, src, srclen, NULL));
+}
+
+ssize_t shmnet__recvfrom_info(int fd, void *buf, size_t len, int flags, struct sockaddr *src,
+                              socklen_t *srclen, struct shmnet_dgram_info *info)
+{
+    memset(info, 0, sizeof(*info));
+    return WITH_SOCK(fd, s, do_recvfrom(s, buf, len, flags, src, srclen, info));
 }
 
 ssize_t shmnet_recv(int fd, void *buf, size_t len, int flags)
 {
-    return WITH_SOCK(fd, s, do_recvfrom(s, buf, len, flags, NULL, NULL));
+    return WITH_SOCK(fd, s, do_recvfrom(s, buf, len, flags, NULL, NULL, NULL));
 }

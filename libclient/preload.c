@@ -283,8 +283,7 @@ static bool benign_opt(int level, int name)
                name == TCP_MAXSEG;
     case IPPROTO_IP:
         return name == IP_TOS || name == IP_BIND_ADDRESS_NO_PORT || name == IP_RECVERR ||
-               name == IP_MTU_DISCOVER || name == IP_PKTINFO || name == IP_RECVTOS ||
-               name == IP_FREEBIND || name == IP_TTL;
+               name == IP_MTU_DISCOVER || name == IP_FREEBIND || name == IP_TTL;
     default:
         return false;
     }
@@ -353,7 +352,7 @@ static size_t iov_total(const struct iovec *iov, size_t cnt)
 /* Gather for one send: streams in chunks of up to 64 KiB (fewer, larger segments than a
  * send per iovec), a datagram whole. */
 static ssize_t iov_send(int fd, const struct iovec *iov, size_t cnt, int flags,
-                        const struct sockaddr *to, socklen_t tolen)
+                        const struct sockaddr *to, socklen_t tolen, uint32_t src)
 {
     bool stream = sock_type(fd) == SOCK_STREAM;
     size_t total = iov_total(iov, cnt), done = 0, i = 0, off = 0;
@@ -386,7 +385,9 @@ static ssize_t iov_send(int fd, const struct iovec *iov, size_t cnt, int flags,
                 off = 0;
             }
         }
-        r = to ? shmnet_sendto(fd, buf, n, flags, to, tolen) : shmnet_send(fd, buf, n, flags);
+        r = src  ? shmnet__sendto_from(fd, buf, n, flags, to, tolen, src)
+            : to ? shmnet_sendto(fd, buf, n, flags, to, tolen)
+                 : shmnet_send(fd, buf, n, flags);
         if (r > 0)
             done += (size_t)r;
         if (r < (ssize_t)n || !stream)
@@ -402,7 +403,8 @@ static ssize_t iov_send(int fd, const struct iovec *iov, size_t cnt, int flags,
 /* Scatter from one receive. Streams: the first read may wait, later ones only take what is
  * there. Datagrams: one datagram; *trunc set if it did not fit. */
 static ssize_t iov_recv(int fd, const struct iovec *iov, size_t cnt, int flags,
-                        struct sockaddr *from, socklen_t *fromlen, bool *trunc)
+                        struct sockaddr *from, socklen_t *fromlen, bool *trunc,
+                        struct shmnet_dgram_info *info)
 {
     *trunc = false;
     if (sock_type(fd) == SOCK_STREAM) {
@@ -429,7 +431,9 @@ static ssize_t iov_recv(int fd, const struct iovec *iov, size_t cnt, int flags,
         errno = ENOMEM;
         return -1;
     }
-    ssize_t r = shmnet_recvfrom(fd, buf, cap, flags | MSG_TRUNC, from, fromlen);
+    struct shmnet_dgram_info none;
+    ssize_t r =
+        shmnet__recvfrom_info(fd, buf, cap, flags | MSG_TRUNC, from, fromlen, info ? info : &none);
     if (r >= 0) {
         size_t n = (size_t)r < cap ? (size_t)r : cap, pos = 0;
         *trunc = (size_t)r > cap;
@@ -454,7 +458,7 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
         errno = EINVAL;
         return -1;
     }
-    return iov_send(fd, iov, (size_t)cnt, 0, NULL, 0);
+    return iov_send(fd, iov, (size_t)cnt, 0, NULL, 0, 0);
 }
 
 EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
@@ -467,7 +471,7 @@ EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
         errno = EINVAL;
         return -1;
     }
-    return iov_recv(fd, iov, (size_t)cnt, 0, NULL, NULL, &trunc);
+    return iov_recv(fd, iov, (size_t)cnt, 0, NULL, NULL, &trunc, NULL);
 }
 
 /* The msghdr checks of sendmsg and recvmsg (false: errno set). */
@@ -485,9 +489,11 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
         return REAL(sendmsg)(fd, m, flags);
     if (!msg_ok(m))
         return -1;
-    /* Control messages (IP_PKTINFO, ...) are not supported and ignored. */
+    uint32_t src;
+    if (cmsg_source(m, &src) < 0) /* IP_PKTINFO: the source address; others are ignored */
+        return -1;
     return iov_send(fd, m->msg_iov, m->msg_iovlen, flags, m->msg_name,
-                    m->msg_name ? m->msg_namelen : 0);
+                    m->msg_name ? m->msg_namelen : 0, src);
 }
 
 EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
@@ -499,13 +505,14 @@ EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
     if (!msg_ok(m))
         return -1;
     socklen_t nl = m->msg_name ? m->msg_namelen : 0;
+    struct shmnet_dgram_info info = {0};
     ssize_t r = iov_recv(fd, m->msg_iov, m->msg_iovlen, flags, m->msg_name,
-                         m->msg_name ? &nl : NULL, &trunc);
+                         m->msg_name ? &nl : NULL, &trunc, &info);
     if (r >= 0) {
         if (m->msg_name)
             m->msg_namelen = nl;
-        m->msg_controllen = 0; /* no ancillary data */
         m->msg_flags = trunc ? MSG_TRUNC : 0;
+        cmsg_put(m, &info); /* those IP_PKTINFO and IP_RECVTOS ask for, or none */
     }
     return r;
 }

@@ -1,6 +1,6 @@
 /* Internal interfaces of libshmnet_preload.so, shared by preload.c (the interposers of
- * the socket calls, poll and select, fds), preload_epoll.c (epoll) and preload_syscall.c
- * (syscall(), close_range, closefrom). Everything here is
+ * the socket calls, poll and select, fds), preload_epoll.c (epoll), preload_cmsg.c
+ * (control messages) and preload_syscall.c (syscall(), close_range, closefrom). Everything here is
  * hidden: the library exports only the interposers (EXPORT) and libshmnet's API. */
 #ifndef SHMNET_PRELOAD_INT_H
 #define SHMNET_PRELOAD_INT_H
@@ -109,6 +109,13 @@ INTERNAL int64_t ts_ns(const struct timespec *t); /* ns; NULL: -1 (none), invali
 /* A kernel fd is being closed by the kernel itself (close_range): forget what the
  * interposer knew of it. */
 INTERNAL void fd_closed(int fd);
+
+/* preload_cmsg.c: recvmsg's control messages from a datagram's info (m->msg_controllen
+ * set, MSG_CTRUNC added to m->msg_flags when they do not fit), and the source address an
+ * IP_PKTINFO control message of sendmsg asks for (network order, 0 if none): 0, or -1
+ * with errno EINVAL for a malformed control buffer. */
+INTERNAL void cmsg_put(struct msghdr *m, const struct shmnet_dgram_info *in);
+INTERNAL int cmsg_source(const struct msghdr *m, uint32_t *src);
 
 /* preload_epoll.c: the fds an epoll instance watches, as fds close, dup and move */
 INTERNAL void ep_free_fd(int epfd);

@@ -7,6 +7,8 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
 
 /* newfd (already a kernel dup of the placeholder oldfd) names oldfd's socket too. */
 int shmnet__dup(int oldfd, int newfd);
@@ -20,6 +22,24 @@ int shmnet__forget(int fd);
 void *shmnet__sock_ref(int fd);
 void shmnet__sock_unref(void *sock);
 int shmnet__sock_revents(void *sock, short events, uint64_t *sig);
+
+/* A received datagram's ancillary data, for recvmsg's control messages. */
+#define SHMNET_WANT_PKTINFO 1 /* IP_PKTINFO is on */
+#define SHMNET_WANT_TOS     2 /* IP_RECVTOS is on */
+struct shmnet_dgram_info {
+    unsigned want;     /* SHMNET_WANT_*: what the socket asked for */
+    uint32_t dst;      /* network order: the datagram's destination (ipi_addr) */
+    uint32_t spec_dst; /* network order: the local address a reply comes from */
+    int ifindex;       /* the receiving interface, 1-based */
+    uint8_t tos;
+};
+/* recvfrom that also fills *info (a datagram socket; a stream socket leaves it zero). */
+ssize_t shmnet__recvfrom_info(int fd, void *buf, size_t len, int flags, struct sockaddr *src,
+                              socklen_t *srclen, struct shmnet_dgram_info *info);
+/* sendto from source address src (network order, IP_PKTINFO's ipi_spec_dst; 0: as sendto).
+ * A source that is not the daemon's fails later, as SO_ERROR EINVAL. */
+ssize_t shmnet__sendto_from(int fd, const void *buf, size_t len, int flags,
+                            const struct sockaddr *dst, socklen_t dlen, uint32_t src);
 
 /* Bytes readable (stream) or the size of the next datagram (0 if none). */
 int shmnet__nread(int fd);

@@ -71,6 +71,19 @@ static int do_setsockopt(struct csock *s, int level, int name, const void *val, 
             s->sndtimeo = tv_to_ns(&tv);
         return 0;
     }
+    if (level == IPPROTO_IP && (name == IP_PKTINFO || name == IP_RECVTOS)) {
+        /* Control messages the library builds from each record's header. */
+        unsigned bit = name == IP_PKTINFO ? SHMNET_WANT_PKTINFO : SHMNET_WANT_TOS;
+        int on = 0;
+        if (len < 1)
+            return -EINVAL;
+        memcpy(&on, val, len < sizeof(on) ? len : sizeof(on)); /* Linux takes a byte too */
+        if (on)
+            __atomic_fetch_or(&s->want, bit, __ATOMIC_RELAXED);
+        else
+            __atomic_fetch_and(&s->want, ~bit, __ATOMIC_RELAXED);
+        return 0;
+    }
     if (len > SHM_OPT_MAX)
         return -EINVAL;
     req.optlen = (uint16_t)len;
@@ -149,6 +162,12 @@ static int do_getsockopt(struct csock *s, int level, int name, void *val, sockle
         default:
             break;
         }
+    }
+    if (level == IPPROTO_IP && (name == IP_PKTINFO || name == IP_RECVTOS)) {
+        unsigned bit = name == IP_PKTINFO ? SHMNET_WANT_PKTINFO : SHMNET_WANT_TOS;
+        v = !!(__atomic_load_n(&s->want, __ATOMIC_RELAXED) & bit);
+        put_opt(val, len, &v, sizeof(v));
+        return 0;
     }
     r = sock_request(s, &req, &cpl);
     if (r < 0)

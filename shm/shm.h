@@ -146,9 +146,15 @@ struct shm_dgram {
     uint32_t len;  /* payload bytes, or SHM_DGRAM_WRAP */
     uint32_t addr; /* peer IPv4, host order (source on RX, destination on TX; 0 = connected peer) */
     uint16_t port; /* peer port, host order */
-    uint16_t flags;
-    uint32_t pad;
+    uint16_t flags; /* RX: SHM_DGRAM_TOS/IFINDEX/BCAST below; TX: 0 */
+    /* RX: the local address a reply comes from (IP_PKTINFO's ipi_spec_dst: the destination,
+     * or for a broadcast the receiving interface's address). TX: the source address to
+     * send from (IP_PKTINFO on sendmsg), 0 = the socket's or the route's. Host order. */
+    uint32_t local;
 };
+#define SHM_DGRAM_TOS(f)     ((uint8_t)((f)&0x00fc)) /* RX: the IP header's TOS (no ECN) */
+#define SHM_DGRAM_IFINDEX(f) (((f) >> 8) & 0x7f)     /* RX: the interface, 1-based */
+#define SHM_DGRAM_BCAST      0x8000u                 /* RX: sent to a broadcast address */
 _Static_assert(sizeof(struct shm_dgram) == 16, "datagram header");
 #define SHM_DGRAM_WRAP 0xffffffffu
 #define SHM_DGRAM_MAX  65507u /* IPv4 UDP payload limit */

@@ -123,6 +123,10 @@ int udp_connect(struct stack *st, struct udp_pcb *pcb, uint32_t addr, uint16_t p
         pcb->connected = false;
         pcb->raddr = 0;
         pcb->rport = 0;
+        if (pcb->laddr_auto) { /* the source connect chose goes too (Linux: inet_reset_saddr) */
+            pcb->laddr = 0;
+            pcb->laddr_auto = false;
+        }
         return 0;
     }
     if (!port)
@@ -141,6 +145,10 @@ int udp_connect(struct stack *st, struct udp_pcb *pcb, uint32_t addr, uint16_t p
     pcb->raddr = addr;
     pcb->rport = port;
     pcb->connected = true;
+    if (!pcb->laddr) { /* the route's source, as Linux: getsockname shows it */
+        pcb->laddr = st->ifs[ifidx].p.addr;
+        pcb->laddr_auto = true;
+    }
     return 0;
 }
 
@@ -161,6 +169,12 @@ void udp_close(struct stack *st, struct udp_pcb *pcb)
 int udp_output(struct stack *st, struct udp_pcb *pcb, uint32_t dst, uint16_t dport,
                const uint8_t *data, uint32_t len)
 {
+    return udp_output_from(st, pcb, 0, dst, dport, data, len);
+}
+
+int udp_output_from(struct stack *st, struct udp_pcb *pcb, uint32_t src, uint32_t dst,
+                    uint16_t dport, const uint8_t *data, uint32_t len)
+{
     if (!dst) {
         if (!pcb->connected)
             return -EDESTADDRREQ;
@@ -173,6 +187,10 @@ int udp_output(struct stack *st, struct udp_pcb *pcb, uint32_t dst, uint16_t dpo
         return -EMSGSIZE;
     if (ip4_is_bcast(st, dst) && !pcb->broadcast)
         return -EACCES; /* like Linux: broadcast needs SO_BROADCAST */
+    if (src && !ip4_is_local(st, src)) {
+        CNT_INC(&st->cnt, udp_drop_bad_src);
+        return -EINVAL; /* Linux too, for a source that is not ours (no IP_FREEBIND) */
+    }
     if (!pcb->bound) {
         int rc = udp_bind(st, pcb, 0, 0);
         if (rc)
@@ -184,7 +202,8 @@ int udp_output(struct stack *st, struct udp_pcb *pcb, uint32_t dst, uint16_t dpo
         CNT_INC(&st->cnt, ip4_drop_no_route);
         return -ENETUNREACH;
     }
-    uint32_t src = pcb->laddr ? pcb->laddr : st->ifs[ifidx].p.addr;
+    if (!src)
+        src = pcb->laddr ? pcb->laddr : st->ifs[ifidx].p.addr;
     uint32_t need = UDP_HLEN + len;
     struct pktbuf_pool *pool =
         need + IP4_HLEN + ETH_HLEN + ETH_VLAN_HLEN + PKTBUF_HEADROOM <= st->pool.bufsize
@@ -227,10 +246,22 @@ static struct udp_pcb *udp_lookup(struct stack *st, uint32_t src, uint16_t sport
     return best;
 }
 
-static void deliver(struct stack *st, struct udp_pcb *p, const struct ip4_view *ip,
-                    const struct udp_view *u, const uint8_t *data, uint32_t len)
+static void deliver(struct stack *st, struct udp_pcb *p, const struct pktbuf *pb,
+                    const struct ip4_view *ip, const struct udp_view *u, const uint8_t *data,
+                    uint32_t len)
 {
-    if (p->deliver(p->ctx, ip->src, u->sport, ip->dst, data, len) == 0)
+    struct udp_meta m = {.src = ip->src,
+                         .dst = ip->dst,
+                         .spec_dst = ip->dst,
+                         .sport = u->sport,
+                         .tos = ip->tos,
+                         .ifindex = (uint8_t)(pb->ifindex + 1)};
+    if (ip4_is_bcast(st, ip->dst)) { /* a reply comes from the interface's own address */
+        m.bcast = true;
+        if (pb->ifindex < (unsigned)st->nifs)
+            m.spec_dst = st->ifs[pb->ifindex].p.addr;
+    }
+    if (p->deliver(p->ctx, &m, data, len) == 0)
         CNT_INC(&st->cnt, udp_delivered);
     else
         CNT_INC(&st->cnt, udp_drop_rcvbuf);
@@ -262,7 +293,7 @@ static int udp_input(struct stack *st, struct pktbuf *pb, const struct ip4_view 
         bool any = false;
         for (struct udp_pcb *q = *bucket(st, u.dport); q; q = q->hnext)
             if (q->lport == u.dport && !q->connected && (!q->laddr || q->laddr == ip->dst)) {
-                deliver(st, q, ip, &u, data, len);
+                deliver(st, q, pb, ip, &u, data, len);
                 any = true;
             }
         if (!any)
@@ -273,7 +304,7 @@ static int udp_input(struct stack *st, struct pktbuf *pb, const struct ip4_view 
     struct udp_pcb *q = udp_lookup(st, ip->src, u.sport, ip->dst, u.dport);
     if (!q)
         return -ECONNREFUSED; /* the stack answers port unreachable and counts */
-    deliver(st, q, ip, &u, data, len);
+    deliver(st, q, pb, ip, &u, data, len);
     pktbuf_free(pb);
     return 0;
 }

@@ -217,6 +217,7 @@ s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((host, port))
 s.listen(128)
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x28)  # the echo's TOS, for IP_RECVTOS
 u.bind((host, port))
 threading.Thread(target=udp_echo, args=(u,), daemon=True).start()
 log("READY")
@@ -267,6 +268,7 @@ io_tcp() {
 }
 check preload_tcp_io io_tcp
 check preload_udp_io prog io_udp udp_delivered "$P/preload_io" udp "$PEER_IP" "$PORT"
+check preload_udp_pktinfo_recvtos prog io_pktinfo udp_delivered "$P/preload_io" pktinfo "$PEER_IP" "$PORT"
 
 head -c $((3 << 20)) /dev/urandom >"$T/sf"
 head -c 12345 /dev/urandom >>"$T/sf"

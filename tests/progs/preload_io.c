@@ -12,6 +12,9 @@
  *   udp       sendmsg/recvmsg with iovecs and addresses, sendto/recvfrom (0 and 1 byte),
  *             truncation (MSG_TRUNC in msg_flags and as a flag), connected UDP with
  *             write/read and writev/readv, sendmmsg/recvmmsg
+ *   pktinfo   a UDP socket on 0.0.0.0 with IP_PKTINFO and IP_RECVTOS: recvmsg's control
+ *             messages (the local address, the echo's TOS 0x28, MSG_CTRUNC), sendmsg from the
+ *             address IP_PKTINFO names
  *   sendfile  FILE to the SINK with sendfile (offset pointer, then the file position);
  *             prints the peer's "sink <bytes> <sha256>"
  *   sendfile_nb  FILE from the file position to a slow SINK on a non-blocking socket: the
@@ -345,6 +348,103 @@ static void udp_wait(int fd)
 {
     if (!wait_fd(fd, POLLIN, 5000))
         fail("no datagram within 5 s");
+}
+
+/* One IPPROTO_IP control message of recvmsg's result, or NULL. */
+static struct cmsghdr *find_cmsg(struct msghdr *m, int type)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c))
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == type)
+            return c;
+    return NULL;
+}
+
+/* Echo one datagram through the peer from a wildcard-bound socket; with src, send it
+ * from that address (an IP_PKTINFO control message). Returns the reply's msghdr. */
+static ssize_t pktinfo_echo(int fd, struct in_addr *src, struct msghdr *rh)
+{
+    union {
+        struct cmsghdr h;
+        uint8_t b[CMSG_SPACE(sizeof(struct in_pktinfo))];
+    } cb;
+    struct iovec v = {"pktinfo", 7};
+    struct msghdr mh = {
+        .msg_name = &peer, .msg_namelen = sizeof(peer), .msg_iov = &v, .msg_iovlen = 1};
+    if (src) {
+        memset(&cb, 0, sizeof(cb));
+        mh.msg_control = cb.b;
+        mh.msg_controllen = sizeof(cb.b);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = IPPROTO_IP;
+        c->cmsg_type = IP_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+        struct in_pktinfo pi = {.ipi_spec_dst = *src};
+        memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+    }
+    if (sendmsg(fd, &mh, 0) != 7)
+        return -1;
+    udp_wait(fd);
+    return recvmsg(fd, rh, 0);
+}
+
+/* IP_PKTINFO and IP_RECVTOS on a socket bound to 0.0.0.0 (a DNS server's case): recvmsg
+ * says which local address the datagram came to and its TOS, and sendmsg with
+ * IP_PKTINFO sends from the address it names. */
+static void t_pktinfo(void)
+{
+    char a[64];
+    step = "our address";
+    struct sockaddr_in me = {0}, any = {.sin_family = AF_INET};
+    socklen_t ml = sizeof(me);
+    int c = socket(AF_INET, SOCK_DGRAM, 0);
+    if (c < 0 || connect(c, (struct sockaddr *)&peer, sizeof(peer)) < 0 ||
+        getsockname(c, (struct sockaddr *)&me, &ml) < 0)
+        fail("a connected UDP socket's local address");
+    close(c);
+
+    step = "options";
+    int fd = socket(AF_INET, SOCK_DGRAM, 0), on = 1, v = 0;
+    socklen_t vl = sizeof(v);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&any, sizeof(any)) < 0)
+        fail("socket/bind 0.0.0.0");
+    if (setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &on, sizeof(on)) < 0 ||
+        setsockopt(fd, IPPROTO_IP, IP_RECVTOS, &on, sizeof(on)) < 0)
+        fail("setsockopt IP_PKTINFO/IP_RECVTOS");
+    if (getsockopt(fd, IPPROTO_IP, IP_PKTINFO, &v, &vl) < 0 || v != 1)
+        fail("getsockopt IP_PKTINFO gives %d", v);
+
+    step = "recvmsg control messages";
+    uint8_t data[64], ctl[256];
+    struct iovec rv = {data, sizeof(data)};
+    struct msghdr rh = {
+        .msg_iov = &rv, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof(ctl)};
+    if (pktinfo_echo(fd, NULL, &rh) != 7)
+        fail("the echo");
+    struct cmsghdr *cp = find_cmsg(&rh, IP_PKTINFO), *ct = find_cmsg(&rh, IP_TOS);
+    if (!cp || !ct)
+        fail("control messages: IP_PKTINFO %s, IP_TOS %s (msg_controllen %zu)",
+             cp ? "present" : "missing", ct ? "present" : "missing", (size_t)rh.msg_controllen);
+    struct in_pktinfo pi;
+    memcpy(&pi, CMSG_DATA(cp), sizeof(pi));
+    if (pi.ipi_addr.s_addr != me.sin_addr.s_addr || pi.ipi_spec_dst.s_addr != me.sin_addr.s_addr ||
+        pi.ipi_ifindex < 1)
+        fail("IP_PKTINFO: addr %s, ifindex %d", addr_str(&me, a, sizeof(a)), pi.ipi_ifindex);
+    if (*CMSG_DATA(ct) != 0x28)
+        fail("IP_TOS %#x, want 0x28", *CMSG_DATA(ct));
+    OKAY("IP_PKTINFO names %s, IP_TOS 0x28", inet_ntop(AF_INET, &pi.ipi_addr, a, sizeof(a)));
+
+    step = "a control buffer too small";
+    rh.msg_controllen = CMSG_LEN(1);
+    if (pktinfo_echo(fd, NULL, &rh) != 7 || !(rh.msg_flags & MSG_CTRUNC))
+        fail("no MSG_CTRUNC (flags %#x)", rh.msg_flags);
+    OKAY("MSG_CTRUNC when the control messages do not fit");
+
+    step = "sendmsg with IP_PKTINFO";
+    rh.msg_controllen = sizeof(ctl);
+    if (pktinfo_echo(fd, &pi.ipi_spec_dst, &rh) != 7)
+        fail("the echo of a datagram sent from the address IP_PKTINFO named");
+    OKAY("sendmsg from the address IP_PKTINFO names");
+    close(fd);
 }
 
 static void t_udp(void)
@@ -1017,6 +1117,8 @@ int main(int argc, char **argv)
         t_sendfile_nb(argv[4]);
     else if (!strcmp(test_name, "dup"))
         t_dup();
+    else if (!strcmp(test_name, "pktinfo"))
+        t_pktinfo();
     else if (!strcmp(test_name, "rawclose"))
         t_rawclose();
     else if (!strcmp(test_name, "fcntl"))

@@ -9,7 +9,7 @@
  *   preload_proc fork_conn IP PORT           a connected socket (peer ECHO) used by the parent,
  *                        then by a forked child, then by the parent again after the child
  *                        exited: the child's exit does not close the parent's connection
- *   preload_proc fork_exec IP PORT           a connected socket (peer ECHO), then fork and exec
+ *   preload_proc fork_exec IP PORT           a connected close-on-exec socket (peer ECHO), fork, exec
  *                        in the child: the parent's close reaches the peer at once, while
  *                        the exec'd child runs; prints "eof-port P"
  *   preload_proc threads PORT                one thread blocks in accept, hands the socket
@@ -270,9 +270,9 @@ static void t_fork_conn(const char *ip, int port)
     close(s);
 }
 
-/* A connected socket, then fork and exec in the child (sleep): the exec'd image holds
- * nothing of the parent's, so the parent's close ends the connection at once (the peer
- * sees the FIN) while the child still runs. Prints "eof-port P" and keeps the child alive
+/* A connected close-on-exec socket, then fork and exec in the child (sleep): the exec'd
+ * image holds nothing of the parent's, so the parent's close ends the connection at once
+ * (the peer sees the FIN) while the child still runs, as with a kernel socket. Prints "eof-port P" and keeps the child alive
  * for 3 s more, so a FIN that waits for the child's end comes too late for the caller. */
 static void t_fork_exec(const char *ip, int port)
 {
@@ -281,7 +281,7 @@ static void t_fork_exec(const char *ip, int port)
     int ready[2];
     char c;
     step = "connect";
-    int s = socket(AF_INET, SOCK_STREAM, 0);
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof(a)) < 0 ||
         getsockname(s, (struct sockaddr *)&me, &ml) < 0)
         fail("socket/connect");

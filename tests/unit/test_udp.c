@@ -13,17 +13,18 @@ struct rx {
     uint32_t len;
     int err;
     int full; /* simulate a full receive buffer */
+    struct udp_meta meta;
 };
 
-static int on_rx(void *ctx, uint32_t src, uint16_t sport, uint32_t dst, const uint8_t *d,
-                 uint32_t len)
+static int on_rx(void *ctx, const struct udp_meta *m, const uint8_t *d, uint32_t len)
 {
     struct rx *r = ctx;
     if (r->full)
         return -ENOBUFS;
     r->n++;
-    r->src = src;
-    r->sport = sport;
+    r->src = m->src;
+    r->sport = m->sport;
+    r->meta = *m;
     memcpy(r->data, d, len);
     r->len = len;
     return 0;
@@ -192,11 +193,15 @@ Test(udp, delivery_prefers_connected_and_checks_checksum)
     cr_assert_eq(udp_bind(&t.st, &any, 0, 7000), 0);
     cr_assert_eq(udp_bind(&t.st, &conn, 0, 7000), 0);
     cr_assert_eq(udp_connect(&t.st, &conn, ST_ADDR_PEER, 9000), 0);
+    cr_assert_eq(conn.laddr, ST_ADDR_A, "connect picks the route's source address");
     uint8_t f[200];
     stest_rx(&t, f, udp_frame(f, ST_ADDR_PEER, 9000, ST_ADDR_A, 7000, "abc", 3, true));
     cr_assert_eq(r2.n, 1, "the connected socket wins for its peer");
     cr_assert_eq(r1.n, 0);
     cr_assert_eq(memcmp(r2.data, "abc", 3), 0);
+    cr_assert(r2.meta.dst == ST_ADDR_A && r2.meta.spec_dst == ST_ADDR_A && !r2.meta.bcast,
+              "IP_PKTINFO: the destination, and the address a reply comes from");
+    cr_assert_eq(r2.meta.ifindex, 1);
     stest_rx(&t, f, udp_frame(f, ST_ADDR_PEER, 9001, ST_ADDR_A, 7000, "xy", 2, false));
     cr_assert_eq(r1.n, 1, "other peers reach the wildcard socket; checksum 0 is 'none'");
     cr_assert_eq(r1.sport, 9001);
@@ -208,6 +213,8 @@ Test(udp, delivery_prefers_connected_and_checks_checksum)
     stest_rx(&t, f, udp_frame(f, ST_ADDR_PEER, 9000, ST_ADDR_A, 7000, "abc", 3, true));
     cr_assert_eq(stest_cnt(&t, "udp_drop_rcvbuf"), 1);
     cr_assert_eq(stest_tx_count(&t), 0, "no ICMP for a full buffer");
+    cr_assert_eq(udp_connect(&t.st, &conn, 0, 0), 0);
+    cr_assert(!conn.connected && conn.laddr == 0, "dissolving drops the source connect chose");
     udp_close(&t.st, &any);
     udp_close(&t.st, &conn);
     stest_fini(&t);
@@ -229,6 +236,8 @@ Test(udp, broadcast_to_all_bound_sockets)
     uint8_t f[200];
     stest_rx(&t, f, udp_frame(f, ST_ADDR_PEER, 68, 0x0ac800ff, 67, "b", 1, true));
     cr_assert_eq(r1.n + r2.n, 2);
+    cr_assert(r1.meta.bcast && r1.meta.dst == 0x0ac800ff && r1.meta.spec_dst == ST_ADDR_A,
+              "a broadcast's reply comes from the interface's address");
     stest_rx(&t, f, udp_frame(f, ST_ADDR_PEER, 68, 0x0ac800ff, 99, "b", 1, true));
     cr_assert_eq(stest_tx_count(&t), 0, "never port unreachable for a broadcast");
     udp_close(&t.st, &a);
@@ -274,6 +283,9 @@ Test(udp, output_header_checksum_and_rules)
     cr_assert_eq(udp_output(&t.st, &a, 0x0ac800ff, 9, (const uint8_t *)"q", 1), -EACCES);
     cr_assert_eq(udp_output(&t.st, &a, 0x08080808, 9, (const uint8_t *)"q", 1), -ENETUNREACH);
     cr_assert_eq(udp_output(&t.st, &a, ST_ADDR_PEER, 9, NULL, 65508), -EMSGSIZE);
+    cr_assert_eq(udp_output_from(&t.st, &a, 0x0a0a0a0a, ST_ADDR_PEER, 9, (const uint8_t *)"q", 1),
+                 -EINVAL, "a source address that is not ours");
+    cr_assert_eq(stest_cnt(&t, "udp_drop_bad_src"), 1);
     a.ttl = 7;
     cr_assert_eq(udp_output(&t.st, &a, ST_ADDR_PEER, 9, (const uint8_t *)"hello", 5), 0);
     cr_assert(a.bound && a.lport >= 32768, "implicit bind on first send");
