@@ -1,5 +1,6 @@
 # shmnet: one non-recursive build.
 #   make            build/shmnetd build/shmnetctl build/libshmnet.so build/libshmnet_preload.so
+#                   build/shmnet-run
 #   make SAN=1      the same with ASan+UBSan, in build/san/
 #   make test       install what is missing (apt-get, as root), build, run the whole suite
 #   make run        demo: daemon on a TAP, kernel side in a namespace
@@ -39,7 +40,8 @@ CORE_LIB   := $(BUILD)/libshmnet_core.a
 DAEMON_LIB := $(BUILD)/libshmnetd.a
 UNIT_BINS  := $(patsubst tests/unit/test_%.c,$(BUILD)/tests/unit_%,$(UNIT_SRC))
 
-BINS := $(BUILD)/shmnetd $(BUILD)/shmnetctl $(BUILD)/libshmnet.so $(BUILD)/libshmnet_preload.so
+BINS := $(BUILD)/shmnetd $(BUILD)/shmnetctl $(BUILD)/libshmnet.so $(BUILD)/libshmnet_preload.so \
+        $(BUILD)/shmnet-run
 
 .PHONY: all test test-xdp-w2 unit integration fuzz run install clean deps check-format cppcheck soak bench bench-backends
 all: $(BINS)
@@ -72,6 +74,11 @@ $(BUILD)/shmnetd: $(call obj,daemon/main.c) $(DAEMON_LIB) $(CORE_LIB)
 
 $(BUILD)/shmnetctl: $(call obj,tools/shmnetctl.c)
 	$(CC) $(LDFLAGS) -o $@ $^
+
+# The launcher sits beside the library and shmnetctl it uses (in the build, as installed).
+$(BUILD)/shmnet-run: tools/shmnet-run
+	@mkdir -p $(dir $@)
+	install -m 755 $< $@
 
 $(BUILD)/libshmnet.so: $(call obj,$(CLIENT_SRC) $(SHM_SRC))
 	$(CC) $(LDFLAGS) -shared -Wl,-soname,libshmnet.so -o $@ $^ -lpthread
@@ -177,7 +184,7 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib \
 	  $(DESTDIR)$(PREFIX)/include $(DESTDIR)/etc/shmnet $(DESTDIR)$(PREFIX)/lib/systemd/system
 	install -m 755 $(BUILD)/shmnetd $(DESTDIR)$(PREFIX)/sbin/shmnetd
-	install -m 755 $(BUILD)/shmnetctl $(DESTDIR)$(PREFIX)/bin/shmnetctl
+	install -m 755 $(BUILD)/shmnetctl $(BUILD)/shmnet-run $(DESTDIR)$(PREFIX)/bin/
 	install -m 755 $(BUILD)/libshmnet.so $(BUILD)/libshmnet_preload.so $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 libclient/shmnet.h $(DESTDIR)$(PREFIX)/include/shmnet.h
 	test -e $(DESTDIR)/etc/shmnet/shmnetd.conf || install -m 644 conf/shmnetd.conf $(DESTDIR)/etc/shmnet/shmnetd.conf

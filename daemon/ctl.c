@@ -546,6 +546,35 @@ static int cmd_ping(struct ctl_client *c, int argc, char **argv)
     return 1;
 }
 
+/* access USER: may USER (a name or a uid) attach? For a service that starts as one user
+ * and drops privileges to another (memcached -u nobody): the launcher asks before. */
+static int cmd_access(struct ctl_client *c, int argc, char **argv)
+{
+    struct passwd pw, *pwp = NULL;
+    char buf[4096], *end = NULL;
+
+    if (argc != 2) {
+        sb_printf(&c->out, "error: usage: access USER\n");
+        return 0;
+    }
+    unsigned long id = strtoul(argv[1], &end, 10);
+    int rc = argv[1][0] >= '0' && argv[1][0] <= '9' && !*end && id <= UINT32_MAX
+                 ? getpwuid_r((uid_t)id, &pw, buf, sizeof(buf), &pwp)
+                 : getpwnam_r(argv[1], &pw, buf, sizeof(buf), &pwp);
+    if (rc != 0 || !pwp) {
+        sb_printf(&c->out, "error: access: no user %.64s\n", argv[1]);
+        return 0;
+    }
+    if (ctl_peer_allowed(c->ctl->d->conf, pw.pw_uid, pw.pw_gid, NULL, -1))
+        sb_printf(&c->out, "allowed: user %.64s (uid %u)\n", pw.pw_name, (unsigned)pw.pw_uid);
+    else
+        sb_printf(&c->out,
+                  "error: denied: user %.64s (uid %u) is not in daemon.allowed_users or "
+                  "daemon.allowed_groups\n",
+                  pw.pw_name, (unsigned)pw.pw_uid);
+    return 0;
+}
+
 static int cmd_attach(struct ctl_client *c, int argc, char **argv)
 {
     char want[16];
@@ -589,6 +618,8 @@ static const struct ctl_cmd ctl_cmds[] = {
      cmd_ping},
     {"reload", "reload", "re-read the configuration file (same as SIGHUP)", cmd_reload},
     {"version", "version", "the daemon's version", cmd_version},
+    {"access", "access USER", "may USER (name or uid) attach? (for services that change user)",
+     cmd_access},
     {"help", "help", "this list", cmd_help},
 };
 
