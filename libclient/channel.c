@@ -16,7 +16,40 @@ int64_t spin_ns = SPIN_NS_DEFAULT;
  * come within a microsecond or two: those waits pause instead.) */
 void shmnet__spin_yield(void)
 {
-    sched_yield();
+    if (!__atomic_load_n(&sandboxed, __ATOMIC_RELAXED)) {
+        sched_yield();
+        return;
+    }
+    for (int i = 0; i < 256; i++) /* a seccomp filter may kill us for sched_yield */
+        cpu_relax();
+}
+
+int sandboxed;
+
+void shmnet__sandboxed(void)
+{
+    __atomic_store_n(&sandboxed, 1, __ATOMIC_RELAXED);
+}
+
+int ppoll_fit(struct pollfd *p, nfds_t n, nfds_t extra, const struct timespec *ts,
+              const sigset_t *mask)
+{
+    static const struct timespec tick = {0, 1000000};
+    int r = ppoll(p, n, ts, mask);
+
+    if (r >= 0 || errno != EINVAL)
+        return r;
+    /* More fds than RLIMIT_NOFILE (a sandbox's): drop ours from the end, waking every
+     * tick so the caller looks at what the dropped fds would have told. */
+    if (!ts || ts->tv_sec || ts->tv_nsec > tick.tv_nsec)
+        ts = &tick;
+    for (nfds_t k = 1; k <= extra && k <= n; k++) {
+        p[n - k].revents = 0;
+        r = ppoll(p, n - k, ts, mask);
+        if (r >= 0 || errno != EINVAL)
+            return r;
+    }
+    return ppoll(NULL, 0, ts, mask);
 }
 
 /* This thread's channel in one session. The reference to the session keeps the channel's
@@ -29,9 +62,14 @@ static __thread struct {
 static pthread_key_t tls_key;
 static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
 
+/* pid << 32 | tid of this thread: two system calls, made once per thread (and again in a
+ * forked child, before it can sandbox itself). */
+static __thread uint64_t tls_owner;
 static uint64_t owner_word(void)
 {
-    return (uint64_t)(uint32_t)getpid() << 32 | (uint32_t)gettid();
+    if (!tls_owner)
+        tls_owner = (uint64_t)(uint32_t)getpid() << 32 | (uint32_t)gettid();
+    return tls_owner;
 }
 
 static void tls_release(void)
@@ -72,13 +110,15 @@ int tls_channel(struct attach *a)
 
     if (tls.att == a)
         return tls.ch;
-    me = owner_word(); /* two system calls: only when claiming */
+    me = owner_word();
     tls_release();
     pthread_once(&tls_once, tls_init);
     for (int pass = 0; pass < 2 && ch < 0; pass++) {
         for (uint32_t c = 0; c < a->nchannels && ch < 0; c++) {
             uint64_t o = __atomic_load_n(&a->cp[c].owner, __ATOMIC_RELAXED);
-            if (o && (pass == 0 || thread_alive((int32_t)(o >> 32), (int32_t)o)))
+            /* A sandbox may not allow tgkill: there, stale claims are not taken over. */
+            if (o && (pass == 0 || __atomic_load_n(&sandboxed, __ATOMIC_RELAXED) ||
+                      thread_alive((int32_t)(o >> 32), (int32_t)o)))
                 continue;
             /* acquire: see the previous owner's channel state (pairs with tls_release). */
             if (__atomic_compare_exchange_n(&a->cp[c].owner, &o, me, false, __ATOMIC_ACQUIRE,
@@ -109,6 +149,8 @@ void chan_forget_tls(void)
 {
     struct attach *t = tls.att;
 
+    tls_owner = 0;
+    owner_word();
     if (t) {
         tls.att = NULL;
         att_unref(t);
@@ -150,7 +192,7 @@ int chan_sleep(struct attach *a, int ch, int64_t timeout_ns)
         ts.tv_nsec = timeout_ns % 1000000000ll;
         tsp = &ts;
     }
-    int n = ppoll(p, 2, tsp, NULL);
+    int n = ppoll_fit(p, 2, 2, tsp, NULL);
     if (n < 0)
         return errno == EINTR ? -EINTR : 0;
     if (p[0].revents & POLLIN && read(a->chan_fd[ch], &v, sizeof(v)) < 0) {

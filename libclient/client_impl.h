@@ -280,6 +280,12 @@ uint64_t proc_bit(const struct attach *a);
 bool thread_alive(int32_t pid, int32_t tid);
 
 /* channel.c */
+extern int sandboxed; /* atomic: a seccomp filter is on (shmnet__sandboxed) */
+/* ppoll of p[0..n) whose last `extra` fds are the library's own (channel eventfd, control
+ * socket): when more fds than RLIMIT_NOFILE allows (EINVAL), ours are dropped and the
+ * wait lasts at most 1 ms, so the caller re-checks what they would have said. */
+int ppoll_fit(struct pollfd *p, nfds_t n, nfds_t extra, const struct timespec *ts,
+              const sigset_t *mask);
 enum op_kind { OP_OTHER, OP_SEND, OP_RECV }; /* picks the errno for a dead session */
 int tls_channel(struct attach *a);
 int chan_current(const struct attach *a);

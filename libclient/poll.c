@@ -361,7 +361,7 @@ static int do_mixed_poll(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const
                 ts.tv_nsec = left % 1000000000ll;
                 tsp = &ts;
             }
-            w = ppoll(k, m, tsp, mask);
+            w = ppoll_fit(k, m, a ? 2 : 0, tsp, mask);
             if (w < 0)
                 w = -errno;
         }

@@ -90,6 +90,7 @@ struct preload_libc {
     long (*syscall)(long, ...);
     int (*close_range)(unsigned, unsigned, int);
     void (*closefrom)(int);
+    int (*prctl)(int, ...);
 };
 
 extern struct preload_libc real INTERNAL;

@@ -1,8 +1,11 @@
 /* The other ways into the kernel that programs use for socket descriptors: libc's
  * syscall() (libuv, and so Node.js, closes with syscall(SYS_close, fd)), close_range and
- * closefrom. Each is routed to the interposer of the call it stands for, so a shmnet
+ * closefrom; and the two ways into a seccomp sandbox (prctl, SYS_seccomp), after which
+ * the library keeps to the system calls the program's own calls make. Each is routed to the interposer of the call it stands for, so a shmnet
  * socket closed (or used) this way is closed (or used) in shmnet too, not leaked behind a
  * closed placeholder. */
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 
 #include "libclient/preload_int.h"
@@ -47,6 +50,21 @@ EXPORT void closefrom(int lowfd)
     REAL(closefrom)(lowfd);
 }
 
+/* prctl(PR_SET_SECCOMP): the other way into a sandbox (libseccomp, OpenSSH). */
+EXPORT int prctl(int option, ...)
+{
+    va_list ap;
+    unsigned long a[4];
+
+    va_start(ap, option);
+    for (int i = 0; i < 4; i++)
+        a[i] = va_arg(ap, unsigned long);
+    va_end(ap);
+    if (option == PR_SET_SECCOMP)
+        shmnet__sandboxed();
+    return REAL(prctl)(option, a[0], a[1], a[2], a[3]);
+}
+
 /* syscall(2): socket-related numbers go to their interposers (which pass kernel fds on to
  * the kernel), everything else to libc's syscall. The six argument words are read as
  * syscall() itself reads them; unused ones are ignored. */
@@ -63,6 +81,10 @@ EXPORT long syscall(long nr, ...)
     void *p1 = (void *)a[1], *p2 = (void *)a[2], *p3 = (void *)a[3], *p4 = (void *)a[4];
 
     switch (nr) {
+    case SYS_seccomp: /* a sandbox: from now on the library keeps to the program's calls */
+        if (a[0] == SECCOMP_SET_MODE_STRICT || a[0] == SECCOMP_SET_MODE_FILTER)
+            shmnet__sandboxed();
+        break;
     case SYS_close:
         return close(fd);
     case SYS_close_range:

@@ -61,6 +61,11 @@ void shmnet__disarm(const int *fds, size_t n);
  * when no daemon answers, and when the attach fails with EACCES. */
 void shmnet__set_warn_hint(const char *unreachable, const char *denied);
 
+/* The process installed a seccomp filter: from now on the library makes no system call the
+ * program's own socket calls would not (no sched_yield in spins, no tgkill, no reading of
+ * /proc to tell whether other processes of the family live). */
+void shmnet__sandboxed(void);
+
 /* Busy-wait budget before sleeping (SHMNET_SPIN_US), in ns. */
 int64_t shmnet__spin_ns(void);
 /* One pause of such a busy wait: yields the CPU (see channel.c). */

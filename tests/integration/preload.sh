@@ -386,6 +386,8 @@ fork_exec() {
 if [[ $HARNESS_BACKEND == tap ]] && ((HARNESS_WORKERS == 1)); then
     check preload_fork_exec_parent_close_ends_the_connection fork_exec
 fi
+check preload_sandboxed_child_uses_the_socket prog p_sandbox tcp_active_opens \
+    "$P/preload_proc" sandbox "$PEER_IP" "$PORT"
 check preload_accept_in_one_thread_read_in_another \
     serve_kernel p_thr 6103 1 "$P/preload_proc" threads 6103
 check preload_unix_pipe_netlink_passthrough prog_plain p_unix "$P/preload_proc" unix "$T/unix.sock"

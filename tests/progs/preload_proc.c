@@ -12,6 +12,9 @@
  *   preload_proc fork_exec IP PORT           a connected close-on-exec socket (peer ECHO), fork, exec
  *                        in the child: the parent's close reaches the peer at once, while
  *                        the exec'd child runs; prints "eof-port P"
+ *   preload_proc sandbox IP PORT             a connected socket (peer ECHO) used by a forked
+ *                        child under OpenSSH's sandbox (RLIMIT_NOFILE 1; seccomp kills
+ *                        sched_yield, kill, tgkill; refuses openat): poll, read, write work
  *   preload_proc threads PORT                one thread blocks in accept, hands the socket
  *                        to another thread that blocks in read, echoes, closes
  *   preload_proc unix PATH                   AF_UNIX (socketpair stream/dgram, a listener on
@@ -37,12 +40,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,7 +56,9 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -308,6 +316,72 @@ static void t_fork_exec(const char *ip, int port)
     sleep(3);
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
+}
+
+/* The sandbox of OpenSSH's pre-authentication child: no new fds (RLIMIT_NOFILE 1), and a
+ * seccomp filter that kills the process for sched_yield, kill and tgkill and refuses
+ * openat. The interposer must keep to the calls the program makes itself. */
+static void sandbox_self(void)
+{
+#define KILL_ON(nr)                                                                                \
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1),                                               \
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS)
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        KILL_ON(__NR_sched_yield),
+        KILL_ON(__NR_kill),
+        KILL_ON(__NR_tgkill),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_openat, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EACCES),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+#undef KILL_ON
+    struct sock_fprog prog = {.len = (unsigned short)(sizeof(f) / sizeof(f[0])), .filter = f};
+    struct rlimit one = {1, 1};
+    if (setrlimit(RLIMIT_NOFILE, &one) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
+        fail("sandbox");
+}
+
+/* A connected socket used by a forked child after it sandboxed itself: round trips that
+ * wait in poll and in read. Killed by SIGSYS, or stuck on EINVAL, the child fails. */
+static void t_sandbox(const char *ip, int port)
+{
+    struct sockaddr_in a = sin4(ip, port);
+    step = "connect";
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof(a)) < 0)
+        fail("socket/connect");
+    write_all(s, "ECHO\n", 5);
+    roundtrip(s, "before-fork");
+    fflush(stdout);
+    pid_t parent = getpid(), pid = fork();
+    if (pid < 0)
+        fail("fork");
+    if (pid == 0) {
+        child_limits(parent);
+        test_name = "sandbox (child)";
+        sandbox_self();
+        for (int i = 0; i < 20; i++) {
+            struct pollfd p = {.fd = s, .events = POLLIN};
+            char msg[32], in[32];
+            int n = snprintf(msg, sizeof(msg), "sandboxed-%d", i);
+            step = "write in the sandbox";
+            write_all(s, msg, (size_t)n);
+            step = "poll in the sandbox";
+            if (poll(&p, 1, 5000) != 1 || !(p.revents & POLLIN))
+                fail("poll: revents %#x", p.revents);
+            step = "read in the sandbox";
+            read_all(s, in, (size_t)n);
+            if (memcmp(in, msg, (size_t)n))
+                fail("other bytes came back");
+        }
+        _exit(0);
+    }
+    wait_child(pid, "the sandboxed child's round trips");
+    printf("ok a sandboxed child (RLIMIT_NOFILE 1, seccomp) used the inherited connection\n");
+    roundtrip(s, "after-the-child");
+    close(s);
 }
 
 /* ------------------------------------------------------------------ threads */
@@ -696,7 +770,8 @@ int main(int argc, char **argv)
 {
     if (argc < 3) {
         fprintf(stderr,
-                "usage: %s fork|fork_conn|fork_exec|threads|unix|inet6|absent|fallback|hold ...\n",
+                "usage: %s "
+                "fork|fork_conn|fork_exec|sandbox|threads|unix|inet6|absent|fallback|hold ...\n",
                 argv[0]);
         return 2;
     }
@@ -709,6 +784,8 @@ int main(int argc, char **argv)
         t_fork(atoi(argv[2]), argc > 3 && !strcmp(argv[3], "parent-closes"));
     else if (!strcmp(t, "fork_conn") && argc > 3)
         t_fork_conn(argv[2], atoi(argv[3]));
+    else if (!strcmp(t, "sandbox") && argc > 3)
+        t_sandbox(argv[2], atoi(argv[3]));
     else if (!strcmp(t, "fork_exec") && argc > 3)
         t_fork_exec(argv[2], atoi(argv[3]));
     else if (!strcmp(t, "threads"))
