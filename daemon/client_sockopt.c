@@ -86,12 +86,29 @@ static int tcp_setsockopt(struct client *cl, struct dsock *ds, const struct shm_
             return 0;
         case TCP_QUICKACK:
             return 0;
+        case TCP_MAXSEG: /* tcp(7): 0 = the route's; else 88 (TCP_MIN_MSS) .. 65535 */
+            if (v != 0 && (v < 88 || v > 65535))
+                return -EINVAL;
+            t->user_mss = (uint16_t)v;
+            return 0;
         default:
             return -ENOPROTOOPT;
         }
     }
-    if (r->arg0 == IPPROTO_IP && (r->arg1 == IP_TOS || r->arg1 == IP_TTL))
-        return 0;
+    if (r->arg0 == IPPROTO_IP) {
+        switch (r->arg1) {
+        case IP_TTL:
+            if (v != -1 && (v < 1 || v > 255))
+                return -EINVAL;
+            t->ttl = v == -1 ? 0 : (uint8_t)v; /* -1: back to the default */
+            return 0;
+        case IP_TOS:
+            t->tos = (uint8_t)(v & 0xfc); /* the ECN bits are the stack's */
+            return 0;
+        default:
+            return -ENOPROTOOPT;
+        }
+    }
     return -ENOPROTOOPT;
 }
 
@@ -135,6 +152,8 @@ static int tcp_getsockopt(struct client *cl, struct dsock *ds, const struct shm_
             return -ENOPROTOOPT;
         }
     }
+    if (r->arg0 == IPPROTO_IP && t && (r->arg1 == IP_TTL || r->arg1 == IP_TOS))
+        return put_int(c, r->arg1 == IP_TOS ? t->tos : t->ttl ? t->ttl : cl->st->par.default_ttl);
     if (r->arg0 != IPPROTO_TCP)
         return -ENOPROTOOPT;
     if (!t)
@@ -144,8 +163,10 @@ static int tcp_getsockopt(struct client *cl, struct dsock *ds, const struct shm_
         return put_int(c, t->nodelay);
     case TCP_CORK:
         return put_int(c, t->cork);
-    case TCP_MAXSEG:
-        return put_int(c, t->mss);
+    case TCP_MAXSEG: /* before the handshake: the cap if set, else the default (tcp(7)) */
+        return put_int(c, t->state >= TCPS_ESTABLISHED ? t->mss
+                          : t->user_mss                ? t->user_mss
+                                                       : t->mss);
     case TCP_KEEPIDLE:
         return put_int(c, (int)t->keep_idle_s);
     case TCP_KEEPINTVL:

@@ -159,6 +159,7 @@ struct csock {
     uint32_t rx_size, tx_size;
     int64_t rcvtimeo, sndtimeo; /* ns; 0 = none, < 0 = expire at once */
     unsigned want; /* atomic: SHMNET_WANT_* control messages asked for (IP_PKTINFO, ...) */
+    int rcvlowat;  /* atomic: SO_RCVLOWAT as set (0 = 1) */
 };
 
 /* TCP socket states as this library sees them (Linux's sock->state, roughly). */
@@ -213,6 +214,21 @@ static inline uint32_t tx_free(struct csock *s, uint32_t tail)
 {
     uint32_t used = tail - shm_load_acq(&s->sh->tx_head);
     return used > s->tx_size ? 0 : s->tx_size - used;
+}
+
+/* Bytes readable in a stream socket's RX fifo (0 if the daemon's tail is impossible). */
+static inline uint32_t rx_avail(struct csock *s)
+{
+    uint32_t n = shm_load_acq(&s->sh->rx_tail) - __atomic_load_n(&s->sp->rx_head, __ATOMIC_RELAXED);
+    return n > s->rx_size ? 0 : n;
+}
+
+/* SO_RCVLOWAT in bytes: at least 1, at most half the fifo (Linux caps it by the buffer). */
+static inline uint32_t rcv_lowat(const struct csock *s)
+{
+    int v = __atomic_load_n(&s->rcvlowat, __ATOMIC_RELAXED);
+    uint32_t cap = s->rx_size / 2 ? s->rx_size / 2 : 1;
+    return v <= 1 ? 1 : (uint32_t)v < cap ? (uint32_t)v : cap;
 }
 
 static inline bool rx_nonempty(struct csock *s)

@@ -25,8 +25,10 @@ static short sock_revents(struct csock *s, short events)
     uint32_t sev = sock_events(s);
     int shut = sock_shut(s);
     if (s->type == SOCK_STREAM) {
-        if (rx_nonempty(s) || (shut & 1) ||
-            (sev & (SHM_EV_IN | SHM_EV_RDHUP | SHM_EV_HUP | SHM_EV_ERR)))
+        /* SHM_EV_IN alone is a listener's: a connection's data counts against SO_RCVLOWAT */
+        if (rx_avail(s) >= rcv_lowat(s) || (shut & 1) ||
+            (sock_tstate(s) == TS_LISTEN && (sev & SHM_EV_IN)) ||
+            (sev & (SHM_EV_RDHUP | SHM_EV_HUP | SHM_EV_ERR)))
             ev |= POLLIN | POLLRDNORM;
         if ((sev & SHM_EV_OUT) && !(sev & SHM_EV_HUP) && !(shut & 2) &&
             sock_tstate(s) != TS_LISTEN &&

@@ -273,17 +273,16 @@ static bool benign_opt(int level, int name)
 {
     switch (level) {
     case SOL_SOCKET:
-        return name == SO_REUSEPORT || name == SO_PRIORITY || name == SO_RCVLOWAT ||
-               name == SO_SNDLOWAT || name == SO_OOBINLINE || name == SO_TIMESTAMP ||
-               name == SO_MAX_PACING_RATE || name == SO_BROADCAST || name == SO_ZEROCOPY;
+        return name == SO_REUSEPORT || name == SO_PRIORITY || name == SO_SNDLOWAT ||
+               name == SO_OOBINLINE || name == SO_TIMESTAMP || name == SO_MAX_PACING_RATE ||
+               name == SO_BROADCAST || name == SO_ZEROCOPY;
     case IPPROTO_TCP:
         return name == TCP_DEFER_ACCEPT || name == TCP_FASTOPEN || name == TCP_NOTSENT_LOWAT ||
                name == TCP_WINDOW_CLAMP || name == TCP_FASTOPEN_CONNECT ||
-               name == TCP_THIN_LINEAR_TIMEOUTS || name == TCP_SYNCNT || name == TCP_LINGER2 ||
-               name == TCP_MAXSEG;
+               name == TCP_THIN_LINEAR_TIMEOUTS || name == TCP_SYNCNT || name == TCP_LINGER2;
     case IPPROTO_IP:
-        return name == IP_TOS || name == IP_BIND_ADDRESS_NO_PORT || name == IP_RECVERR ||
-               name == IP_MTU_DISCOVER || name == IP_FREEBIND || name == IP_TTL;
+        return name == IP_BIND_ADDRESS_NO_PORT || name == IP_RECVERR || name == IP_MTU_DISCOVER ||
+               name == IP_FREEBIND;
     default:
         return false;
     }

@@ -2,6 +2,7 @@
  * what it forwards to the daemon, and the options replayed on a listener's members. */
 #include "libclient/client_impl.h"
 
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -69,6 +70,14 @@ static int do_setsockopt(struct csock *s, int level, int name, const void *val, 
             s->rcvtimeo = tv_to_ns(&tv);
         else
             s->sndtimeo = tv_to_ns(&tv);
+        return 0;
+    }
+    if (level == SOL_SOCKET && name == SO_RCVLOWAT) { /* the library's readiness test */
+        int v;
+        if (!val || len < sizeof(v))
+            return -EINVAL;
+        memcpy(&v, val, sizeof(v));
+        __atomic_store_n(&s->rcvlowat, v < 0 ? INT_MAX : v, __ATOMIC_RELAXED);
         return 0;
     }
     if (level == IPPROTO_IP && (name == IP_PKTINFO || name == IP_RECVTOS)) {
@@ -147,6 +156,11 @@ static int do_getsockopt(struct csock *s, int level, int name, void *val, sockle
             put_opt(val, len, &tv, sizeof(tv));
             return 0;
         }
+        case SO_RCVLOWAT:
+            v = __atomic_load_n(&s->rcvlowat, __ATOMIC_RELAXED);
+            v = v < 1 ? 1 : v;
+            put_opt(val, len, &v, sizeof(v));
+            return 0;
         case SO_TYPE:
             v = s->type;
             put_opt(val, len, &v, sizeof(v));

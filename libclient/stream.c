@@ -42,10 +42,12 @@ static bool tcp_accept_ready(struct csock *s, uint32_t unused)
            (sock_shut(s) & 1) || att_dead(s->att);
 }
 
-static bool tcp_rx_ready(struct csock *s, uint32_t unused)
+/* need: the bytes a blocked recv waits for (SO_RCVLOWAT, MSG_WAITALL), at least 1. */
+static bool tcp_rx_ready(struct csock *s, uint32_t need)
 {
-    return rx_nonempty(s) || (sock_events(s) & (SHM_EV_RDHUP | SHM_EV_HUP | SHM_EV_ERR)) ||
-           sock_closed(s) || (sock_shut(s) & 1) || sock_errored(s) || att_dead(s->att);
+    return (need <= 1 ? rx_nonempty(s) : rx_avail(s) >= need) ||
+           (sock_events(s) & (SHM_EV_RDHUP | SHM_EV_HUP | SHM_EV_ERR)) || sock_closed(s) ||
+           (sock_shut(s) & 1) || sock_errored(s) || att_dead(s->att);
 }
 
 static bool tcp_tx_ready(struct csock *s, uint32_t unused)
@@ -462,6 +464,11 @@ ssize_t do_recv_stream(struct csock *s, uint8_t *buf, size_t len, int flags, soc
         *srclen = 0; /* a stream reports no source address (as Linux's TCP) */
     if (len == 0)
         return 0;
+    /* tcp(7): a blocking read returns once it has min(SO_RCVLOWAT, len) bytes, or all of
+     * len with MSG_WAITALL (or the connection ended first). */
+    size_t target = waitall ? len : (flags & MSG_PEEK) ? 1 : rcv_lowat(s);
+    if (target > len)
+        target = len;
     fam_lock(&s->sp->rx_lock);
     for (;;) {
         if (sock_closed(s)) {
@@ -486,7 +493,7 @@ ssize_t do_recv_stream(struct csock *s, uint8_t *buf, size_t len, int flags, soc
                 shm_store_rel(&s->sh->rx_head, s->sp->rx_head);
                 tcp_kick_rx(s);
             }
-            if (done == len || !waitall)
+            if (done >= target)
                 break;
             continue;
         }
@@ -512,7 +519,8 @@ ssize_t do_recv_stream(struct csock *s, uint8_t *buf, size_t len, int flags, soc
             r = -ECONNRESET;
             break;
         }
-        r = wait_turn(s, flags, &s->sp->rx_lock, tcp_rx_ready, 0, s->rcvtimeo, &deadline);
+        r = wait_turn(s, flags, &s->sp->rx_lock, tcp_rx_ready, (uint32_t)(target - done),
+                      s->rcvtimeo, &deadline);
         if (r == E_DEAD)
             continue; /* queued bytes are still delivered, then ECONNRESET */
         if (r < 0 && !rx_nonempty(s))

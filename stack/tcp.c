@@ -279,6 +279,12 @@ uint16_t tcp_route_mss(struct stack *st, uint32_t dst)
     return (uint16_t)(st->ifs[ifidx].p.mtu - IP4_HLEN - TCP_HLEN);
 }
 
+uint16_t tcp_own_mss(struct stack *st, const struct tcp_pcb *pcb, uint32_t dst)
+{
+    uint16_t m = tcp_route_mss(st, dst);
+    return pcb->user_mss && pcb->user_mss < m ? pcb->user_mss : m;
+}
+
 bool tcp_route_tso(struct stack *st, uint32_t dst)
 {
     int ifidx;
@@ -586,7 +592,7 @@ int tcp_connect(struct stack *st, struct tcp_pcb *pcb, uint32_t addr, uint16_t p
     }
     pcb->iss = tcp_isn(st, pcb->laddr, pcb->lport, pcb->raddr, pcb->rport);
     pcb->snd_una = pcb->snd_nxt = pcb->snd_max = pcb->iss;
-    pcb->adv_mss = tcp_route_mss(st, addr);
+    pcb->adv_mss = tcp_own_mss(st, pcb, addr);
     pcb->mss = pcb->adv_mss < TCP_DEFAULT_MSS ? pcb->adv_mss : TCP_DEFAULT_MSS;
     pcb->rcv_wscale = st->par.tcp_window_scaling ? st->par.tcp_rcv_wscale : 0;
     pcb->ts_off = (uint32_t)tuple_hash(st, pcb->laddr, pcb->lport, addr, port, 2);

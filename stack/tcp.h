@@ -195,6 +195,8 @@ struct tcp_pcb {
 
     /* socket options */
     bool nodelay, cork, keepalive;
+    uint8_t ttl, tos;  /* IP_TTL (0: the stack's default), IP_TOS */
+    uint16_t user_mss; /* TCP_MAXSEG: a cap on the MSS advertised and used (0: none) */
     uint32_t keep_idle_s, keep_intvl_s, keep_cnt, keep_probes;
     uint32_t user_timeout_ms;
     uint64_t last_rx_ns;

@@ -80,6 +80,8 @@ void tcp_ev_hold(struct stack *st);
 void tcp_ev_release(struct stack *st);
 void tcp_enter_time_wait(struct stack *st, struct tcp_pcb *pcb);
 uint16_t tcp_route_mss(struct stack *st, uint32_t dst);
+/* The MSS pcb offers toward dst: the route's, capped by TCP_MAXSEG. */
+uint16_t tcp_own_mss(struct stack *st, const struct tcp_pcb *pcb, uint32_t dst);
 bool tcp_route_tso(struct stack *st, uint32_t dst);
 void tcp_init_pcb_timers(struct tcp_pcb *pcb);
 bool tcp_challenge_ok(struct stack *st);

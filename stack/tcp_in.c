@@ -132,7 +132,7 @@ static void sack_trim(struct tcp_pcb *pcb)
 /* ---- options at connection set-up ---- */
 static void negotiate(struct stack *st, struct tcp_pcb *pcb, const struct tcp_seg *s)
 {
-    uint16_t route = tcp_route_mss(st, pcb->raddr);
+    uint16_t route = tcp_own_mss(st, pcb, pcb->raddr);
     pcb->adv_mss = route;
     uint16_t peer = s->o.mss_ok ? s->o.mss : TCP_DEFAULT_MSS; /* RFC 9293 3.7.1 */
     pcb->mss = peer < route ? peer : route;
@@ -188,6 +188,9 @@ static struct tcp_pcb *new_child(struct stack *st, struct tcp_pcb *l, const stru
     c->keep_intvl_s = l->keep_intvl_s;
     c->keep_cnt = l->keep_cnt;
     c->user_timeout_ms = l->user_timeout_ms;
+    c->ttl = l->ttl; /* what the listener was given, as Linux's children inherit it */
+    c->tos = l->tos;
+    c->user_mss = l->user_mss;
     c->cc = l->cc;
     c->ts_off = tcp_isn(st, c->laddr, c->lport, c->raddr, c->rport) * 2654435761u;
     return c;
@@ -266,7 +269,9 @@ static void syn_to_listener(struct stack *st, struct tcp_pcb *l, const struct tc
         tmp.rport = s->h.sport;
         tmp.state = TCPS_SYN_RECEIVED;
         tmp.parent = l; /* for the window it offers (tcp_rcv_window) */
-        uint16_t route = tcp_route_mss(st, s->src);
+        tmp.ttl = l->ttl;
+        tmp.tos = l->tos;
+        uint16_t route = tcp_own_mss(st, l, s->src);
         uint16_t mss = s->o.mss_ok && s->o.mss < route ? s->o.mss : route;
         tmp.iss = tcp_cookie_make(st, s, mss);
         tmp.adv_mss = route;
@@ -315,7 +320,7 @@ static void listen_input(struct stack *st, struct tcp_pcb *l, struct tcp_seg *s,
                 c->rcv_nxt = s->seq;
                 c->iss = s->ack - 1;
                 c->snd_una = c->snd_nxt = c->snd_max = s->ack;
-                c->adv_mss = tcp_route_mss(st, c->raddr);
+                c->adv_mss = tcp_own_mss(st, c, c->raddr);
                 c->mss = mss < c->adv_mss ? mss : c->adv_mss;
                 c->snd_wnd = s->wnd;
                 c->snd_wl1 = s->seq;

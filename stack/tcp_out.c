@@ -210,7 +210,8 @@ static int tcp_xmit(struct stack *st, struct tcp_pcb *pcb, uint32_t seq, uint8_t
     if (pcb->in_recovery)
         pcb->prr_out += len; /* RFC 6937 prr_out */
     /* DF: path MTU discovery (RFC 1191); frag-needed lowers pcb->mss. */
-    return ip4_output(st, pb, pcb->laddr, pcb->raddr, IPPROTO_TCP_, st->par.default_ttl, 0, true);
+    return ip4_output(st, pb, pcb->laddr, pcb->raddr, IPPROTO_TCP_,
+                      pcb->ttl ? pcb->ttl : st->par.default_ttl, pcb->tos, true);
 }
 
 #define TLP_MIN_NS    (10 * NS_PER_MS)  /* floor of the probe timeout, as Linux */

@@ -12,6 +12,7 @@
  *   udp       sendmsg/recvmsg with iovecs and addresses, sendto/recvfrom (0 and 1 byte),
  *             truncation (MSG_TRUNC in msg_flags and as a flag), connected UDP with
  *             write/read and writev/readv, sendmmsg/recvmmsg
+ *   lowat     SO_RCVLOWAT: poll waits for that many bytes
  *   pktinfo   a UDP socket on 0.0.0.0 with IP_PKTINFO and IP_RECVTOS: recvmsg's control
  *             messages (the local address, the echo's TOS 0x28, MSG_CTRUNC), sendmsg from the
  *             address IP_PKTINFO names
@@ -1013,6 +1014,33 @@ static void seti(int fd, int level, int name, int v, const char *what)
         fail("setsockopt(%s, %d)", what, v);
 }
 
+/* SO_RCVLOWAT: poll reports a connection readable only once that many bytes are in (or
+ * the connection ended). (A blocking recv that has taken some bytes and waits for the
+ * rest is not checked: Linux wakes it only when the mark's worth of new bytes has come.) */
+static void t_lowat(void)
+{
+    char buf[100];
+    int fd = tcp_connect(0);
+    seti(fd, SOL_SOCKET, SO_RCVLOWAT, 20, "SO_RCVLOWAT");
+    if (geti(fd, SOL_SOCKET, SO_RCVLOWAT, "SO_RCVLOWAT") != 20)
+        fail("SO_RCVLOWAT not kept");
+    step = "poll below the mark";
+    command(fd, "SEND 10 0\n");
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int r = poll(&p, 1, 300); /* the 10 bytes arrive within it, and stay below the mark */
+    if (r != 0)
+        fail("poll reported %d (revents %#x) with 10 of 20 bytes in", r, p.revents);
+    command(fd, "SEND 10 0\n");
+    step = "poll at the mark";
+    if (poll(&p, 1, 5000) != 1 || !(p.revents & POLLIN))
+        fail("not readable with 20 bytes in");
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n != 20)
+        fail("recv returned %zd, want 20", n);
+    OKAY("SO_RCVLOWAT 20: poll waits for 20 bytes");
+    close(fd);
+}
+
 static void t_opts(void)
 {
     int fd = tcp_connect(0);
@@ -1049,6 +1077,25 @@ static void t_opts(void)
     if (ti.tcpi_state != 1 /* TCP_ESTABLISHED */)
         fail("TCP_INFO state %u, want 1 (ESTABLISHED)", ti.tcpi_state);
     OKAY("TCP_INFO: ESTABLISHED, snd_mss %u", ti.tcpi_snd_mss);
+    seti(fd, IPPROTO_IP, IP_TTL, 33, "IP_TTL");
+    seti(fd, IPPROTO_IP, IP_TOS, 0x10, "IP_TOS");
+    if (geti(fd, IPPROTO_IP, IP_TTL, "IP_TTL") != 33 ||
+        geti(fd, IPPROTO_IP, IP_TOS, "IP_TOS") != 0x10)
+        fail("IP_TTL / IP_TOS not kept: %d %#x", geti(fd, IPPROTO_IP, IP_TTL, "IP_TTL"),
+             geti(fd, IPPROTO_IP, IP_TOS, "IP_TOS"));
+    OKAY("IP_TTL 33 and IP_TOS 0x10 kept on a connection");
+    close(fd);
+
+    step = "TCP_MAXSEG before connect";
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    seti(fd, IPPROTO_TCP, TCP_MAXSEG, 1000, "TCP_MAXSEG");
+    if (fd < 0 || connect(fd, (struct sockaddr *)&peer, sizeof(peer)) < 0)
+        fail("connect");
+    command(fd, "HOLD\n");
+    int mss = geti(fd, IPPROTO_TCP, TCP_MAXSEG, "TCP_MAXSEG");
+    if (mss <= 0 || mss > 1000)
+        fail("TCP_MAXSEG 1000 before connect, %d after", mss);
+    OKAY("TCP_MAXSEG 1000 before connect: the connection's MSS is %d", mss);
     close(fd);
 
     int s = socket(AF_INET, SOCK_STREAM, 0);
@@ -1117,6 +1164,8 @@ int main(int argc, char **argv)
         t_sendfile_nb(argv[4]);
     else if (!strcmp(test_name, "dup"))
         t_dup();
+    else if (!strcmp(test_name, "lowat"))
+        t_lowat();
     else if (!strcmp(test_name, "pktinfo"))
         t_pktinfo();
     else if (!strcmp(test_name, "rawclose"))

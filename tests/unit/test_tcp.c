@@ -708,3 +708,64 @@ Test(tcp, events_come_after_the_segment_is_processed)
     cr_assert_eq(writable_rcv_nxt, before + sizeof(d), "WRITABLE came before the data was in");
     pair_fini(&p);
 }
+
+/* IP_TTL and IP_TOS of a connection go into every segment it sends. */
+static uint8_t seen_ttl, seen_tos;
+static bool record_ip(struct pair *p, const uint8_t *f, uint32_t n, bool a_to_b)
+{
+    struct ip4_view ip;
+    (void)p;
+    if (a_to_b && n > 14 && ip4_parse(f + 14, n - 14, &ip) == IP4_OK && ip.proto == 6) {
+        seen_ttl = ip.ttl;
+        seen_tos = ip.tos;
+    }
+    return false;
+}
+
+Test(tcp, ttl_and_tos_are_the_connections)
+{
+    struct pair p;
+    uint8_t d[10] = {0};
+    pair_init_filtered(&p, NULL, 64 * 1024, record_ip);
+    cr_assert_eq(seen_ttl, 64, "the default TTL");
+    p.cli->ttl = 9;
+    p.cli->tos = 0x20;
+    tbuf_write(&p.ca, d, sizeof(d));
+    tcp_output(&p.a.st, p.cli);
+    step(&p, T_MS);
+    cr_assert_eq(seen_ttl, 9);
+    cr_assert_eq(seen_tos, 0x20);
+    pair_fini(&p);
+}
+
+/* TCP_MAXSEG before connect caps the MSS the SYN offers, so the peer sends no larger
+ * segments, and the MSS this side uses. */
+Test(tcp, maxseg_caps_the_mss_both_ways)
+{
+    struct pair p;
+    struct stack_params sp;
+    memset(&p, 0, sizeof(p));
+    stack_params_defaults(&sp);
+    sp.pktbufs = 1024;
+    stest_init_addr(&p.a, &sp, ST_ADDR_A, st_mac_a, NULL);
+    stest_init_addr(&p.b, &sp, ADDR_B, mac_b, NULL);
+    p.b.now = p.a.now;
+    nic_sim_link(&p.a.nic, &p.b.nic);
+    tbuf_init(&p.ca, 64 * 1024, 64 * 1024);
+    tbuf_init(&p.sb, 64 * 1024, 64 * 1024);
+    tbuf_init(&p.lb, 64 * 1024, 64 * 1024);
+    p.lis = tcp_new(&p.b.st, &tbuf_ops, tbuf_event, &p.lb);
+    tcp_bind(&p.b.st, p.lis, 0, 80);
+    tcp_listen(&p.b.st, p.lis, 4, on_accept, &p);
+    p.cli = tcp_new(&p.a.st, &tbuf_ops, tbuf_event, &p.ca);
+    p.cli->user_mss = 1000;
+    tcp_connect(&p.a.st, p.cli, ADDR_B, 80);
+    for (int i = 0; i < 5000 && !p.lis->acc_qlen; i++)
+        step(&p, T_MS);
+    p.srv = tcp_accept(&p.b.st, p.lis);
+    cr_assert_not_null(p.srv);
+    cr_assert_eq(p.cli->adv_mss, 1000, "the SYN offered the cap");
+    cr_assert_eq(p.srv->mss, 1000, "the peer sends at most that");
+    cr_assert_eq(p.cli->mss, 1000, "and so does this side");
+    pair_fini(&p);
+}
