@@ -384,8 +384,10 @@ int sock_wait(struct csock *s, ready_fn ready, uint32_t arg, int64_t deadline)
     sock_waiters(s, bit, true);
     chan_sleeping(a, ch, 1);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (!ready(s, arg))
+    if (!ready(s, arg)) {
+        eintr_arm(); /* from here, a signal handler that runs is the one that interrupts */
         r = chan_sleep(a, ch, deadline ? deadline - (int64_t)clock_mono_ns() : -1);
+    }
     chan_sleeping(a, ch, 0);
     sock_waiters(s, bit, false);
     if (r == 0 && deadline && (int64_t)clock_mono_ns() >= deadline && !ready(s, arg))
@@ -403,6 +405,29 @@ int64_t deadline_of(int64_t timeo)
 /* The tail of every blocking call's loop: -EAGAIN at once when the call does not block,
  * else wait for ready(s, arg) with lock (if any) released, until the deadline that
  * timeo (SO_RCVTIMEO/SO_SNDTIMEO) sets on the first wait. As sock_wait returns. */
+/* Set by the interposer (shmnet__set_restart_hook); NULL in the plain library, whose
+ * blocking calls return EINTR (docs/libshmnet.md). */
+static int (*restart_hook)(int phase);
+
+void shmnet__set_restart_hook(int (*fn)(int phase))
+{
+    __atomic_store_n(&restart_hook, fn, __ATOMIC_RELEASE);
+}
+
+void eintr_arm(void)
+{
+    int (*h)(int) = __atomic_load_n(&restart_hook, __ATOMIC_ACQUIRE);
+    if (h)
+        h(0);
+}
+
+bool eintr_restarts(int64_t timeo)
+{
+    int (*h)(int) = __atomic_load_n(&restart_hook, __ATOMIC_ACQUIRE);
+    /* signal(7): socket calls with SO_RCVTIMEO / SO_SNDTIMEO set are never restarted. */
+    return h && timeo == 0 && h(1);
+}
+
 int wait_turn(struct csock *s, int flags, pthread_mutex_t *lock, ready_fn ready, uint32_t arg,
               int64_t timeo, int64_t *deadline)
 {
@@ -413,6 +438,8 @@ int wait_turn(struct csock *s, int flags, pthread_mutex_t *lock, ready_fn ready,
     if (lock)
         pthread_mutex_unlock(lock);
     int r = sock_wait(s, ready, arg, *deadline);
+    if (r == -EINTR && eintr_restarts(timeo))
+        r = 0; /* the handler has SA_RESTART: the caller looks again and waits on */
     if (lock)
         fam_lock(lock);
     return r;

@@ -86,7 +86,7 @@ struct sock_priv {
  * Processes of one family trust each other (they are one program). */
 struct fam {
     int32_t proc_pid[FAM_PROCS];  /* atomic: slot owner; 0 free; -pid reserved by a forker */
-    uint64_t proc_img[FAM_PROCS]; /* the owner's image when it took the slot (proc_image) */
+    uint64_t proc_img[FAM_PROCS]; /* the owner's image when it took the slot (proc_register) */
     uint32_t next_share;          /* atomic: round robin once all channels are claimed */
     int forked;                   /* atomic: a process of the family has forked */
     /* ring state per part and channel; the claim (owner, users) is in part 0's */
@@ -288,7 +288,6 @@ bool att_alive(struct attach *a, bool force);
 void att_ctl_event(struct attach *a, short revents);
 void fam_mutex_init(pthread_mutex_t *m);
 int fam_lock(pthread_mutex_t *m);
-uint64_t proc_image(int32_t pid);
 bool proc_alive(const struct fam *f, int slot);
 void proc_register(struct fam *f, int slot);
 bool holders_alive(const struct attach *a, uint64_t holders);
@@ -316,6 +315,10 @@ void sock_wake_local(struct csock *s);
 void sock_waiters(struct csock *s, uint64_t bit, bool set);
 int sock_wait(struct csock *s, ready_fn ready, uint32_t arg, int64_t deadline);
 int64_t deadline_of(int64_t timeo);
+/* SA_RESTART (the interposer's hook): eintr_arm before a sleep; after it ended in EINTR,
+ * eintr_restarts says whether the call goes on (never with a timeout set). */
+void eintr_arm(void);
+bool eintr_restarts(int64_t timeo);
 int wait_turn(struct csock *s, int flags, pthread_mutex_t *lock, ready_fn ready, uint32_t arg,
               int64_t timeo, int64_t *deadline);
 

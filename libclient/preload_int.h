@@ -1,6 +1,7 @@
 /* Internal interfaces of libshmnet_preload.so, shared by preload.c (the interposers of
  * the socket calls, poll and select, fds), preload_epoll.c (epoll), preload_cmsg.c
- * (control messages) and preload_syscall.c (syscall(), close_range, closefrom). Everything here is
+ * (control messages), preload_signal.c (SA_RESTART) and preload_syscall.c (syscall(),
+ * close_range, closefrom). Everything here is
  * hidden: the library exports only the interposers (EXPORT) and libshmnet's API. */
 #ifndef SHMNET_PRELOAD_INT_H
 #define SHMNET_PRELOAD_INT_H
@@ -91,6 +92,7 @@ struct preload_libc {
     int (*close_range)(unsigned, unsigned, int);
     void (*closefrom)(int);
     int (*prctl)(int, ...);
+    int (*sigaction)(int, const struct sigaction *, struct sigaction *);
 };
 
 extern struct preload_libc real INTERNAL;

@@ -52,8 +52,11 @@ static uint64_t proc_stat(int32_t pid, bool *zombie)
     ssize_t n;
     int fd;
 
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* pid 0 is this process: a forked child registers itself before it may call anything
+     * but async-signal-safe functions, so no formatting there. */
+    if (pid)
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    fd = open(pid ? path : "/proc/self/stat", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 0;
     n = read(fd, buf, sizeof(buf) - 1);
@@ -70,8 +73,12 @@ static uint64_t proc_stat(int32_t pid, bool *zombie)
     /* proc(5): field 26 startcode, 28 startstack; both fixed for the life of an image
      * (unlike arg_start, which a process renaming itself may move). */
     for (int field = 3; *p && field <= 28; field++) {
-        if (field == 26 || field == 28)
-            img = img * 1000003u ^ strtoull(p, NULL, 10);
+        if (field == 26 || field == 28) {
+            uint64_t v = 0;
+            for (const char *d = p; *d >= '0' && *d <= '9'; d++)
+                v = v * 10 + (uint64_t)(*d - '0');
+            img = img * 1000003u ^ v;
+        }
         p = strchr(p, ' ');
         if (!p)
             break;
@@ -80,16 +87,11 @@ static uint64_t proc_stat(int32_t pid, bool *zombie)
     return img;
 }
 
-uint64_t proc_image(int32_t pid)
-{
-    return proc_stat(pid, NULL);
-}
-
 /* This process takes family slot `slot`: its image first, then its pid (release: a
  * reader that sees the pid sees the image that goes with it). */
 void proc_register(struct fam *f, int slot)
 {
-    __atomic_store_n(&f->proc_img[slot], proc_image(getpid()), __ATOMIC_RELAXED);
+    __atomic_store_n(&f->proc_img[slot], proc_stat(0, NULL), __ATOMIC_RELAXED);
     __atomic_store_n(&f->proc_pid[slot], getpid(), __ATOMIC_RELEASE);
 }
 

@@ -66,6 +66,11 @@ void shmnet__set_warn_hint(const char *unreachable, const char *denied);
  * /proc to tell whether other processes of the family live). */
 void shmnet__sandboxed(void);
 
+/* SA_RESTART for the interposer, which knows the program's signal handlers: fn(0) is
+ * called before a blocking call sleeps, fn(1) when the sleep ended in EINTR, and returns
+ * nonzero when the handler that ran has SA_RESTART, so the call goes on waiting. */
+void shmnet__set_restart_hook(int (*fn)(int phase));
+
 /* Busy-wait budget before sleeping (SHMNET_SPIN_US), in ns. */
 int64_t shmnet__spin_ns(void);
 /* One pause of such a busy wait: yields the CPU (see channel.c). */

@@ -145,7 +145,7 @@ int do_connect_stream(struct csock *s, const struct sockaddr *sa, socklen_t len)
             return -EBADF;
         if (r == -EAGAIN)
             return err; /* SO_SNDTIMEO: still in progress, as Linux reports */
-        if (r == -EINTR)
+        if (r == -EINTR && !eintr_restarts(s->sndtimeo))
             return -EINTR;
         if (r == E_DEAD)
             return -ENOTCONN;

@@ -318,6 +318,7 @@ check preload_close_by_syscall_close_range_closefrom io_rawclose
 check preload_fcntl_ioctl_nonblock prog io_fcntl tcp_active_opens "$P/preload_io" fcntl "$PEER_IP" "$PORT"
 check preload_fd_cloexec prog io_cloexec tcp_active_opens "$P/preload_io" cloexec "$PEER_IP" "$PORT"
 check preload_socket_options prog io_opts tcp_active_opens "$P/preload_io" opts "$PEER_IP" "$PORT"
+check preload_sa_restart prog io_restart tcp_active_opens "$P/preload_io" restart "$PEER_IP" "$PORT"
 check preload_so_rcvlowat prog io_lowat tcp_active_opens "$P/preload_io" lowat "$PEER_IP" "$PORT"
 check preload_fstat_is_socket prog io_fstat tcp_active_opens "$P/preload_io" fstat "$PEER_IP" "$PORT"
 

@@ -12,6 +12,8 @@
  *   udp       sendmsg/recvmsg with iovecs and addresses, sendto/recvfrom (0 and 1 byte),
  *             truncation (MSG_TRUNC in msg_flags and as a flag), connected UDP with
  *             write/read and writev/readv, sendmmsg/recvmmsg
+ *   restart   SA_RESTART: a recv interrupted by a handler with it goes on; without it, or
+ *             with SO_RCVTIMEO, EINTR
  *   lowat     SO_RCVLOWAT: poll waits for that many bytes
  *   pktinfo   a UDP socket on 0.0.0.0 with IP_PKTINFO and IP_RECVTOS: recvmsg's control
  *             messages (the local address, the echo's TOS 0x28, MSG_CTRUNC), sendmsg from the
@@ -43,6 +45,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -1014,6 +1017,78 @@ static void seti(int fd, int level, int name, int v, const char *what)
         fail("setsockopt(%s, %d)", what, v);
 }
 
+/* SA_RESTART (signal(7)): a blocking recv interrupted by a handler installed with it goes
+ * on; without it, or with SO_RCVTIMEO set, it fails with EINTR. */
+static volatile sig_atomic_t usr1_runs;
+static void on_usr1(int sig)
+{
+    (void)sig;
+    usr1_runs++;
+}
+
+static void *usr1_later(void *arg)
+{
+    usleep(100000);
+    pthread_kill(*(pthread_t *)arg, SIGUSR1);
+    return NULL;
+}
+
+/* recv on fd while another thread signals this one 100 ms in; the peer's 5 bytes come
+ * 400 ms in. Returns what recv returned (errno kept). */
+static ssize_t recv_signalled(int fd, char *b, size_t n)
+{
+    pthread_t me = pthread_self(), k;
+    command(fd, "SEND 5 400\n");
+    if (pthread_create(&k, NULL, usr1_later, &me) != 0)
+        fail("pthread_create");
+    ssize_t r = recv(fd, b, n, 0);
+    int e = errno;
+    pthread_join(k, NULL);
+    errno = e;
+    return r;
+}
+
+static void t_restart(void)
+{
+    char b[16];
+    int fd = tcp_connect(0);
+    struct sigaction sa = {.sa_handler = on_usr1, .sa_flags = SA_RESTART}, o;
+    sigemptyset(&sa.sa_mask);
+    step = "sigaction";
+    if (sigaction(SIGUSR1, &sa, NULL) < 0 || sigaction(SIGUSR1, NULL, &o) < 0)
+        fail("sigaction");
+    if (o.sa_handler != on_usr1 || !(o.sa_flags & SA_RESTART))
+        fail("sigaction does not report the handler the program installed");
+    step = "recv interrupted, SA_RESTART";
+    ssize_t n = recv_signalled(fd, b, sizeof(b));
+    if (n != 5 || usr1_runs != 1)
+        fail("recv returned %zd after the handler ran %d times, want 5", n, (int)usr1_runs);
+    OKAY("SA_RESTART: recv went on after the handler and returned the 5 bytes");
+
+    step = "recv interrupted, no SA_RESTART";
+    sa.sa_flags = 0;
+    if (sigaction(SIGUSR1, &sa, NULL) < 0)
+        fail("sigaction");
+    n = recv_signalled(fd, b, sizeof(b));
+    if (n != -1 || errno != EINTR)
+        fail("recv returned %zd, want -1 EINTR", n);
+    if (recv(fd, b, 5, MSG_WAITALL) != 5)
+        fail("the 5 bytes after the EINTR");
+    OKAY("no SA_RESTART: EINTR");
+
+    step = "recv interrupted, SA_RESTART and SO_RCVTIMEO";
+    sa.sa_flags = SA_RESTART;
+    struct timeval tv = {5, 0};
+    if (sigaction(SIGUSR1, &sa, NULL) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
+        fail("sigaction / SO_RCVTIMEO");
+    n = recv_signalled(fd, b, sizeof(b));
+    if (n != -1 || errno != EINTR)
+        fail("recv returned %zd, want -1 EINTR (a timeout is set)", n);
+    OKAY("SA_RESTART with SO_RCVTIMEO set: EINTR, as signal(7) says");
+    close(fd);
+}
+
 /* SO_RCVLOWAT: poll reports a connection readable only once that many bytes are in (or
  * the connection ended). (A blocking recv that has taken some bytes and waits for the
  * rest is not checked: Linux wakes it only when the mark's worth of new bytes has come.) */
@@ -1164,6 +1239,8 @@ int main(int argc, char **argv)
         t_sendfile_nb(argv[4]);
     else if (!strcmp(test_name, "dup"))
         t_dup();
+    else if (!strcmp(test_name, "restart"))
+        t_restart();
     else if (!strcmp(test_name, "lowat"))
         t_lowat();
     else if (!strcmp(test_name, "pktinfo"))
