@@ -13,6 +13,14 @@ static inline uint64_t clock_mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* Wall-clock time in nanoseconds (SO_TIMESTAMP's receive time). */
+static inline uint64_t clock_real_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 /* The coarse clock (the time of the last timer tick: a few ms coarse, and cheaper to
  * read), for checks that run on every poll. */
 static inline uint64_t clock_mono_coarse_ns(void)

@@ -27,6 +27,7 @@ struct dsock {
     bool unaccepted;     /* a connection in a listener's queue, not yet accepted */
     bool linger0;        /* SO_LINGER with zero timeout: close sends RST */
     bool reuseaddr;      /* SO_REUSEADDR as set (reported back; binds never need it) */
+    bool want_ts;        /* UDP: SO_TIMESTAMP or SO_TIMESTAMPNS: records carry the time */
     uint16_t claim_port; /* several workers: the local port this socket claimed, or 0 */
     bool claim_group;    /* ... as a member of the client's TCP listening group */
     bool group_listen;   /* listens for the group: the client made its members */

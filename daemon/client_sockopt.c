@@ -233,6 +233,11 @@ int op_setsockopt(struct client *cl, struct dsock *ds, const struct shm_req *r)
         case SO_KEEPALIVE:
         case SO_PRIORITY:
             return 0; /* accepted; no effect on a datagram fifo of fixed size */
+        case SO_TIMESTAMP:
+        case SO_TIMESTAMPNS:
+            /* The client keeps which one was asked for; records carry the time if either. */
+            ds->want_ts = v != 0;
+            return 0;
         default:
             return -ENOPROTOOPT;
         }

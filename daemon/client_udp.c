@@ -1,5 +1,6 @@
 /* UDP through a socket's fifos: datagrams received into the RX fifo, the TX fifo drained
  * to the stack, and the requests on a UDP socket. */
+#include "core/clock.h"
 #include "daemon/client_impl.h"
 
 int udp_deliver_cb(void *ctx, const struct udp_meta *m, const uint8_t *data, uint32_t len)
@@ -24,7 +25,8 @@ int udp_deliver_cb(void *ctx, const struct udp_meta *m, const uint8_t *data, uin
                           .port = m->sport,
                           .flags = (uint16_t)((m->tos & 0xfc) | (m->ifindex & 0x7f) << 8 |
                                               (m->bcast ? SHM_DGRAM_BCAST : 0)),
-                          .local = m->spec_dst};
+                          .local = m->spec_dst,
+                          .ts = ds->want_ts ? clock_real_ns() : 0};
     if (shm_dgram_write(cl->base + ds->rx_off, ds->rx_size, &ds->rx_tail, head, &h, data, NULL, 0))
         return -ENOBUFS;
     /* Release: the record's bytes are visible before the new tail. */

@@ -133,6 +133,7 @@ static void dgram_info(const struct csock *s, const struct shm_dgram *h,
     info->dst = h->flags & SHM_DGRAM_BCAST ? htonl(INADDR_BROADCAST) : info->spec_dst;
     info->ifindex = (int)SHM_DGRAM_IFINDEX(h->flags);
     info->tos = SHM_DGRAM_TOS(h->flags);
+    info->ts_ns = h->ts;
 }
 
 static ssize_t do_recvfrom(struct csock *s, void *buf, size_t len, int flags, struct sockaddr *src,

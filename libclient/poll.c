@@ -25,10 +25,10 @@ static short sock_revents(struct csock *s, short events)
     uint32_t sev = sock_events(s);
     int shut = sock_shut(s);
     if (s->type == SOCK_STREAM) {
-        /* SHM_EV_IN alone is a listener's: a connection's data counts against SO_RCVLOWAT */
+        /* Data counts against SO_RCVLOWAT; SHM_EV_IN is a listener's queue, or comes with
+         * the end of the stream. */
         if (rx_avail(s) >= rcv_lowat(s) || (shut & 1) ||
-            (sock_tstate(s) == TS_LISTEN && (sev & SHM_EV_IN)) ||
-            (sev & (SHM_EV_RDHUP | SHM_EV_HUP | SHM_EV_ERR)))
+            (sev & (SHM_EV_IN | SHM_EV_RDHUP | SHM_EV_HUP | SHM_EV_ERR)))
             ev |= POLLIN | POLLRDNORM;
         if ((sev & SHM_EV_OUT) && !(sev & SHM_EV_HUP) && !(shut & 2) &&
             sock_tstate(s) != TS_LISTEN &&

@@ -274,8 +274,8 @@ static bool benign_opt(int level, int name)
     switch (level) {
     case SOL_SOCKET:
         return name == SO_REUSEPORT || name == SO_PRIORITY || name == SO_SNDLOWAT ||
-               name == SO_OOBINLINE || name == SO_TIMESTAMP || name == SO_MAX_PACING_RATE ||
-               name == SO_BROADCAST || name == SO_ZEROCOPY;
+               name == SO_OOBINLINE || name == SO_MAX_PACING_RATE || name == SO_BROADCAST ||
+               name == SO_ZEROCOPY;
     case IPPROTO_TCP:
         return name == TCP_DEFER_ACCEPT || name == TCP_FASTOPEN || name == TCP_NOTSENT_LOWAT ||
                name == TCP_WINDOW_CLAMP || name == TCP_FASTOPEN_CONNECT ||

@@ -1,5 +1,6 @@
 /* Control messages of sendmsg and recvmsg on shmnet datagram sockets (cmsg(3)): the ones
- * the socket asked for with IP_PKTINFO and IP_RECVTOS are built from the datagram's record
+ * the socket asked for with IP_PKTINFO, IP_RECVTOS, SO_TIMESTAMP and SO_TIMESTAMPNS are built
+ * from the datagram's record
  * header; on send, IP_PKTINFO chooses the source address. */
 #include "libclient/preload_int.h"
 
@@ -25,6 +26,17 @@ void cmsg_put(struct msghdr *m, const struct shmnet_dgram_info *in)
     size_t used = 0;
     bool all = true;
 
+    /* socket(7): the receive time, as a timeval or a timespec, before the IP messages. */
+    if ((in->want & SHMNET_WANT_TS) && in->ts_ns) {
+        struct timeval tv = {.tv_sec = (time_t)(in->ts_ns / 1000000000u),
+                             .tv_usec = (suseconds_t)(in->ts_ns % 1000000000u / 1000)};
+        all &= cmsg_add(m, &used, SOL_SOCKET, SCM_TIMESTAMP, &tv, sizeof(tv));
+    }
+    if ((in->want & SHMNET_WANT_TSNS) && in->ts_ns) {
+        struct timespec ts = {.tv_sec = (time_t)(in->ts_ns / 1000000000u),
+                              .tv_nsec = (long)(in->ts_ns % 1000000000u)};
+        all &= cmsg_add(m, &used, SOL_SOCKET, SCM_TIMESTAMPNS, &ts, sizeof(ts));
+    }
     if (in->want & SHMNET_WANT_PKTINFO) {
         struct in_pktinfo pi = {.ipi_ifindex = in->ifindex};
         pi.ipi_spec_dst.s_addr = in->spec_dst;

@@ -26,12 +26,15 @@ int shmnet__sock_revents(void *sock, short events, uint64_t *sig);
 /* A received datagram's ancillary data, for recvmsg's control messages. */
 #define SHMNET_WANT_PKTINFO 1 /* IP_PKTINFO is on */
 #define SHMNET_WANT_TOS     2 /* IP_RECVTOS is on */
+#define SHMNET_WANT_TS      4 /* SO_TIMESTAMP is on (struct timeval) */
+#define SHMNET_WANT_TSNS    8 /* SO_TIMESTAMPNS is on (struct timespec) */
 struct shmnet_dgram_info {
     unsigned want;     /* SHMNET_WANT_*: what the socket asked for */
     uint32_t dst;      /* network order: the datagram's destination (ipi_addr) */
     uint32_t spec_dst; /* network order: the local address a reply comes from */
     int ifindex;       /* the receiving interface, 1-based */
     uint8_t tos;
+    uint64_t ts_ns; /* when it arrived (CLOCK_REALTIME), 0 if unknown */
 };
 /* recvfrom that also fills *info (a datagram socket; a stream socket leaves it zero). */
 ssize_t shmnet__recvfrom_info(int fd, void *buf, size_t len, int flags, struct sockaddr *src,

@@ -80,6 +80,27 @@ static int do_setsockopt(struct csock *s, int level, int name, const void *val, 
         __atomic_store_n(&s->rcvlowat, v < 0 ? INT_MAX : v, __ATOMIC_RELAXED);
         return 0;
     }
+    if (level == SOL_SOCKET && (name == SO_TIMESTAMP || name == SO_TIMESTAMPNS)) {
+        /* The daemon stamps the records (datagram sockets); the library picks the form. */
+        unsigned bit = name == SO_TIMESTAMP ? SHMNET_WANT_TS : SHMNET_WANT_TSNS;
+        int on = 0;
+        if (!val || len < sizeof(on))
+            return -EINVAL;
+        memcpy(&on, val, sizeof(on));
+        /* One form at a time, the last asked for; either off turns both off (Linux). */
+        unsigned both = SHMNET_WANT_TS | SHMNET_WANT_TSNS;
+        unsigned now = __atomic_and_fetch(&s->want, ~both, __ATOMIC_RELAXED);
+        if (on)
+            now = __atomic_or_fetch(&s->want, bit, __ATOMIC_RELAXED);
+        if (s->type == SOCK_DGRAM) {
+            int any = !!(now & (SHMNET_WANT_TS | SHMNET_WANT_TSNS));
+            req.arg1 = SO_TIMESTAMP;
+            req.optlen = sizeof(any);
+            memcpy(req.opt, &any, sizeof(any));
+            return sock_request(s, &req, &cpl);
+        }
+        return 0; /* a stream carries no per-datagram times: accepted, as Linux does */
+    }
     if (level == IPPROTO_IP && (name == IP_PKTINFO || name == IP_RECVTOS)) {
         /* Control messages the library builds from each record's header. */
         unsigned bit = name == IP_PKTINFO ? SHMNET_WANT_PKTINFO : SHMNET_WANT_TOS;
@@ -177,8 +198,13 @@ static int do_getsockopt(struct csock *s, int level, int name, void *val, sockle
             break;
         }
     }
-    if (level == IPPROTO_IP && (name == IP_PKTINFO || name == IP_RECVTOS)) {
-        unsigned bit = name == IP_PKTINFO ? SHMNET_WANT_PKTINFO : SHMNET_WANT_TOS;
+    if ((level == IPPROTO_IP && (name == IP_PKTINFO || name == IP_RECVTOS)) ||
+        (level == SOL_SOCKET && (name == SO_TIMESTAMP || name == SO_TIMESTAMPNS))) {
+        unsigned bit = name == IP_PKTINFO     ? SHMNET_WANT_PKTINFO
+                       : name == IP_RECVTOS   ? SHMNET_WANT_TOS
+                       : level == IPPROTO_IP  ? 0
+                       : name == SO_TIMESTAMP ? SHMNET_WANT_TS
+                                              : SHMNET_WANT_TSNS;
         v = !!(__atomic_load_n(&s->want, __ATOMIC_RELAXED) & bit);
         put_opt(val, len, &v, sizeof(v));
         return 0;

@@ -30,10 +30,13 @@
 #include <stdint.h>
 
 #define SHM_MAGIC          0x73686d6e65743031ull /* "shmnet01" */
-#define SHM_LAYOUT_VERSION 3u
+#define SHM_LAYOUT_V       4                     /* the one place the layout version is written */
+#define SHM_LAYOUT_VERSION ((uint32_t)SHM_LAYOUT_V)
 #define SHM_DEFAULT_SOCKET "/run/shmnet/shmnetd.sock"
 #define SHM_SOCKET_ENV     "SHMNET_SOCKET"
-#define SHM_ATTACH_LINE    "attach 3\n" /* the layout version */
+#define SHM_STR_(x)        #x
+#define SHM_STR(x)         SHM_STR_(x)
+#define SHM_ATTACH_LINE    "attach " SHM_STR(SHM_LAYOUT_V) "\n"
 
 #define SHM_CACHELINE    64
 #define SHM_MAX_CHANNELS 64  /* channels per client: one per thread, shared beyond */
@@ -139,7 +142,7 @@ _Static_assert(sizeof(struct shm_tcp_info) <= SHM_OPT_MAX, "fits a completion");
  * indices (used = tail - head, never more than size). UDP fifos carry records:
  *   struct shm_dgram header, then `len` payload bytes, padded to 8 bytes. A record never
  *   wraps: if it does not fit before the end, the producer writes a header with
- *   len = SHM_DGRAM_WRAP there (or nothing, when fewer than 16 bytes remain) and
+ *   len = SHM_DGRAM_WRAP there (or nothing, when fewer than 24 bytes remain) and
  *   continues at offset 0; the consumer skips the same way. Records start 8-aligned.
  * TCP fifos carry plain bytes. */
 struct shm_dgram {
@@ -151,17 +154,20 @@ struct shm_dgram {
      * or for a broadcast the receiving interface's address). TX: the source address to
      * send from (IP_PKTINFO on sendmsg), 0 = the socket's or the route's. Host order. */
     uint32_t local;
+    /* RX: when the datagram arrived (CLOCK_REALTIME ns) if the socket asked for it
+     * (SO_TIMESTAMP, SO_TIMESTAMPNS); else 0. TX: 0. */
+    uint64_t ts;
 };
 #define SHM_DGRAM_TOS(f)     ((uint8_t)((f)&0x00fc)) /* RX: the IP header's TOS (no ECN) */
 #define SHM_DGRAM_IFINDEX(f) (((f) >> 8) & 0x7f)     /* RX: the interface, 1-based */
 #define SHM_DGRAM_BCAST      0x8000u                 /* RX: sent to a broadcast address */
-_Static_assert(sizeof(struct shm_dgram) == 16, "datagram header");
+_Static_assert(sizeof(struct shm_dgram) == 24, "datagram header");
 #define SHM_DGRAM_WRAP 0xffffffffu
 #define SHM_DGRAM_MAX  65507u /* IPv4 UDP payload limit */
 
 static inline uint32_t shm_dgram_space(uint32_t len)
 {
-    return 16u + ((len + 7u) & ~7u);
+    return (uint32_t)sizeof(struct shm_dgram) + ((len + 7u) & ~7u);
 }
 
 struct shm_sock {

@@ -42,6 +42,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -55,12 +56,12 @@
 #include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
-#include <linux/sockios.h>
 
 static const char *test_name = "?";
 static const char *step = "start";
@@ -416,6 +417,8 @@ static void t_pktinfo(void)
         fail("setsockopt IP_PKTINFO/IP_RECVTOS");
     if (getsockopt(fd, IPPROTO_IP, IP_PKTINFO, &v, &vl) < 0 || v != 1)
         fail("getsockopt IP_PKTINFO gives %d", v);
+    if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMP, &on, sizeof(on)) < 0)
+        fail("setsockopt SO_TIMESTAMP");
 
     step = "recvmsg control messages";
     uint8_t data[64], ctl[256];
@@ -435,7 +438,19 @@ static void t_pktinfo(void)
         fail("IP_PKTINFO: addr %s, ifindex %d", addr_str(&me, a, sizeof(a)), pi.ipi_ifindex);
     if (*CMSG_DATA(ct) != 0x28)
         fail("IP_TOS %#x, want 0x28", *CMSG_DATA(ct));
-    OKAY("IP_PKTINFO names %s, IP_TOS 0x28", inet_ntop(AF_INET, &pi.ipi_addr, a, sizeof(a)));
+    struct cmsghdr *cs = NULL;
+    for (struct cmsghdr *x = CMSG_FIRSTHDR(&rh); x; x = CMSG_NXTHDR(&rh, x))
+        if (x->cmsg_level == SOL_SOCKET && x->cmsg_type == SCM_TIMESTAMP)
+            cs = x;
+    struct timeval tv, now;
+    gettimeofday(&now, NULL);
+    if (!cs)
+        fail("no SCM_TIMESTAMP control message");
+    memcpy(&tv, CMSG_DATA(cs), sizeof(tv));
+    if (tv.tv_sec < now.tv_sec - 5 || tv.tv_sec > now.tv_sec)
+        fail("SCM_TIMESTAMP %ld s, now %ld s", (long)tv.tv_sec, (long)now.tv_sec);
+    OKAY("IP_PKTINFO names %s, IP_TOS 0x28, SCM_TIMESTAMP within 5 s of now",
+         inet_ntop(AF_INET, &pi.ipi_addr, a, sizeof(a)));
 
     step = "a control buffer too small";
     rh.msg_controllen = CMSG_LEN(1);
