@@ -42,8 +42,11 @@ struct csock *fdt_lookup(int fd)
     return s;
 }
 
+static void name_gone(struct csock *s);
+
 static int fdt_insert(int fd, struct csock *s)
 {
+    struct csock *stale = NULL;
     int r = 0;
 
     if (fd >= FDT_PAGE * FDT_PAGES)
@@ -52,11 +55,17 @@ static int fdt_insert(int fd, struct csock *s)
     struct csock ***page = &fdt[fd / FDT_PAGE];
     if (!*page)
         *page = calloc(FDT_PAGE, sizeof(**page));
-    if (*page)
+    if (*page) {
+        stale = (*page)[fd % FDT_PAGE];
         (*page)[fd % FDT_PAGE] = s;
-    else
+    } else {
         r = -ENOMEM;
+    }
     pthread_rwlock_unlock(&fdt_lock);
+    /* The kernel gave out this number again, so the placeholder it named was closed
+     * behind our back (a raw close system call): that name of the old socket is gone. */
+    if (stale)
+        name_gone(stale);
     return r;
 }
 
@@ -284,6 +293,15 @@ void fam_sweep(struct attach *a)
 
 /* Drop fd's name for its socket; the socket itself goes with its last name. With
  * close_fd the kernel placeholder is closed too (else the caller reused the number). */
+/* One name (fd) of s went away: the socket goes with its last one. Drops the table's
+ * reference. */
+static void name_gone(struct csock *s)
+{
+    if (__atomic_sub_fetch(&s->fdrefs, 1, __ATOMIC_ACQ_REL) == 0)
+        sock_release(s);
+    sock_put(s);
+}
+
 static int fd_drop(int fd, bool close_fd)
 {
     struct csock *s = fdt_remove(fd);

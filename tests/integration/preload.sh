@@ -315,6 +315,27 @@ io_rawclose() {
 }
 check preload_dup_dup2_dup3_close io_dup
 check preload_close_by_syscall_close_range_closefrom io_rawclose
+# A close by the bare system call: the socket ends when its number is given out again,
+# while the program runs (it keeps running 3 s after; the peer must see the end in 2 s).
+rawclose_asm() {
+    local pid port rc=0
+    "${PX[@]}" "$P/preload_io" rawclose_asm "$PEER_IP" "$PORT" >"$T/io_rca.out" 2>"$T/io_rca.err" &
+    pid=$!
+    if wait_until 10 has_line "$T/io_rca.out" "^eof-port "; then
+        port=$(awk '$1 == "eof-port" { print $2 }' "$T/io_rca.out")
+        wait_until 2 has_line "$T/peer.out" "^eof $port " || { echo "the socket lived on"; rc=1; }
+    else
+        echo "no eof-port line"
+        rc=1
+    fi
+    wait "$pid" || rc=1
+    cat "$T/io_rca.out" "$T/io_rca.err"
+    grep -q '^PASS ' "$T/io_rca.out" || rc=1
+    return $rc
+}
+if [[ $HARNESS_BACKEND == tap ]] && ((HARNESS_WORKERS == 1)); then
+    check preload_raw_close_then_reused_number rawclose_asm
+fi
 check preload_fcntl_ioctl_nonblock prog io_fcntl tcp_active_opens "$P/preload_io" fcntl "$PEER_IP" "$PORT"
 check preload_fd_cloexec prog io_cloexec tcp_active_opens "$P/preload_io" cloexec "$PEER_IP" "$PORT"
 check preload_socket_options prog io_opts tcp_active_opens "$P/preload_io" opts "$PEER_IP" "$PORT"

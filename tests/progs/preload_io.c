@@ -27,6 +27,8 @@
  *             one; prints "eof-port P" for each connection the peer must see closed
  *   rawclose  sockets closed with syscall(SYS_close), close_range and closefrom; prints
  *             "eof-port P" for each connection the peer must see closed
+ *   rawclose_asm  a socket closed by the bare system call, whose number a new socket
+ *             takes: prints "eof-port P" and runs 3 s more
  *   fcntl     F_GETFL/F_SETFL O_NONBLOCK, ioctl FIONBIO, ioctl FIONREAD/SIOCINQ,
  *             SOCK_NONBLOCK connect (EINPROGRESS, POLLOUT, SO_ERROR), SO_RCVTIMEO
  *   cloexec   F_GETFD/F_SETFD: FD_CLOEXEC exactly as asked (socket, SOCK_CLOEXEC, F_SETFD)
@@ -793,6 +795,36 @@ static void t_rawclose(void)
     OKAY("closefrom closed its socket");
 }
 
+/* A close no library sees (the syscall instruction itself, as Go or a static helper
+ * would): the socket goes when the kernel hands its number to a new socket, while the
+ * program runs on (it stays 3 s after printing "eof-port P", so that an end that waits
+ * for its exit comes too late for the caller). */
+static void t_rawclose_asm(void)
+{
+    step = "a raw close, then a new socket";
+    int t = tcp_connect(0);
+    command(t, "ECHO\n");
+    unsigned port = local_port(t);
+#if defined(__x86_64__)
+    long rc;
+    __asm__ volatile("syscall"
+                     : "=a"(rc)
+                     : "0"((long)SYS_close), "D"((long)t)
+                     : "rcx", "r11", "memory");
+#else
+    long rc = syscall(SYS_close, t);
+#endif
+    int u = tcp_connect(0);
+    if (rc != 0 || u != t)
+        fail("raw close returned %ld; the new socket is fd %d, the old one was %d", rc, u, t);
+    command(u, "ECHO\n");
+    OKAY("a new socket took the number of one closed behind the library's back");
+    printf("eof-port %u\n", port);
+    fflush(stdout);
+    sleep(3);
+    close(u);
+}
+
 static void t_dup(void)
 {
     int fd = tcp_connect(0);
@@ -1262,6 +1294,8 @@ int main(int argc, char **argv)
         t_pktinfo();
     else if (!strcmp(test_name, "rawclose"))
         t_rawclose();
+    else if (!strcmp(test_name, "rawclose_asm"))
+        t_rawclose_asm();
     else if (!strcmp(test_name, "fcntl"))
         t_fcntl();
     else if (!strcmp(test_name, "cloexec"))
