@@ -17,6 +17,24 @@ static int put_int(struct shm_cpl *c, int v)
     return 0;
 }
 
+/* IP_TTL (1..255, -1: back to dflt) and IP_TOS (the ECN bits are the stack's), for either
+ * protocol's control block. */
+static int ip_setsockopt(int name, int v, uint8_t dflt, uint8_t *ttl, uint8_t *tos)
+{
+    switch (name) {
+    case IP_TTL:
+        if (v != -1 && (v < 1 || v > 255))
+            return -EINVAL;
+        *ttl = v == -1 ? dflt : (uint8_t)v;
+        return 0;
+    case IP_TOS:
+        *tos = (uint8_t)(v & 0xfc);
+        return 0;
+    default:
+        return -ENOPROTOOPT;
+    }
+}
+
 static int tcp_setsockopt(struct client *cl, struct dsock *ds, const struct shm_req *r)
 {
     struct tcp_pcb *t = ds->tcp;
@@ -95,20 +113,8 @@ static int tcp_setsockopt(struct client *cl, struct dsock *ds, const struct shm_
             return -ENOPROTOOPT;
         }
     }
-    if (r->arg0 == IPPROTO_IP) {
-        switch (r->arg1) {
-        case IP_TTL:
-            if (v != -1 && (v < 1 || v > 255))
-                return -EINVAL;
-            t->ttl = v == -1 ? 0 : (uint8_t)v; /* -1: back to the default */
-            return 0;
-        case IP_TOS:
-            t->tos = (uint8_t)(v & 0xfc); /* the ECN bits are the stack's */
-            return 0;
-        default:
-            return -ENOPROTOOPT;
-        }
-    }
+    if (r->arg0 == IPPROTO_IP)
+        return ip_setsockopt(r->arg1, v, 0, &t->ttl, &t->tos); /* ttl 0: the stack's default */
     return -ENOPROTOOPT;
 }
 
@@ -242,22 +248,9 @@ int op_setsockopt(struct client *cl, struct dsock *ds, const struct shm_req *r)
             return -ENOPROTOOPT;
         }
     }
-    if (r->arg0 == IPPROTO_IP) {
-        switch (r->arg1) {
-        case IP_TTL:
-            if (v == -1)
-                v = cl->st->par.default_ttl;
-            if (v < 1 || v > 255)
-                return -EINVAL;
-            ds->pcb.ttl = (uint8_t)v;
-            return 0;
-        case IP_TOS:
-            ds->pcb.tos = (uint8_t)(v & 0xfc);
-            return 0;
-        default:
-            return -ENOPROTOOPT;
-        }
-    }
+    if (r->arg0 == IPPROTO_IP)
+        return ip_setsockopt(r->arg1, v, (uint8_t)cl->st->par.default_ttl, &ds->pcb.ttl,
+                             &ds->pcb.tos);
     return -ENOPROTOOPT;
 }
 

@@ -315,26 +315,31 @@ io_rawclose() {
 }
 check preload_dup_dup2_dup3_close io_dup
 check preload_close_by_syscall_close_range_closefrom io_rawclose
-# A close by the bare system call: the socket ends when its number is given out again,
-# while the program runs (it keeps running 3 s after; the peer must see the end in 2 s).
-rawclose_asm() {
-    local pid port rc=0
-    "${PX[@]}" "$P/preload_io" rawclose_asm "$PEER_IP" "$PORT" >"$T/io_rca.out" 2>"$T/io_rca.err" &
+# ends_while_running NAME CMD...: CMD (preloaded, in the background) prints "eof-port P"
+# and then keeps running 3 s; the peer must log the end of connection :P within 2 s, so
+# an end that waits for the program's exit comes too late.
+ends_while_running() {
+    local name=$1 pid port rc=0
+    shift
+    "${PX[@]}" "$@" >"$T/$name.out" 2>"$T/$name.err" &
     pid=$!
-    if wait_until 10 has_line "$T/io_rca.out" "^eof-port "; then
-        port=$(awk '$1 == "eof-port" { print $2 }' "$T/io_rca.out")
-        wait_until 2 has_line "$T/peer.out" "^eof $port " || { echo "the socket lived on"; rc=1; }
+    if wait_until 10 has_line "$T/$name.out" "^eof-port "; then
+        port=$(awk '$1 == "eof-port" { print $2 }' "$T/$name.out")
+        wait_until 2 has_line "$T/peer.out" "^eof $port " || { echo "no end while it ran"; rc=1; }
     else
         echo "no eof-port line"
         rc=1
     fi
     wait "$pid" || rc=1
-    cat "$T/io_rca.out" "$T/io_rca.err"
-    grep -q '^PASS ' "$T/io_rca.out" || rc=1
+    cat "$T/$name.out" "$T/$name.err"
+    grep -q '^PASS ' "$T/$name.out" || rc=1
     return $rc
 }
+# A close by the bare system call: the socket ends when its number is given out again,
+# while the program runs. The interposer's bookkeeping: once, on the TAP with one worker.
 if [[ $HARNESS_BACKEND == tap ]] && ((HARNESS_WORKERS == 1)); then
-    check preload_raw_close_then_reused_number rawclose_asm
+    check preload_raw_close_then_reused_number ends_while_running io_rca \
+        "$P/preload_io" rawclose_asm "$PEER_IP" "$PORT"
 fi
 check preload_fcntl_ioctl_nonblock prog io_fcntl tcp_active_opens "$P/preload_io" fcntl "$PEER_IP" "$PORT"
 check preload_fd_cloexec prog io_cloexec tcp_active_opens "$P/preload_io" cloexec "$PEER_IP" "$PORT"
@@ -389,25 +394,10 @@ check preload_fork_connection_shared prog p_fconn tcp_active_opens \
     "$P/preload_proc" fork_conn "$PEER_IP" "$PORT"
 # fork + exec: the parent's close sends its FIN while the exec'd child still runs (the
 # program keeps the child 3 s after its close; the peer must see the end within 2 s).
-fork_exec() {
-    local pid port rc=0
-    "${PX[@]}" "$P/preload_proc" fork_exec "$PEER_IP" "$PORT" >"$T/p_fexec.out" 2>"$T/p_fexec.err" &
-    pid=$!
-    if wait_until 10 has_line "$T/p_fexec.out" "^eof-port "; then
-        port=$(awk '$1 == "eof-port" { print $2 }' "$T/p_fexec.out")
-        wait_until 2 has_line "$T/peer.out" "^eof $port " || { echo "no FIN while the child ran"; rc=1; }
-    else
-        echo "no eof-port line"
-        rc=1
-    fi
-    wait "$pid" || rc=1
-    cat "$T/p_fexec.out" "$T/p_fexec.err"
-    grep -q '^PASS ' "$T/p_fexec.out" || rc=1
-    return $rc
-}
 # The interposer's bookkeeping, not the backend's: once, on the TAP with one worker.
 if [[ $HARNESS_BACKEND == tap ]] && ((HARNESS_WORKERS == 1)); then
-    check preload_fork_exec_parent_close_ends_the_connection fork_exec
+    check preload_fork_exec_parent_close_ends_the_connection ends_while_running p_fexec \
+        "$P/preload_proc" fork_exec "$PEER_IP" "$PORT"
 fi
 check preload_sandboxed_child_uses_the_socket prog p_sandbox tcp_active_opens \
     "$P/preload_proc" sandbox "$PEER_IP" "$PORT"

@@ -44,9 +44,16 @@ void pair_init(struct pair *p, const struct nic_fault_params *fp, uint32_t bufsz
 void pair_init_filtered(struct pair *p, const struct nic_fault_params *fp, uint32_t bufsz,
                         drop_fn drop)
 {
+    pair_init_with(p, NULL, fp, bufsz, drop, NULL);
+}
+
+void pair_init_with(struct pair *p, const struct stack_params *sp,
+                    const struct nic_fault_params *fp, uint32_t bufsz, drop_fn drop,
+                    void (*setup)(struct pair *p))
+{
     memset(p, 0, sizeof(*p));
-    stest_init_addr(&p->a, NULL, ST_ADDR_A, st_mac_a, fp);
-    stest_init_addr(&p->b, NULL, ADDR_B, mac_b, fp);
+    stest_init_addr(&p->a, sp, ST_ADDR_A, st_mac_a, fp);
+    stest_init_addr(&p->b, sp, ADDR_B, mac_b, fp);
     p->b.now = p->a.now;
     p->drop = drop;
     if (!drop)
@@ -58,6 +65,8 @@ void pair_init_filtered(struct pair *p, const struct nic_fault_params *fp, uint3
     cr_assert_eq(tcp_bind(&p->b.st, p->lis, 0, 80), 0);
     cr_assert_eq(tcp_listen(&p->b.st, p->lis, 16, on_accept, p), 0);
     p->cli = tcp_new(&p->a.st, &tbuf_ops, tbuf_event, &p->ca);
+    if (setup)
+        setup(p);
     cr_assert_eq(tcp_connect(&p->a.st, p->cli, ADDR_B, 80), 0);
     for (int i = 0; i < 10000 && !(p->cli->state == TCPS_ESTABLISHED && p->lis->acc_qlen); i++)
         step(p, T_MS);

@@ -32,6 +32,11 @@ void pair_init(struct pair *p, const struct nic_fault_params *fp, uint32_t bufsz
 /* With drop set, frames pass through it instead of a direct link. */
 void pair_init_filtered(struct pair *p, const struct nic_fault_params *fp, uint32_t bufsz,
                         drop_fn drop);
+/* The same with the stacks' parameters (NULL: the defaults), and setup (may be NULL) called
+ * with the client made but not yet connected (options to set). */
+void pair_init_with(struct pair *p, const struct stack_params *sp,
+                    const struct nic_fault_params *fp, uint32_t bufsz, drop_fn drop,
+                    void (*setup)(struct pair *p));
 void pair_fini(struct pair *p);
 uint8_t pattern(uint64_t i);
 /* Move total bytes a->b and b->a at once; verifies content; returns simulated ms. */

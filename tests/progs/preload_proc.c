@@ -251,15 +251,25 @@ static void t_fork(int port, int parent_closes)
     close(l);
 }
 
-static void t_fork_conn(const char *ip, int port)
+/* A TCP connection to the peer's ECHO (type: SOCK_STREAM with its flags) after one round
+ * trip (msg); its local address in *me when me is not NULL. */
+static int echo_conn(const char *ip, int port, int type, struct sockaddr_in *me, const char *msg)
 {
     struct sockaddr_in a = sin4(ip, port);
+    socklen_t ml = sizeof(*me);
     step = "connect";
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof(a)) < 0)
+    int s = socket(AF_INET, type, 0);
+    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+        (me && getsockname(s, (struct sockaddr *)me, &ml) < 0))
         fail("socket/connect");
     write_all(s, "ECHO\n", 5);
-    roundtrip(s, "parent-before-fork");
+    roundtrip(s, msg);
+    return s;
+}
+
+static void t_fork_conn(const char *ip, int port)
+{
+    int s = echo_conn(ip, port, SOCK_STREAM, NULL, "parent-before-fork");
     fflush(stdout);
     step = "fork";
     pid_t parent = getpid(), pid = fork();
@@ -284,17 +294,10 @@ static void t_fork_conn(const char *ip, int port)
  * for 3 s more, so a FIN that waits for the child's end comes too late for the caller. */
 static void t_fork_exec(const char *ip, int port)
 {
-    struct sockaddr_in a = sin4(ip, port), me;
-    socklen_t ml = sizeof(me);
+    struct sockaddr_in me;
     int ready[2];
     char c;
-    step = "connect";
-    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-        getsockname(s, (struct sockaddr *)&me, &ml) < 0)
-        fail("socket/connect");
-    write_all(s, "ECHO\n", 5);
-    roundtrip(s, "before-fork");
+    int s = echo_conn(ip, port, SOCK_STREAM | SOCK_CLOEXEC, &me, "before-fork");
     step = "fork and exec";
     if (pipe2(ready, O_CLOEXEC) < 0)
         fail("pipe2");
@@ -347,13 +350,7 @@ static void sandbox_self(void)
  * wait in poll and in read. Killed by SIGSYS, or stuck on EINVAL, the child fails. */
 static void t_sandbox(const char *ip, int port)
 {
-    struct sockaddr_in a = sin4(ip, port);
-    step = "connect";
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof(a)) < 0)
-        fail("socket/connect");
-    write_all(s, "ECHO\n", 5);
-    roundtrip(s, "before-fork");
+    int s = echo_conn(ip, port, SOCK_STREAM, NULL, "before-fork");
     fflush(stdout);
     pid_t parent = getpid(), pid = fork();
     if (pid < 0)

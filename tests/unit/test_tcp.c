@@ -52,34 +52,14 @@ Test(tcp, bulk_with_loss_reorder_duplicates_corruption)
 Test(tcp, bulk_with_loss_newreno_no_sack)
 {
     struct nic_fault_params fp = {.enabled = true, .seed = 4, .loss = 0.02, .rx = true, .tx = true};
-    struct pair p;
-    memset(&p, 0, sizeof(p));
-    pair_init(&p, &fp, 256 * 1024);
-    /* Renegotiate without SACK and timestamps on a fresh connection. */
-    pair_fini(&p);
     struct stack_params sp;
     stack_params_defaults(&sp);
     sp.pktbufs = 1024;
     sp.tcp_sack = false;
     sp.tcp_timestamps = false;
     snprintf(sp.tcp_cc, sizeof(sp.tcp_cc), "newreno");
-    memset(&p, 0, sizeof(p));
-    stest_init_addr(&p.a, &sp, ST_ADDR_A, st_mac_a, &fp);
-    stest_init_addr(&p.b, &sp, ADDR_B, mac_b, &fp);
-    p.b.now = p.a.now;
-    nic_sim_link(&p.a.nic, &p.b.nic);
-    tbuf_init(&p.ca, 128 * 1024, 128 * 1024);
-    tbuf_init(&p.sb, 128 * 1024, 128 * 1024);
-    tbuf_init(&p.lb, 128 * 1024, 128 * 1024);
-    p.lis = tcp_new(&p.b.st, &tbuf_ops, tbuf_event, &p.lb);
-    tcp_bind(&p.b.st, p.lis, 0, 80);
-    tcp_listen(&p.b.st, p.lis, 4, on_accept, &p);
-    p.cli = tcp_new(&p.a.st, &tbuf_ops, tbuf_event, &p.ca);
-    tcp_connect(&p.a.st, p.cli, ADDR_B, 80);
-    for (int i = 0; i < 5000 && !p.lis->acc_qlen; i++)
-        step(&p, T_MS);
-    p.srv = tcp_accept(&p.b.st, p.lis);
-    cr_assert_not_null(p.srv);
+    struct pair p;
+    pair_init_with(&p, &sp, &fp, 128 * 1024, NULL, NULL);
     cr_assert_not(p.cli->sack_ok);
     cr_assert_eq(strcmp(p.cli->cc->name, "newreno"), 0);
     transfer(&p, 1u << 20, 200000);
@@ -740,30 +720,15 @@ Test(tcp, ttl_and_tos_are_the_connections)
 
 /* TCP_MAXSEG before connect caps the MSS the SYN offers, so the peer sends no larger
  * segments, and the MSS this side uses. */
+static void maxseg_1000(struct pair *p)
+{
+    p->cli->user_mss = 1000;
+}
+
 Test(tcp, maxseg_caps_the_mss_both_ways)
 {
     struct pair p;
-    struct stack_params sp;
-    memset(&p, 0, sizeof(p));
-    stack_params_defaults(&sp);
-    sp.pktbufs = 1024;
-    stest_init_addr(&p.a, &sp, ST_ADDR_A, st_mac_a, NULL);
-    stest_init_addr(&p.b, &sp, ADDR_B, mac_b, NULL);
-    p.b.now = p.a.now;
-    nic_sim_link(&p.a.nic, &p.b.nic);
-    tbuf_init(&p.ca, 64 * 1024, 64 * 1024);
-    tbuf_init(&p.sb, 64 * 1024, 64 * 1024);
-    tbuf_init(&p.lb, 64 * 1024, 64 * 1024);
-    p.lis = tcp_new(&p.b.st, &tbuf_ops, tbuf_event, &p.lb);
-    tcp_bind(&p.b.st, p.lis, 0, 80);
-    tcp_listen(&p.b.st, p.lis, 4, on_accept, &p);
-    p.cli = tcp_new(&p.a.st, &tbuf_ops, tbuf_event, &p.ca);
-    p.cli->user_mss = 1000;
-    tcp_connect(&p.a.st, p.cli, ADDR_B, 80);
-    for (int i = 0; i < 5000 && !p.lis->acc_qlen; i++)
-        step(&p, T_MS);
-    p.srv = tcp_accept(&p.b.st, p.lis);
-    cr_assert_not_null(p.srv);
+    pair_init_with(&p, NULL, NULL, 64 * 1024, NULL, maxseg_1000);
     cr_assert_eq(p.cli->adv_mss, 1000, "the SYN offered the cap");
     cr_assert_eq(p.srv->mss, 1000, "the peer sends at most that");
     cr_assert_eq(p.cli->mss, 1000, "and so does this side");
